@@ -1,0 +1,168 @@
+"""The dataset contract: TFRecord feature keys and `dataset.json` metadata.
+
+A dataset is a folder holding `dataset.json`, `label_map.json` and shards
+named `SPLIT-00000-of-000NN.tfrecord`. This module reads and writes the two
+JSON files and validates them; it imports no TensorFlow.
+"""
+
+import dataclasses
+import json
+import os
+import re
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+# === tf.train.Example keys ===
+IMAGE_ENCODED = "image/encoded"
+IMAGE_ID = "image/id"
+LABEL_NOISY = "label/noisy"
+LABEL_VERIFIED_POS = "label/verified_pos"
+LABEL_VERIFIED_NEG = "label/verified_neg"
+# Only where the truth is known (the built-in benchmark). Training never reads it.
+LABEL_TRUE = "label/true"
+
+LABEL_KEYS = (LABEL_NOISY, LABEL_VERIFIED_POS, LABEL_VERIFIED_NEG, LABEL_TRUE)
+
+DATASET_JSON = "dataset.json"
+LABEL_MAP_JSON = "label_map.json"
+STANDARD_SPLITS = ("noisy", "clean", "val", "test")
+_SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.tfrecord$")
+
+
+def shard_name(split: str, index: int, total: int) -> str:
+    """File name of shard `index` (0-based) of `total` for `split`."""
+    return f"{split}-{index:05d}-of-{total:05d}.tfrecord"
+
+
+class DatasetError(ValueError):
+    """A dataset folder that does not satisfy the contract."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassInfo:
+    """One class of the label map.
+
+    Args:
+        id: str. Stable identifier (a name, a `/m/...` machine id, a synset).
+        name: str. Human readable name.
+        category: str. High-level group used for per-category reports.
+    """
+
+    id: str
+    name: str
+    category: str = "others"
+
+
+@dataclasses.dataclass
+class SplitInfo:
+    num_records: int
+    num_shards: int
+    files: list[str]
+
+
+@dataclasses.dataclass
+class DatasetInfo:
+    """The contents of `dataset.json` plus the label map it points to.
+
+    Args:
+        num_classes: int. Number of classes d.
+        multi_label: bool. Whether an image may hold several classes.
+        splits: dict of split name to `SplitInfo`.
+        classes: list of `ClassInfo`, index i is class i.
+        provenance: dict. Source, converter version, arguments, noise
+            statistics.
+        skipped: dict. Count and list of the bad input rows skipped with
+            `--skip_bad` (empty when nothing was skipped).
+        path: str. The dataset folder (not serialized).
+    """
+
+    num_classes: int
+    multi_label: bool
+    splits: dict[str, SplitInfo]
+    classes: list[ClassInfo]
+    provenance: dict[str, Any] = dataclasses.field(default_factory=dict)
+    skipped: dict[str, Any] = dataclasses.field(default_factory=lambda: {"count": 0, "rows": []})
+    path: str = ""
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    def split_files(self, split: str) -> list[str]:
+        """Absolute paths of the shards of `split`; a clear error if absent."""
+        if split not in self.splits:
+            raise DatasetError(
+                f"dataset {self.path!r} has no split {split!r}; it has: {', '.join(sorted(self.splits))}"
+            )
+        return [os.path.join(self.path, f) for f in self.splits[split].files]
+
+    def has_split(self, split: str) -> bool:
+        return split in self.splits and self.splits[split].num_records > 0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "num_classes": self.num_classes,
+            "multi_label": self.multi_label,
+            "label_map": LABEL_MAP_JSON,
+            "splits": {k: dataclasses.asdict(v) for k, v in sorted(self.splits.items())},
+            "provenance": self.provenance,
+            "skipped": self.skipped,
+        }
+
+    def write(self, directory: str) -> None:
+        """Writes `label_map.json` then `dataset.json` into `directory`."""
+        label_map = {str(i): dataclasses.asdict(c) for i, c in enumerate(self.classes)}
+        with open(os.path.join(directory, LABEL_MAP_JSON), "w") as f:
+            json.dump(label_map, f, indent=1)
+        with open(os.path.join(directory, DATASET_JSON), "w") as f:
+            json.dump(self.to_json(), f, indent=1)
+
+
+def load_dataset_info(path: str, check_files: bool = True) -> DatasetInfo:
+    """Reads and validates the dataset folder `path`.
+
+    Raises:
+        DatasetError: naming the missing or inconsistent part.
+    """
+    meta_path = os.path.join(path, DATASET_JSON)
+    if not os.path.isdir(path):
+        raise DatasetError(f"dataset folder not found: {path!r}")
+    if not os.path.isfile(meta_path):
+        raise DatasetError(
+            f"{meta_path!r} not found: {path!r} is not a complete dataset (build one with nlr-make-tfrecords)"
+        )
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+        label_map_path = os.path.join(path, meta.get("label_map", LABEL_MAP_JSON))
+        with open(label_map_path) as f:
+            label_map = json.load(f)
+    except (OSError, json.JSONDecodeError) as e:
+        raise DatasetError(f"cannot read dataset metadata in {path!r}: {e}") from e
+    for key in ("num_classes", "multi_label", "splits"):
+        if key not in meta:
+            raise DatasetError(f"{meta_path!r} lacks the key {key!r}")
+    num_classes = int(meta["num_classes"])
+    if sorted(label_map, key=int) != [str(i) for i in range(num_classes)]:
+        raise DatasetError(
+            f"{label_map_path!r} has {len(label_map)} entries but dataset.json says num_classes={num_classes}"
+        )
+    classes = [ClassInfo(**label_map[str(i)]) for i in range(num_classes)]
+    splits = {name: SplitInfo(**s) for name, s in meta["splits"].items()}
+    info = DatasetInfo(
+        num_classes=num_classes,
+        multi_label=bool(meta["multi_label"]),
+        splits=splits,
+        classes=classes,
+        provenance=meta.get("provenance", {}),
+        skipped=meta.get("skipped", {"count": 0, "rows": []}),
+        path=os.path.abspath(path),
+    )
+    if check_files:
+        for name, split in splits.items():
+            for f in split.files:
+                if not os.path.isfile(os.path.join(path, f)):
+                    raise DatasetError(f"split {name!r} of {path!r} is missing its shard {f!r}")
+    return info

@@ -1,0 +1,34 @@
+"""Installs the `nlr_tf` library, the `tfrecords_tools` converters and the nlr-* binaries."""
+
+import setuptools
+
+setuptools.setup(
+    name="nlr_tf",
+    version="0.1.0",
+    description=(
+        "Learning image classifiers from massive noisily labeled data plus a "
+        "small verified subset: label cleaning (Veit et al. 2017) and noise "
+        "regularization (Hu et al. 2019) in TensorFlow/Keras."
+    ),
+    packages=setuptools.find_packages(include=["nlr_tf", "nlr_tf.*", "tfrecords_tools", "tfrecords_tools.*"]),
+    python_requires=">=3.10,<3.13",
+    install_requires=[
+        "tensorflow>=2.21,<2.22",
+        "keras>=3.15,<4",
+        "tensorboard>=2.21,<2.22",
+        "tensorflow-datasets>=4.9.8,<5",
+        "numpy>=1.26,<3",
+        "absl-py>=2.1,<3",
+        "scikit-learn>=1.4,<2",
+        "pillow>=10,<14",
+        "tqdm>=4.66,<5",
+        "matplotlib>=3.8,<4",
+    ],
+    extras_require={"test": ["pytest>=8,<10"]},
+    entry_points={
+        "console_scripts": [
+            "nlr-make-tfrecords=nlr_tf.cli.make_tfrecords:run",
+            "nlr-inspect=nlr_tf.cli.inspect_dataset:run",
+        ],
+    },
+)

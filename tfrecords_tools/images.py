@@ -1,0 +1,114 @@
+"""Reading, checking and encoding images for the writer (Pillow, no TF).
+
+Every image is fully decoded once before it is written, so a corrupt or
+truncated file is caught at conversion time and named by its row, instead
+of failing a training run hours later. JPEG and PNG bytes are kept as they
+are; other formats (and arrays) are re-encoded losslessly as PNG; JPEGs in
+colour modes TensorFlow cannot decode (CMYK, YCCK) are re-encoded as RGB.
+"""
+
+import io
+import os
+from typing import Optional
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from tfrecords_tools.records import Record
+
+# Decode a truncated JPEG as an error, not as a grey bottom half.
+Image.LOAD_TRUNCATED_IMAGES = False
+
+_KEEP_MODES = {"JPEG": {"L", "RGB"}, "PNG": {"1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I;16B"}}
+
+
+class ImageError(ValueError):
+    """An image that cannot be read or decoded."""
+
+
+def encode_png(array: np.ndarray) -> bytes:
+    """Encodes a uint8 array [H, W] or [H, W, 1|3|4] as PNG."""
+    array = np.asarray(array)
+    if array.dtype != np.uint8:
+        raise ImageError(f"image arrays must be uint8, got {array.dtype}")
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[-1] not in (3, 4)):
+        raise ImageError(f"image arrays must be [H, W] or [H, W, 1|3|4], got shape {array.shape}")
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _reencode(img: Image.Image, fmt: str) -> bytes:
+    buf = io.BytesIO()
+    if fmt == "JPEG":
+        img.convert("RGB").save(buf, format="JPEG", quality=95)
+    else:
+        if img.mode not in _KEEP_MODES["PNG"]:
+            img = img.convert("RGBA" if "A" in img.getbands() else "RGB")
+        img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def check_image_bytes(data: bytes, max_side: int = 0) -> bytes:
+    """Fully decodes `data`; returns bytes TensorFlow can decode as JPEG or PNG.
+
+    Args:
+        data: bytes. Encoded image in any format Pillow reads.
+        max_side: int. When > 0, images whose longer side exceeds it are
+            downscaled to it (aspect kept) and re-encoded.
+
+    Raises:
+        ImageError: the bytes are empty, not an image, or corrupt.
+    """
+    if not data:
+        raise ImageError("image is empty (0 bytes)")
+    try:
+        img = Image.open(io.BytesIO(data))
+        fmt = img.format
+        img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise ImageError(f"cannot decode image: {e}") from None
+    if img.width < 1 or img.height < 1:
+        raise ImageError(f"image has no pixels ({img.width}x{img.height})")
+    resized = False
+    if max_side > 0 and max(img.size) > max_side:
+        scale = max_side / max(img.size)
+        size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+        img = img.resize(size, Image.BILINEAR)
+        resized = True
+    if fmt in _KEEP_MODES and img.mode in _KEEP_MODES[fmt] and not resized:
+        return data
+    return _reencode(img, "JPEG" if fmt == "JPEG" else "PNG")
+
+
+def read_record_image(record: Record, max_side: int = 0) -> bytes:
+    """The checked encoded image of `record` (from its path, bytes or array)."""
+    if record.image_array is not None:
+        data = encode_png(record.image_array)
+        return check_image_bytes(data, max_side) if max_side else data
+    if record.image_bytes is not None:
+        return check_image_bytes(record.image_bytes, max_side)
+    if record.image_path is None:
+        raise ImageError("record has no image")
+    path = record.image_path
+    if not os.path.isfile(path):
+        raise ImageError(f"image file not found: {path}")
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError as e:
+        raise ImageError(f"cannot read image file {path}: {e}") from None
+    try:
+        return check_image_bytes(data, max_side)
+    except ImageError as e:
+        raise ImageError(f"{path}: {e}") from None
+
+
+def guess_format(data: bytes) -> Optional[str]:
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    return None

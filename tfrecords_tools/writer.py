@@ -1,0 +1,270 @@
+"""Sharded, parallel, atomic writing of a dataset folder.
+
+The converter's items stream through a pool of worker threads that read and
+fully decode each image (Pillow releases the GIL while decoding); results
+come back in order, so the output is deterministic. Records go round-robin
+into `--num_shards` shards per split. Everything is written to a temporary
+sibling folder that is renamed to the output folder only once complete, so a
+failed or interrupted run never leaves a dataset that looks complete.
+"""
+
+import collections
+import concurrent.futures
+import datetime
+import os
+import re
+import shutil
+import sys
+import uuid
+from collections.abc import Sequence
+from typing import Any, Optional, Union
+
+import tensorflow as tf
+import tqdm
+
+from nlr_tf.data import schema
+from tfrecords_tools import __version__ as CONVERTER_VERSION
+from tfrecords_tools.images import ImageError, read_record_image
+from tfrecords_tools.records import BadRow, Conversion, ConversionError, Record
+from tfrecords_tools.stats import LabelStats
+
+_SPLIT_RE = re.compile(r"^[A-Za-z0-9_]+$")
+
+
+class BadInputError(ValueError):
+    """A bad input row met without `--skip_bad`."""
+
+
+def _int64_list(values: Sequence[int]) -> tf.train.Feature:
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+
+
+def _bytes(value: bytes) -> tf.train.Feature:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def make_example(
+    image_id: str,
+    encoded: bytes,
+    noisy: Sequence[int],
+    verified_pos: Sequence[int] = (),
+    verified_neg: Sequence[int] = (),
+    true: Optional[Sequence[int]] = None,
+) -> bytes:
+    """A serialized `tf.train.Example` in the dataset schema."""
+    feature = {
+        schema.IMAGE_ENCODED: _bytes(encoded),
+        schema.IMAGE_ID: _bytes(image_id.encode("utf-8")),
+        schema.LABEL_NOISY: _int64_list(sorted(set(noisy))),
+        schema.LABEL_VERIFIED_POS: _int64_list(sorted(set(verified_pos))),
+        schema.LABEL_VERIFIED_NEG: _int64_list(sorted(set(verified_neg))),
+    }
+    if true is not None:
+        feature[schema.LABEL_TRUE] = _int64_list(sorted(set(true)))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+
+
+def _prepare(record: Record, max_side: int) -> Union[tuple[Record, bytes], BadRow]:
+    try:
+        return record, read_record_image(record, max_side)
+    except ImageError as e:
+        return BadRow(record.origin or record.id, str(e))
+
+
+def _check_labels(record: Record, num_classes: int) -> Optional[str]:
+    if not record.id:
+        return "empty image id"
+    if not _SPLIT_RE.match(record.split or ""):
+        return f"bad split name {record.split!r} (letters, digits and _ only)"
+    lists = {"noisy": record.noisy, "verified_pos": record.verified_pos, "verified_neg": record.verified_neg}
+    if record.true is not None:
+        lists["true"] = record.true
+    for name, values in lists.items():
+        for v in values:
+            if not 0 <= int(v) < num_classes:
+                return f"{name} class index {v} is out of range for {num_classes} classes"
+    both = set(record.verified_pos) & set(record.verified_neg)
+    if both:
+        return f"classes {sorted(both)} are verified both present and absent"
+    return None
+
+
+class _SplitWriter:
+    """Round-robin shard writers of one split, under temporary names."""
+
+    def __init__(self, directory: str, split: str, num_shards: int, num_classes: int):
+        self.directory, self.split, self.num_shards = directory, split, num_shards
+        self.writers: dict[int, tf.io.TFRecordWriter] = {}
+        self.counts = collections.Counter()
+        self.num_records = 0
+        self.ids: set[str] = set()
+        self.stats = LabelStats(num_classes)
+
+    def _tmp_name(self, shard: int) -> str:
+        return os.path.join(self.directory, f"{self.split}.part-{shard:05d}")
+
+    def write(self, serialized: bytes) -> None:
+        shard = self.num_records % self.num_shards
+        if shard not in self.writers:
+            self.writers[shard] = tf.io.TFRecordWriter(self._tmp_name(shard))
+        self.writers[shard].write(serialized)
+        self.counts[shard] += 1
+        self.num_records += 1
+
+    def finish(self) -> schema.SplitInfo:
+        for w in self.writers.values():
+            w.close()
+        used = sorted(self.writers)
+        files = []
+        for j, shard in enumerate(used):
+            name = schema.shard_name(self.split, j, len(used))
+            os.rename(self._tmp_name(shard), os.path.join(self.directory, name))
+            files.append(name)
+        return schema.SplitInfo(num_records=self.num_records, num_shards=len(files), files=files)
+
+
+def write_dataset(
+    conversion: Conversion,
+    output_dir: str,
+    num_shards: int = 8,
+    skip_bad: bool = False,
+    num_workers: Optional[int] = None,
+    overwrite: bool = False,
+    max_image_side: int = 0,
+    arguments: Optional[dict[str, Any]] = None,
+    progress: bool = True,
+) -> schema.DatasetInfo:
+    """Writes `conversion` as a dataset folder at `output_dir`.
+
+    Args:
+        conversion: `Conversion`. Classes and the stream of items.
+        output_dir: str. Folder to create; must not exist unless `overwrite`.
+        num_shards: int. Shards per split (fewer when a split has fewer
+            records). Defaults to 8.
+        skip_bad: bool. Skip and count bad rows instead of failing on the
+            first one. Defaults to False.
+        num_workers: int. Image reading threads. Defaults to the CPU count.
+        overwrite: bool. Replace an existing dataset at `output_dir` (only
+            once the new one is complete). Defaults to False.
+        max_image_side: int. Downscale larger images to this longer side;
+            0 keeps them. Defaults to 0.
+        arguments: dict. Recorded in the provenance.
+        progress: bool. Show a progress bar on stderr. Defaults to True.
+
+    Returns:
+        The written `DatasetInfo`.
+
+    Raises:
+        BadInputError: a bad row without `skip_bad`; names the row.
+        ConversionError: the output folder exists, or nothing was written.
+    """
+    if num_shards < 1:
+        raise ConversionError(f"num_shards must be >= 1, got {num_shards}")
+    output_dir = os.path.abspath(output_dir)
+    if os.path.exists(output_dir) and not overwrite:
+        raise ConversionError(f"output folder {output_dir!r} already exists (pass --overwrite to replace it)")
+    num_classes = len(conversion.classes)
+    if num_classes < 1:
+        raise ConversionError("the conversion has no classes")
+    parent = os.path.dirname(output_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp_dir = os.path.join(parent, f".{os.path.basename(output_dir)}.incomplete-{uuid.uuid4().hex[:8]}")
+    os.makedirs(tmp_dir)
+    try:
+        info = _write_into(
+            conversion, tmp_dir, num_shards, skip_bad, num_workers or os.cpu_count() or 1, max_image_side, progress
+        )
+        info.provenance.update(
+            {
+                "source": conversion.source,
+                "converter_version": CONVERTER_VERSION,
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "arguments": arguments or {},
+                "details": conversion.details,
+            }
+        )
+        info.write(tmp_dir)
+        if os.path.exists(output_dir):
+            trash = f"{tmp_dir}.replaced"
+            os.rename(output_dir, trash)
+            os.rename(tmp_dir, output_dir)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(tmp_dir, output_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+    info.path = output_dir
+    return info
+
+
+def _write_into(
+    conversion: Conversion,
+    directory: str,
+    num_shards: int,
+    skip_bad: bool,
+    num_workers: int,
+    max_side: int,
+    progress: bool,
+) -> schema.DatasetInfo:
+    num_classes = len(conversion.classes)
+    splits: dict[str, _SplitWriter] = {}
+    skipped: list[dict[str, str]] = []
+
+    def reject(bad: BadRow) -> None:
+        if not skip_bad:
+            raise BadInputError(bad.message())
+        skipped.append({"origin": bad.origin, "reason": bad.reason})
+
+    def handle(result: Union[tuple[Record, bytes], BadRow]) -> None:
+        if isinstance(result, BadRow):
+            return reject(result)
+        record, encoded = result
+        problem = _check_labels(record, num_classes)
+        writer = splits.get(record.split)
+        if problem is None:
+            if writer is None:
+                writer = splits[record.split] = _SplitWriter(directory, record.split, num_shards, num_classes)
+            if record.id in writer.ids:
+                problem = f"duplicate image id {record.id!r} in split {record.split!r}"
+        if problem is not None:
+            return reject(BadRow(record.origin or record.id, problem))
+        writer.ids.add(record.id)
+        writer.stats.add(record.noisy, record.verified_pos, record.verified_neg, record.true)
+        writer.write(make_example(record.id, encoded, record.noisy, record.verified_pos, record.verified_neg, record.true))
+
+    window = 16 * num_workers
+    bar = tqdm.tqdm(total=conversion.total, unit="img", desc="writing", disable=not progress, file=sys.stderr)
+    with concurrent.futures.ThreadPoolExecutor(num_workers) as pool:
+        pending: collections.deque = collections.deque()
+        try:
+            for item in conversion.items:
+                if isinstance(item, BadRow):
+                    done: concurrent.futures.Future = concurrent.futures.Future()
+                    done.set_result(item)
+                    pending.append(done)
+                else:
+                    pending.append(pool.submit(_prepare, item, max_side))
+                while len(pending) >= window:
+                    handle(pending.popleft().result())
+                    bar.update()
+            while pending:
+                handle(pending.popleft().result())
+                bar.update()
+        finally:
+            for f in pending:
+                f.cancel()
+            bar.close()
+    split_infos = {name: w.finish() for name, w in splits.items()}
+    if not split_infos:
+        raise ConversionError(
+            f"no record was written ({len(skipped)} bad rows skipped)" if skipped else "the source holds no record"
+        )
+    return schema.DatasetInfo(
+        num_classes=num_classes,
+        multi_label=conversion.multi_label,
+        splits=split_infos,
+        classes=list(conversion.classes),
+        provenance={"noise_statistics": {name: w.stats.summary() for name, w in sorted(splits.items())}},
+        skipped={"count": len(skipped), "rows": skipped},
+    )
