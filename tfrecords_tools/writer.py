@@ -234,7 +234,10 @@ def _write_into(
         writer.write(make_example(record.id, encoded, record.noisy, record.verified_pos, record.verified_neg, record.true))
 
     window = 16 * num_workers
-    bar = tqdm.tqdm(total=conversion.total, unit="img", desc="writing", disable=not progress, file=sys.stderr)
+    bar = tqdm.tqdm(
+        total=conversion.total, unit="img", desc="writing", disable=not progress, file=sys.stderr,
+        mininterval=0.1 if sys.stderr.isatty() else 5.0,
+    )
     with concurrent.futures.ThreadPoolExecutor(num_workers) as pool:
         pending: collections.deque = collections.deque()
         try:

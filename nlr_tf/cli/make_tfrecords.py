@@ -42,6 +42,9 @@ _CLEAN_FRACTION = flags.DEFINE_float(
 _INPUT = flags.DEFINE_string("input", None, "manifest: CSV or JSONL file of rows.")
 _CLASSES = flags.DEFINE_string("classes", None, "manifest: classes file, one `name` or `name,category` per line.")
 _DEFAULT_SPLIT = flags.DEFINE_string("default_split", "noisy", "manifest: split of rows without a `split` column.")
+_MULTI_LABEL = flags.DEFINE_bool(
+    "multi_label", True, "manifest: false for single-label data (a verified class makes the others verified absent)."
+)
 
 # === digits_mosaic ===
 _VARIANT = flags.DEFINE_enum("variant", "multi_label", ["multi_label", "single_label"], "digits_mosaic: variant.")
@@ -64,7 +67,11 @@ def _manifest():
 
     _require(input=_INPUT.value, classes=_CLASSES.value)
     return manifest.convert(
-        _INPUT.value, _CLASSES.value, image_root=_IMAGE_ROOT.value or "", default_split=_DEFAULT_SPLIT.value
+        _INPUT.value,
+        _CLASSES.value,
+        image_root=_IMAGE_ROOT.value or "",
+        default_split=_DEFAULT_SPLIT.value,
+        multi_label=_MULTI_LABEL.value,
     )
 
 

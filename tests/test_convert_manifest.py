@@ -1,0 +1,177 @@
+"""The `manifest` source, through the library and the nlr-make-tfrecords binary."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cli_util import run_cli
+from nlr_tf.data.parsing import iterate_label_lists
+from nlr_tf.data.schema import load_dataset_info
+from tfrecords_tools import manifest
+from tfrecords_tools.records import ConversionError
+from tfrecords_tools.writer import BadInputError, write_dataset
+
+CLASSES = ["cat,animal", "dog,animal", "car,vehicle", "bus,vehicle"]
+
+
+def _write_images(root, n, fmt="PNG"):
+    rng = np.random.default_rng(1)
+    (root / "img").mkdir(parents=True)
+    paths = []
+    for i in range(n):
+        name = f"img/{i:03d}.{fmt.lower()}"
+        Image.fromarray(rng.integers(0, 255, (9 + i % 3, 11, 3), dtype=np.uint8)).save(root / name, fmt)
+        paths.append(name)
+    return paths
+
+
+def _rows(paths):
+    rng = np.random.default_rng(2)
+    names = [c.split(",")[0] for c in CLASSES]
+    rows = []
+    for i, path in enumerate(paths):
+        split = ["noisy", "noisy", "noisy", "clean", "val"][i % 5]
+        pick = lambda k: sorted(rng.choice(names, size=k, replace=False).tolist())  # noqa: E731
+        noisy = pick(int(rng.integers(0, 3)))
+        vpos = pick(1) if split != "noisy" else []
+        vneg = [n for n in pick(2) if n not in vpos] if split != "noisy" else []
+        rows.append({"image": path, "noisy": ";".join(noisy), "verified_pos": ";".join(vpos),
+                     "verified_neg": ";".join(vneg), "split": split, "id": f"id-{i}"})
+    return rows
+
+
+def _write_csv(path, rows, fields=("image", "noisy", "verified_pos", "verified_neg", "split", "id")):
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+
+
+@pytest.fixture
+def png_manifest(tmp_path):
+    paths = _write_images(tmp_path, 20)
+    rows = _rows(paths)
+    _write_csv(tmp_path / "rows.csv", rows)
+    (tmp_path / "classes.txt").write_text("# name,category\n" + "\n".join(CLASSES) + "\n")
+    return tmp_path, rows
+
+
+def _check_read_back(info, rows):
+    names = info.class_names
+    for split in {r["split"] for r in rows}:
+        got = {r["id"]: r for r in iterate_label_lists(info.split_files(split))}
+        want = [r for r in rows if r["split"] == split]
+        assert sorted(got) == sorted(r["id"] for r in want)
+        for r in want:
+            for column in ("noisy", "verified_pos", "verified_neg"):
+                expected = sorted(names.index(n) for n in r[column].split(";") if n)
+                assert got[r["id"]][column] == expected, (r["id"], column)
+
+
+def test_csv_of_pngs_reads_back_exactly_through_the_binary(png_manifest):
+    root, rows = png_manifest
+    out = root / "out"
+    proc = run_cli("make_tfrecords", "--source=manifest", f"--input={root / 'rows.csv'}",
+                   f"--classes={root / 'classes.txt'}", f"--image_root={root}", f"--output_dir={out}",
+                   "--num_shards=2", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert "noisy=12" in proc.stdout and "0 bad rows skipped" in proc.stdout
+    info = load_dataset_info(str(out))
+    assert [c.category for c in info.classes] == ["animal", "animal", "vehicle", "vehicle"]
+    assert info.multi_label
+    _check_read_back(info, rows)
+    # The image bytes are the PNG files themselves.
+    import tensorflow as tf
+
+    first = next(iter(tf.data.TFRecordDataset(info.split_files("clean")[:1])))
+    example = tf.train.Example.FromString(first.numpy())
+    image_id = example.features.feature["image/id"].bytes_list.value[0].decode()
+    path = next(r["image"] for r in rows if r["id"] == image_id)
+    assert example.features.feature["image/encoded"].bytes_list.value[0] == (root / path).read_bytes()
+
+
+def test_jsonl_with_lists_and_default_split(tmp_path):
+    paths = _write_images(tmp_path, 4, fmt="JPEG")
+    lines = [{"image": paths[0], "noisy": ["cat", "dog"]}, {"image": paths[1], "noisy": "bus"},
+             {"image": paths[2], "verified_pos": ["car"], "split": "clean"}, {"image": paths[3]}]
+    (tmp_path / "rows.jsonl").write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    (tmp_path / "classes.txt").write_text("\n".join(CLASSES))
+    conv = manifest.convert(str(tmp_path / "rows.jsonl"), str(tmp_path / "classes.txt"), image_root=str(tmp_path))
+    info = write_dataset(conv, str(tmp_path / "out"), progress=False)
+    got = {r["id"]: r for r in iterate_label_lists(info.split_files("noisy"))}
+    assert got[paths[0]]["noisy"] == [0, 1] and got[paths[1]]["noisy"] == [3] and got[paths[3]]["noisy"] == []
+    (clean,) = iterate_label_lists(info.split_files("clean"))
+    assert clean["verified_pos"] == [2] and clean["verified_neg"] == []
+
+
+def test_single_label_manifest_verifies_the_other_classes_absent(tmp_path):
+    paths = _write_images(tmp_path, 2)
+    _write_csv(tmp_path / "rows.csv", [{"image": paths[0], "noisy": "cat", "verified_pos": "dog", "split": "clean"},
+                                       {"image": paths[1], "noisy": "cat;dog"}])
+    (tmp_path / "classes.txt").write_text("\n".join(CLASSES))
+    conv = manifest.convert(str(tmp_path / "rows.csv"), str(tmp_path / "classes.txt"), str(tmp_path), multi_label=False)
+    info = write_dataset(conv, str(tmp_path / "out"), skip_bad=True, progress=False)
+    assert not info.multi_label
+    (clean,) = iterate_label_lists(info.split_files("clean"))
+    assert clean["verified_pos"] == [1] and clean["verified_neg"] == [0, 2, 3]
+    assert info.skipped["count"] == 1 and "single-label" in info.skipped["rows"][0]["reason"]
+
+
+def test_corrupt_image_is_named_by_row_and_skipped_with_skip_bad(png_manifest):
+    root, rows = png_manifest
+    (root / rows[6]["image"]).write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
+    args = ["--source=manifest", f"--input={root / 'rows.csv'}", f"--classes={root / 'classes.txt'}",
+            f"--image_root={root}", "--quiet"]
+    proc = run_cli("make_tfrecords", *args, f"--output_dir={root / 'out'}")
+    assert proc.returncode == 1
+    error_lines = [line for line in proc.stderr.splitlines() if line.startswith("nlr-make-tfrecords: error:")]
+    assert len(error_lines) == 1
+    assert f"rows.csv:8: {root / rows[6]['image']}: cannot decode image" in error_lines[0]
+    assert not (root / "out").exists()
+
+    proc = run_cli("make_tfrecords", *args, f"--output_dir={root / 'out'}", "--skip_bad")
+    assert proc.returncode == 0, proc.stderr
+    assert "1 bad rows skipped" in proc.stdout
+    info = load_dataset_info(str(root / "out"))
+    assert info.skipped["count"] == 1 and info.skipped["rows"][0]["origin"].endswith("rows.csv:8")
+    _check_read_back(info, rows[:6] + rows[7:])
+
+
+def test_unknown_class_missing_image_and_malformed_rows(png_manifest):
+    root, rows = png_manifest
+    text = (root / "rows.csv").read_text().splitlines()
+    text[2] = text[2].replace("cat", "kangaroo") if "cat" in text[2] else "img/000.png,kangaroo,,,noisy,x"
+    text[3] = "img/missing.png,cat,,,noisy,missing-id"
+    text[4] = "img/004.png,cat,,,noisy,extra,field"
+    text[5] = "img/005.png,cat"
+    (root / "rows.csv").write_text("\n".join(text) + "\n")
+    conv = manifest.convert(str(root / "rows.csv"), str(root / "classes.txt"), str(root))
+    with pytest.raises(BadInputError, match=r"rows.csv:3: unknown class 'kangaroo' in column"):
+        write_dataset(conv, str(root / "out"), progress=False)
+    conv = manifest.convert(str(root / "rows.csv"), str(root / "classes.txt"), str(root))
+    info = write_dataset(conv, str(root / "out"), skip_bad=True, progress=False)
+    reasons = {r["origin"].rsplit(":", 1)[1]: r["reason"] for r in info.skipped["rows"]}
+    assert set(reasons) == {"3", "4", "5", "6"}
+    assert "image file not found" in reasons["4"]
+    assert "7 fields, the header has 6" in reasons["5"]
+    assert "fewer fields" in reasons["6"]
+    assert sum(s.num_records for s in info.splits.values()) == len(rows) - 4
+
+
+def test_bad_inputs_as_a_whole(tmp_path):
+    (tmp_path / "classes.txt").write_text("cat\ncat\n")
+    (tmp_path / "rows.csv").write_text("path,noisy\nx.png,cat\n")
+    with pytest.raises(ConversionError, match="listed twice"):
+        manifest.convert(str(tmp_path / "rows.csv"), str(tmp_path / "classes.txt"))
+    (tmp_path / "classes.txt").write_text("cat\n")
+    with pytest.raises(ConversionError, match="`image` column"):
+        list(manifest.convert(str(tmp_path / "rows.csv"), str(tmp_path / "classes.txt")).items)
+    with pytest.raises(ConversionError, match="manifest not found"):
+        manifest.convert(str(tmp_path / "nope.csv"), str(tmp_path / "classes.txt"))
+    proc = run_cli("make_tfrecords", "--source=manifest", f"--output_dir={tmp_path / 'o'}")
+    assert proc.returncode == 1 and "needs --input, --classes" in proc.stderr
+    proc = run_cli("make_tfrecords", "--source=nonsense", f"--output_dir={tmp_path / 'o'}")
+    assert proc.returncode != 0 and "source" in proc.stderr

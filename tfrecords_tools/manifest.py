@@ -1,0 +1,149 @@
+"""The `manifest` source: a CSV or JSONL list of images with their labels.
+
+The generic way in for a user's own data. Columns (CSV header or JSONL keys):
+
+- `image`: path of the image file, relative to `image_root` (required);
+- `noisy`, `verified_pos`, `verified_neg`: class names separated by `;`
+  (in JSONL also a list of names); empty or absent means none;
+- `split` (optional): output split; rows without it go to `default_split`;
+- `id` (optional): stable image id; defaults to the `image` path.
+
+Class names come from a classes file (`name` or `name,category` per line).
+A row naming an unknown class, missing its image path, or with the wrong
+number of CSV fields becomes a `BadRow` naming `file:line`.
+"""
+
+import csv
+import json
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from tfrecords_tools.records import (
+    BadRow,
+    ClassIndex,
+    Conversion,
+    ConversionError,
+    Item,
+    Record,
+    complement,
+    read_classes_file,
+)
+
+LABEL_COLUMNS = ("noisy", "verified_pos", "verified_neg")
+KNOWN_COLUMNS = ("image", "id", "split", *LABEL_COLUMNS)
+
+
+def _names(value: Any) -> list[str]:
+    if value is None:
+        return []
+    if isinstance(value, list):
+        return [str(v) for v in value]
+    return [v for v in str(value).split(";")]
+
+
+def _row_to_item(
+    row: dict[str, Any], origin: str, classes: ClassIndex, image_root: str, default_split: str, multi_label: bool
+) -> Item:
+    image = row.get("image")
+    if not isinstance(image, str) or not image.strip():
+        return BadRow(origin, "missing the `image` path")
+    image = image.strip()
+    labels = {}
+    for column in LABEL_COLUMNS:
+        indices, unknown = classes.lookup(_names(row.get(column)))
+        if unknown:
+            return BadRow(origin, f"unknown class {unknown[0]!r} in column {column!r}")
+        labels[column] = indices
+    if not multi_label:
+        if len(labels["verified_pos"]) > 1 or len(labels["noisy"]) > 1:
+            return BadRow(origin, "a single-label manifest allows one class in `noisy` and in `verified_pos`")
+        if labels["verified_pos"] and not labels["verified_neg"]:
+            labels["verified_neg"] = complement(labels["verified_pos"], len(classes))
+    return Record(
+        split=str(row.get("split") or default_split).strip(),
+        id=str(row.get("id") or image).strip(),
+        image_path=os.path.join(image_root, image),
+        origin=origin,
+        **labels,
+    )
+
+
+def _csv_rows(path: str) -> Iterator[tuple[str, Any]]:
+    with open(path, newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, restkey="__extra__")
+        if reader.fieldnames is None or "image" not in reader.fieldnames:
+            raise ConversionError(f"{path}: the CSV header must name an `image` column, got {reader.fieldnames}")
+        for row in reader:
+            origin = f"{path}:{reader.line_num}"
+            if "__extra__" in row:
+                yield origin, BadRow(origin, f"{len(reader.fieldnames) + len(row['__extra__'])} fields, the header has {len(reader.fieldnames)}")
+            elif None in row.values():
+                yield origin, BadRow(origin, f"fewer fields than the header's {len(reader.fieldnames)}")
+            else:
+                yield origin, row
+
+
+def _jsonl_rows(path: str) -> Iterator[tuple[str, Any]]:
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            origin = f"{path}:{lineno}"
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                yield origin, BadRow(origin, f"not valid JSON: {e.msg}")
+                continue
+            if not isinstance(row, dict):
+                yield origin, BadRow(origin, f"expected a JSON object, got {type(row).__name__}")
+            else:
+                yield origin, row
+
+
+def _count_rows(path: str) -> int:
+    with open(path, "rb") as f:
+        lines = sum(1 for line in f if line.strip())
+    return lines - 1 if path.lower().endswith(".csv") else lines
+
+
+def convert(
+    input_path: str, classes_path: str, image_root: str = "", default_split: str = "noisy", multi_label: bool = True
+) -> Conversion:
+    """Reads a CSV or JSONL manifest.
+
+    Args:
+        input_path: str. `.csv` (with a header) or `.jsonl`/`.ndjson` file.
+        classes_path: str. Classes file, one `name` or `name,category` per line.
+        image_root: str. Folder the `image` paths are relative to. Defaults to
+            the current folder.
+        default_split: str. Split of rows without a `split` value.
+            Defaults to "noisy".
+        multi_label: bool. False for single-label data: each row names at
+            most one noisy and one verified class, and a verified class makes
+            every other class verified absent. Defaults to True.
+    """
+    if not os.path.isfile(input_path):
+        raise ConversionError(f"manifest not found: {input_path!r}")
+    lower = input_path.lower()
+    if lower.endswith(".csv"):
+        rows = _csv_rows
+    elif lower.endswith((".jsonl", ".ndjson")):
+        rows = _jsonl_rows
+    else:
+        raise ConversionError(f"manifest {input_path!r} must end in .csv, .jsonl or .ndjson")
+    classes = read_classes_file(classes_path)
+    index = ClassIndex(classes)
+
+    def items() -> Iterator[Item]:
+        for origin, row in rows(input_path):
+            yield row if isinstance(row, BadRow) else _row_to_item(row, origin, index, image_root, default_split, multi_label)
+
+    return Conversion(
+        classes=classes,
+        multi_label=multi_label,
+        items=items(),
+        source="manifest",
+        total=_count_rows(input_path),
+        details={"input": os.path.abspath(input_path), "classes": os.path.abspath(classes_path), "image_root": image_root},
+    )
