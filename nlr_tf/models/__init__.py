@@ -1,0 +1,1 @@
+"""Models: backbones, the methods' custom layers, and the method models."""

@@ -1,0 +1,85 @@
+"""Hu et al. 2019: a clean net regularized by a residual net fit to noisy labels."""
+
+import keras
+import tensorflow as tf
+
+from nlr_tf.models.base_model import NoisyLabelModel
+from nlr_tf.models.clean_residual_heads import CleanResidualHeads
+from nlr_tf.models.losses import masked_bce_with_logits
+
+
+@keras.saving.register_keras_serializable(package="nlr_tf")
+class NoiseRegularizationModel(NoisyLabelModel):
+    """Clean net and residual net on shared features.
+
+    `g = sigma(c)` is fit to verified labels on the clean set D_c (`L_clean`)
+    and `h = sigma(c + r)` to noisy labels on the noisy set D_n (`L_noise`),
+    both by binary cross-entropy; the objective is `alpha L_clean + L_noise`.
+    Inference uses g. `alpha = 0` trains h alone; `use_noisy=False` trains g
+    alone on the clean set (the paper's two ablations).
+
+    Args:
+        backbone: `keras.Model`. Images to features.
+        num_classes: int. Number of classes d.
+        hidden_dim: int. Hidden width of each net. Defaults to 512.
+        activation: str. "sigmoid", "tanh" or "relu". Defaults to "sigmoid".
+        alpha: float. Weight of `L_clean`. Defaults to 0.2.
+        use_noisy: bool. Whether `L_noise` is part of the objective.
+            Defaults to True.
+        **kwargs: standard model arguments.
+
+    Reference:
+        Hu et al., Weakly Supervised Image Classification through Noise
+        Regularization, CVPR 2019, Sec. 3.3, Eqs. 5-7.
+    """
+
+    family = "noise_regularization"
+
+    def __init__(self, backbone, num_classes, hidden_dim=512, activation="sigmoid", alpha=0.2, use_noisy=True, **kwargs):
+        super().__init__(backbone, num_classes, **kwargs)
+        if alpha < 0:
+            raise ValueError(f"`alpha` must be >= 0. Received: alpha={alpha}")
+        if not use_noisy and alpha == 0:
+            raise ValueError("with use_noisy=False the objective is alpha * L_clean; alpha must be > 0")
+        self.hidden_dim = hidden_dim
+        self.activation = activation
+        self.alpha = float(alpha)
+        self.use_noisy = bool(use_noisy)
+        self.heads = CleanResidualHeads(num_classes, hidden_dim=hidden_dim, activation=activation, name="heads")
+
+    def build(self, input_shape=None):
+        self.heads.build(self.backbone.output.shape)
+        self.built = True
+
+    def scores_from_features(self, features):
+        return tf.sigmoid(self.heads(features)["clean_logits"])
+
+    def part_layers(self):
+        return {"backbone": [self.backbone], "heads": [self.heads]}
+
+    def losses_on_batch(self, batch, training=True):
+        """`L_clean` and `L_noise` (this replica's share)."""
+        _, noisy_mask, clean_mask = self.split_masks(batch, self.num_classes)
+        out = self.heads(self.features(batch, training=training))
+        clean_loss = masked_bce_with_logits(batch["verified_labels"], out["clean_logits"], clean_mask)
+        noise_loss = masked_bce_with_logits(batch["noisy_labels"], out["noisy_logits"], noisy_mask)
+        return clean_loss, noise_loss
+
+    def train_step(self, batch):
+        with tf.GradientTape() as tape:
+            clean_loss, noise_loss = self.losses_on_batch(batch)
+            loss = self.alpha * clean_loss + (noise_loss if self.use_noisy else 0.0)
+        self.apply_part_gradients(tape, loss)
+        return {"loss": loss, "clean_loss": clean_loss, "noise_loss": noise_loss}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            {
+                "hidden_dim": self.hidden_dim,
+                "activation": self.activation,
+                "alpha": self.alpha,
+                "use_noisy": self.use_noisy,
+            }
+        )
+        return config
