@@ -52,6 +52,62 @@ _NUM_TRAIN = flags.DEFINE_integer("num_train", None, "digits_mosaic: training im
 _NUM_VAL = flags.DEFINE_integer("num_val", None, "digits_mosaic: validation images.", lower_bound=10)
 _NUM_TEST = flags.DEFINE_integer("num_test", None, "digits_mosaic: test images.", lower_bound=10)
 
+# === openimages ===
+_OPENIMAGES_DIR = flags.DEFINE_string(
+    "openimages_dir", None,
+    "openimages: v1 folder holding images_2016_08/, machine_ann_2016_08/, human_ann_2016_08/ and dict.csv.",
+)
+_OPENIMAGES_MIN_CONFIDENCE = flags.DEFINE_float(
+    "openimages_min_confidence", 0.5, "openimages: machine labels below this confidence are dropped.",
+    lower_bound=0.0, upper_bound=1.0,
+)
+_OPENIMAGES_CLEAN_SHARE = flags.DEFINE_float(
+    "openimages_clean_share", 0.25, "openimages: share of the validation set in `clean` (Veit et al.: a quarter).",
+    lower_bound=0.0, upper_bound=1.0,
+)
+_OPENIMAGES_VAL_SHARE = flags.DEFINE_float(
+    "openimages_val_share", 0.5, "openimages: share of the other validation images in `val`; the rest go to `test`.",
+    lower_bound=0.0, upper_bound=1.0,
+)
+_OPENIMAGES_CLASSES = flags.DEFINE_string(
+    "openimages_classes", None,
+    "openimages: class mids, one per line (default: classes.txt or labelmap.txt in --openimages_dir, else dict.csv).",
+)
+_OPENIMAGES_CATEGORIES = flags.DEFINE_string("openimages_categories", None, "openimages: CSV of `mid,category` rows.")
+
+# === coco ===
+_COCO_INSTANCES_TRAIN = flags.DEFINE_string("coco_instances_train", None, "coco: instances_train2014.json.")
+_COCO_INSTANCES_VAL = flags.DEFINE_string("coco_instances_val", None, "coco: instances_val2014.json.")
+_COCO_PREDICTIONS = flags.DEFINE_string(
+    "coco_predictions", None,
+    "coco: annotator predictions, CSV `image_id,label,score` or JSONL {image_id, predictions: [[label, score]]}.",
+)
+_COCO_CLASS_MAP = flags.DEFINE_string(
+    "coco_class_map", None, "coco: CSV `coco_category_name,target_class` (default: the 80 COCO categories)."
+)
+_COCO_ANNOTATOR_MAP = flags.DEFINE_string(
+    "coco_annotator_map", None, "coco: CSV `annotator_label,target_class` (default: labels are class names)."
+)
+_COCO_TOP_K = flags.DEFINE_integer("coco_top_k", 8, "coco: annotator predictions kept per image.", lower_bound=1)
+
+# === clothing1m ===
+_CLOTHING1M_DIR = flags.DEFINE_string(
+    "clothing1m_dir", None, "clothing1m: folder with category_names_eng.txt, *_label_kv.txt and *_key_list.txt."
+)
+
+# === tfds ===
+_TFDS_NAME = flags.DEFINE_string("tfds_name", None, "tfds: dataset name, e.g. cifar10 or voc/2007.")
+_TFDS_DATA_DIR = flags.DEFINE_string("tfds_data_dir", None, "tfds: data folder of the prepared dataset.")
+_TFDS_SPLIT_MAP = flags.DEFINE_string(
+    "tfds_split_map", None, "tfds: output=tfds split pairs, e.g. noisy=train[:90%],clean=train[90%:],test=test."
+)
+_TFDS_IMAGE_KEY = flags.DEFINE_string("tfds_image_key", "image", "tfds: the Image feature.")
+_TFDS_LABEL_KEY = flags.DEFINE_string(
+    "tfds_label_key", "label", "tfds: the ClassLabel (or Sequence of ClassLabel) feature of clean labels."
+)
+_TFDS_NOISY_LABEL_KEY = flags.DEFINE_string("tfds_noisy_label_key", None, "tfds: optional feature of noisy labels.")
+_TFDS_DOWNLOAD = flags.DEFINE_bool("tfds_download", False, "tfds: download and prepare the dataset if needed.")
+
 flags.mark_flags_as_required(["source", "output_dir"])
 
 
@@ -75,6 +131,65 @@ def _manifest():
     )
 
 
+def _openimages():
+    from tfrecords_tools import openimages
+
+    _require(openimages_dir=_OPENIMAGES_DIR.value)
+    return openimages.convert(
+        _OPENIMAGES_DIR.value,
+        image_root=_IMAGE_ROOT.value,
+        min_confidence=_OPENIMAGES_MIN_CONFIDENCE.value,
+        clean_share=_OPENIMAGES_CLEAN_SHARE.value,
+        val_share=_OPENIMAGES_VAL_SHARE.value,
+        classes_path=_OPENIMAGES_CLASSES.value,
+        categories_path=_OPENIMAGES_CATEGORIES.value,
+        seed=_SEED.value,
+    )
+
+
+def _coco():
+    from tfrecords_tools import coco
+
+    _require(
+        coco_instances_train=_COCO_INSTANCES_TRAIN.value,
+        coco_instances_val=_COCO_INSTANCES_VAL.value,
+        coco_predictions=_COCO_PREDICTIONS.value,
+    )
+    return coco.convert(
+        _COCO_INSTANCES_TRAIN.value,
+        _COCO_INSTANCES_VAL.value,
+        _COCO_PREDICTIONS.value,
+        image_root=_IMAGE_ROOT.value,
+        class_map=_COCO_CLASS_MAP.value,
+        annotator_map=_COCO_ANNOTATOR_MAP.value,
+        top_k=_COCO_TOP_K.value,
+        clean_fraction=_CLEAN_FRACTION.value,
+        seed=_SEED.value,
+    )
+
+
+def _clothing1m():
+    from tfrecords_tools import clothing1m
+
+    _require(clothing1m_dir=_CLOTHING1M_DIR.value)
+    return clothing1m.convert(_CLOTHING1M_DIR.value, image_root=_IMAGE_ROOT.value)
+
+
+def _tfds():
+    from tfrecords_tools import tfds_source
+
+    _require(tfds_name=_TFDS_NAME.value, tfds_split_map=_TFDS_SPLIT_MAP.value)
+    return tfds_source.convert(
+        _TFDS_NAME.value,
+        _TFDS_SPLIT_MAP.value,
+        data_dir=_TFDS_DATA_DIR.value,
+        image_key=_TFDS_IMAGE_KEY.value,
+        label_key=_TFDS_LABEL_KEY.value,
+        noisy_label_key=_TFDS_NOISY_LABEL_KEY.value,
+        download=_TFDS_DOWNLOAD.value,
+    )
+
+
 def _digits_mosaic():
     from tfrecords_tools import digits_mosaic
 
@@ -90,6 +205,10 @@ def _digits_mosaic():
 
 ADAPTERS = {
     "manifest": _manifest,
+    "openimages": _openimages,
+    "coco": _coco,
+    "clothing1m": _clothing1m,
+    "tfds": _tfds,
     "digits_mosaic": _digits_mosaic,
 }
 

@@ -1,0 +1,253 @@
+"""COCO 2014 converter on tiny instances files in the real COCO layout."""
+
+import csv
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+from PIL import Image
+
+from nlr_tf.data.parsing import iterate_label_lists
+from tfrecords_tools import coco
+from tfrecords_tools.records import ConversionError
+from tfrecords_tools.writer import BadInputError, write_dataset
+
+CATEGORIES = [
+    {"supercategory": "person", "id": 1, "name": "person"},
+    {"supercategory": "vehicle", "id": 2, "name": "bicycle"},
+    {"supercategory": "vehicle", "id": 3, "name": "car"},
+    {"supercategory": "animal", "id": 17, "name": "cat"},
+    {"supercategory": "animal", "id": 18, "name": "dog"},
+    {"supercategory": "kitchen", "id": 44, "name": "bottle"},
+]
+TRAIN_ANNOTATIONS = {9: [18, 1], 25: [3], 30: [], 34: [44], 36: [1, 1, 2], 49: [17], 61: [], 64: [18], 71: [3], 72: [1]}
+VAL_ANNOTATIONS = {42: [1], 73: [18, 3], 74: [], 133: [44], 136: [17], 139: [2], 143: [1]}
+PREDICTIONS = [  # (image id, ImageNet synset, score)
+    (9, "n02085620", 0.9),
+    (9, "n04254680", 0.8),
+    (9, "n02814533", 0.1),
+    (25, "n02814533", 0.7),
+    (25, "n03792782", 0.6),
+    (30, "n02123045", 0.5),
+    (34, "n04254680", 0.9),
+    (49, "n02123045", 0.3),
+    (49, "n02085620", 0.3),
+    (49, "n02814533", 0.3),
+    (64, "n03792782", 0.95),
+    (42, "n02085620", 0.6),
+    (133, "n02814533", 0.4),
+]
+CLASS_MAP = [("person", "person"), ("bicycle", "vehicle"), ("car", "vehicle"), ("cat", "pet"), ("dog", "pet")]
+ANNOTATOR_MAP = [("n02085620", "pet"), ("n02123045", "pet"), ("n02814533", "vehicle"), ("n03792782", "vehicle")]
+PERSON, VEHICLE, PET = range(3)
+EXPECTED_TRAIN = {  # COCO id -> (clean, noisy) with top_k=2
+    9: ([PERSON, PET], [PET]),
+    25: ([VEHICLE], [VEHICLE]),
+    30: ([], [PET]),
+    36: ([PERSON, VEHICLE], []),
+    49: ([PET], [PET]),
+    64: ([PET], [VEHICLE]),
+    71: ([VEHICLE], []),
+    72: ([PERSON], []),
+}
+EXPECTED_VAL = {
+    42: ([PERSON], [PET]),
+    73: ([VEHICLE, PET], []),
+    133: ([], [VEHICLE]),
+    136: ([PET], []),
+    139: ([VEHICLE], []),
+    143: ([PERSON], []),
+}
+
+
+def file_name(subset, coco_id):
+    return f"COCO_{subset}_{coco_id:012d}.jpg"
+
+
+def _instances(subset, annotations, extra_annotations=()):
+    images = [
+        {
+            "license": 3,
+            "file_name": file_name(subset, i),
+            "coco_url": f"http://images.cocodataset.org/{subset}/{file_name(subset, i)}",
+            "height": 6,
+            "width": 8,
+            "date_captured": "2013-11-14 16:28:13",
+            "flickr_url": "http://farm.staticflickr.com/x.jpg",
+            "id": i,
+        }
+        for i in annotations
+    ]
+    anns = [
+        {
+            "segmentation": [[1.0, 1.0, 4.0, 1.0, 4.0, 4.0]],
+            "area": 4.5,
+            "iscrowd": 0,
+            "image_id": i,
+            "bbox": [1.0, 1.0, 3.0, 3.0],
+            "category_id": c,
+            "id": 1000 * i + k,
+        }
+        for i, cats in annotations.items()
+        for k, c in enumerate(cats)
+    ]
+    anns += list(extra_annotations)
+    return {
+        "info": {"description": "COCO 2014 Dataset"},
+        "images": images,
+        "licenses": [],
+        "annotations": anns,
+        "categories": CATEGORIES,
+    }
+
+
+def _write_csv(path, header, rows):
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def make_coco(root, extra_annotations=(), extra_predictions=()):
+    """Writes annotations/, train2014/, val2014/ and the map and prediction files under `root`."""
+    os.makedirs(os.path.join(root, "annotations"))
+    for subset, table in (("train2014", TRAIN_ANNOTATIONS), ("val2014", VAL_ANNOTATIONS)):
+        extra = extra_annotations if subset == "train2014" else ()
+        with open(os.path.join(root, f"annotations/instances_{subset}.json"), "w") as f:
+            json.dump(_instances(subset, table, extra), f)
+        os.makedirs(os.path.join(root, subset))
+        for k, i in enumerate(table):
+            Image.new("RGB", (8, 6), (20 * k, 50, 90)).save(os.path.join(root, subset, file_name(subset, i)), "JPEG")
+    _write_csv(os.path.join(root, "class_map.csv"), ["coco_category_name", "target_class"], CLASS_MAP)
+    _write_csv(os.path.join(root, "imagenet_to_coco.csv"), ["annotator_label", "target_class"], ANNOTATOR_MAP)
+    _write_csv(
+        os.path.join(root, "predictions.csv"),
+        ["image_id", "label", "score"],
+        list(PREDICTIONS) + list(extra_predictions),
+    )
+    return {
+        "instances_train": os.path.join(root, "annotations/instances_train2014.json"),
+        "instances_val": os.path.join(root, "annotations/instances_val2014.json"),
+        "predictions": os.path.join(root, "predictions.csv"),
+        "class_map": os.path.join(root, "class_map.csv"),
+        "annotator_map": os.path.join(root, "imagenet_to_coco.csv"),
+    }
+
+
+def _read_split(info, split):
+    return {r["id"]: r for r in iterate_label_lists(info.split_files(split))}
+
+
+def test_convert_with_maps(tmp_path):
+    paths = make_coco(str(tmp_path / "coco"))
+    conversion = coco.convert(**paths, top_k=2, clean_fraction=0.25, seed=1)
+    info = write_dataset(conversion, str(tmp_path / "out"), num_shards=2, progress=False)
+    assert info.multi_label
+    assert [(c.name, c.category) for c in info.classes] == [
+        ("person", "person"),
+        ("vehicle", "vehicle"),
+        ("pet", "animal"),
+    ]
+    noisy = _read_split(info, "noisy")
+    assert {i: (r["noisy"], r["verified_pos"], r["verified_neg"]) for i, r in noisy.items()} == {
+        file_name("train2014", i): (n, [], []) for i, (_, n) in EXPECTED_TRAIN.items()
+    }
+    clean = _read_split(info, "clean")
+    assert len(clean) == 2
+    for image_id, r in clean.items():
+        want_clean, want_noisy = EXPECTED_TRAIN[int(image_id[-16:-4])]
+        assert (r["noisy"], r["verified_pos"]) == (want_noisy, want_clean)
+        assert r["verified_neg"] == [c for c in range(3) if c not in want_clean]
+    val, test = _read_split(info, "val"), _read_split(info, "test")
+    assert (len(val), len(test)) == (3, 3)
+    merged = {i: (r["verified_pos"], r["noisy"]) for i, r in {**val, **test}.items()}
+    assert merged == {file_name("val2014", i): v for i, v in EXPECTED_VAL.items()}
+    assert all(sorted(r["verified_pos"] + r["verified_neg"]) == [0, 1, 2] for r in {**val, **test}.values())
+    counts = info.provenance["details"]["counts"]
+    assert counts["train_images_without_labels_removed"] == 2 and counts["val_images_without_labels_removed"] == 1
+    assert counts["train_images_kept"] == 8 and counts["val_images_kept"] == 6
+
+
+def test_jsonl_predictions_without_maps(tmp_path):
+    paths = make_coco(str(tmp_path / "coco"))
+    jsonl = os.path.join(str(tmp_path / "coco"), "tags.jsonl")
+    with open(jsonl, "w") as f:
+        f.write(
+            json.dumps({"image_id": file_name("train2014", 30), "predictions": [["dog", 0.8], ["kite", 0.7]]}) + "\n"
+        )
+        f.write(json.dumps({"image_id": 42, "predictions": [["bottle", 0.4]]}) + "\n")
+    info = write_dataset(
+        coco.convert(paths["instances_train"], paths["instances_val"], jsonl, clean_fraction=0.0),
+        str(tmp_path / "out"),
+        progress=False,
+    )
+    assert info.class_names == ["person", "bicycle", "car", "cat", "dog", "bottle"]
+    assert [c.category for c in info.classes] == ["person", "vehicle", "vehicle", "animal", "animal", "kitchen"]
+    assert "clean" not in info.splits
+    noisy = _read_split(info, "noisy")
+    assert len(noisy) == 9  # image 61 has neither an annotation nor a prediction
+    assert noisy[file_name("train2014", 30)]["noisy"] == [4]
+    val = {**_read_split(info, "val"), **_read_split(info, "test")}
+    assert (val[file_name("val2014", 42)]["noisy"], val[file_name("val2014", 42)]["verified_pos"]) == ([5], [0])
+    assert info.provenance["details"]["counts"]["predictions_outside_classes"] == 1
+
+
+def test_bad_rows_fail_or_are_skipped(tmp_path):
+    bad_annotation = {"image_id": 25, "category_id": 99, "bbox": [0, 0, 1, 1], "id": 5}
+    paths = make_coco(
+        str(tmp_path / "coco"), extra_annotations=[bad_annotation], extra_predictions=[(999999, "n02085620", 0.5)]
+    )
+    position = sum(len(v) for v in TRAIN_ANNOTATIONS.values())
+    message = f"{paths['instances_train']}:annotations[{position}]: unknown category_id 99"
+    with pytest.raises(BadInputError, match=re.escape(message)):
+        write_dataset(coco.convert(**paths), str(tmp_path / "out"), progress=False)
+    info = write_dataset(coco.convert(**paths), str(tmp_path / "out"), skip_bad=True, progress=False)
+    assert info.skipped["count"] == 2
+    assert info.skipped["rows"][1] == {
+        "origin": f"{paths['predictions']}:{len(PREDICTIONS) + 2}",
+        "reason": "unknown image_id '999999' (not a COCO id or file name)",
+    }
+
+
+def test_whole_input_problems(tmp_path):
+    paths = make_coco(str(tmp_path / "coco"))
+    _write_csv(paths["class_map"], ["coco_category_name", "target_class"], [("unicorn", "pet")])
+    with pytest.raises(ConversionError, match=re.escape(f"{paths['class_map']}:2: 'unicorn' is not a COCO category")):
+        coco.convert(**paths)
+    paths["class_map"] = None
+    with pytest.raises(ConversionError, match="target_class 'pet' is not one of the classes"):
+        coco.convert(**paths)
+    with open(paths["instances_val"], "w") as f:
+        json.dump({"images": []}, f)
+    with pytest.raises(ConversionError, match="instances_val2014.json: lacks the list 'annotations'"):
+        coco.convert(paths["instances_train"], paths["instances_val"], paths["predictions"])
+
+
+def test_cli(tmp_path):
+    paths = make_coco(str(tmp_path / "coco"))
+    out = tmp_path / "out"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "nlr_tf.cli.make_tfrecords",
+            "--source=coco",
+            f"--coco_instances_train={paths['instances_train']}",
+            f"--coco_instances_val={paths['instances_val']}",
+            f"--coco_predictions={paths['predictions']}",
+            f"--coco_class_map={paths['class_map']}",
+            f"--coco_annotator_map={paths['annotator_map']}",
+            "--coco_top_k=2",
+            "--clean_fraction=0.25",
+            f"--output_dir={out}",
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert f"wrote {out}: 3 classes, clean=2, noisy=8, test=3, val=3; 0 bad rows skipped" in result.stdout

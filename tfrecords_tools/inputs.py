@@ -1,0 +1,125 @@
+"""Input-file helpers shared by the source converters.
+
+Whole-input problems (a missing file, a header without a required column)
+raise `ConversionError` naming the file; a bad row becomes a `BadRow` named
+`file:line`, so that `--skip_bad` can skip and count it.
+"""
+
+import csv
+import os
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Union
+
+import numpy as np
+
+from tfrecords_tools.records import BadRow, ConversionError
+
+CsvItem = Union[BadRow, tuple[str, dict[str, str]]]
+
+
+def require_file(path: str, what: str) -> str:
+    """Returns `path`, or raises `ConversionError` when it is not a file.
+
+    Args:
+        path: str. The file.
+        what: str. What the file is, for the message (e.g. "Clothing1M key list").
+    """
+    if not path or not os.path.isfile(path):
+        raise ConversionError(f"{what} not found: {path!r}")
+    return path
+
+
+def require_dir(path: str, what: str) -> str:
+    """Returns `path`, or raises `ConversionError` when it is not a folder."""
+    if not path or not os.path.isdir(path):
+        raise ConversionError(f"{what} not found: {path!r}")
+    return path
+
+
+def read_csv_header(path: str, required: Sequence[str]) -> list[str]:
+    """The header row of the CSV file `path`, checked for `required` columns."""
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        header = next(csv.reader(f), None)
+    if not header:
+        raise ConversionError(f"{path} is empty: expected a header row with {', '.join(required)}")
+    header = [h.strip() for h in header]
+    missing = [c for c in required if c not in header]
+    if missing:
+        raise ConversionError(
+            f"{path}: the header lacks the column(s) {', '.join(missing)} (it has: {', '.join(header)})"
+        )
+    return header
+
+
+def csv_rows(path: str, required: Sequence[str]) -> Iterator[CsvItem]:
+    """Streams the data rows of a CSV file with a header.
+
+    Args:
+        path: str. CSV file whose first row names the columns.
+        required: list of str. Columns the header must hold.
+
+    Yields:
+        `(origin, row)` with `origin` = `path:line` and `row` a dict of
+        column to stripped value, or a `BadRow` for a row whose number of
+        fields differs from the header's. Blank lines are skipped.
+    """
+    header = read_csv_header(path, required)
+    with open(path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.reader(f)
+        next(reader)
+        for fields in reader:
+            origin = f"{path}:{reader.line_num}"
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue
+            if len(fields) != len(header):
+                yield BadRow(origin, f"expected {len(header)} columns ({','.join(header)}), got {len(fields)}")
+                continue
+            yield origin, {k: v.strip() for k, v in zip(header, fields)}
+
+
+def count_data_lines(path: str) -> int:
+    """Number of lines of `path` after the header (a fast progress-bar total)."""
+    lines, last = 0, b"\n"
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    if last != b"\n":
+        lines += 1
+    return max(lines - 1, 0)
+
+
+def seeded_split(ids: Iterable[str], shares: Sequence[tuple[str, float]], seed: int) -> dict[str, str]:
+    """Assigns ids to named parts by a seeded permutation of the sorted ids.
+
+    The result depends only on the set of ids and the seed, not on the order
+    the source lists them in. Part i receives
+    `round(c_i * n) - round(c_{i-1} * n)` ids, with c_i the cumulative share.
+
+    Args:
+        ids: iterable of str. Image ids (duplicates count once).
+        shares: list of (part name, share) pairs; shares are >= 0 and sum to 1.
+        seed: int. Seed of the permutation.
+
+    Returns:
+        dict of id to part name.
+    """
+    ordered = sorted(set(ids))
+    n = len(ordered)
+    order = np.random.default_rng(seed).permutation(n)
+    bounds = np.round(np.cumsum([share for _, share in shares]) * n).astype(int)
+    bounds[-1] = n
+    assignment: dict[str, str] = {}
+    start = 0
+    for (name, _), stop in zip(shares, bounds):
+        for j in order[start:stop]:
+            assignment[ordered[j]] = name
+        start = max(start, stop)
+    return assignment
+
+
+def check_share(name: str, value: float) -> float:
+    """`value` if it lies in [0, 1], else a `ConversionError` naming the option."""
+    if not 0.0 <= value <= 1.0:
+        raise ConversionError(f"{name} must be in [0, 1], got {value}")
+    return value
