@@ -1,0 +1,1 @@
+"""Training: strategies, optimizers and the training loop."""

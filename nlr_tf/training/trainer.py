@@ -1,0 +1,352 @@
+"""The training loop: input -> model -> update step -> checkpoint -> logs.
+
+One function, `train(config)`, runs every method. It checks the
+configuration against the dataset before building anything, builds the
+model under the strategy's scope (starting from a `noisy` model's checkpoint
+when the method says so), restores the last checkpoint of `model_dir` if
+there is one (so an interrupted run started again with the same command
+resumes and ends at the same step count), and then runs steps in
+`tf.function` loops of up to `log_steps`, writing TensorBoard scalars and
+checkpoints as it goes. The final model is saved as `model.keras`.
+"""
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from typing import Any, Optional
+
+import keras
+import tensorflow as tf
+from absl import logging
+
+from nlr_tf.data import pipeline
+from nlr_tf.data.schema import DatasetError, DatasetInfo, load_dataset_info
+from nlr_tf.models.methods import Method, build_model, get_method
+from nlr_tf.training import optimizers as optim
+from nlr_tf.training.strategies import get_strategy, is_chief
+
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.keras"
+RESULT_FILE = "train_result.json"
+CHECKPOINT_DIR = "checkpoints"
+
+
+class ConfigError(ValueError):
+    """A training configuration that cannot work with its dataset or checkpoint."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    """Everything a training run varies. See `nlr_tf/cli/train.py` for each field's flag."""
+
+    method: str
+    dataset: str
+    model_dir: str
+    backbone: str = "small_cnn"
+    backbone_weights: str = "none"
+    image_size: int = 0
+    train_backbone: Optional[bool] = None
+    init_checkpoint: str = ""
+    activation: str = "sigmoid"
+    alpha: float = 0.2
+    hidden_dim: int = 512
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    backbone_learning_rate: float = 0.0
+    cleaning_learning_rate: float = 0.015
+    cleaning_joint_learning_rate: float = 0.001
+    cleaning_pretrain_steps: int = 0
+    lr_decay_rate: float = 1.0
+    lr_decay_epochs: float = 2.0
+    batch_size: int = 32
+    train_steps: int = 1000
+    mix_ratio: str = ""
+    noisy_split: str = "noisy"
+    clean_split: str = "clean"
+    checkpoint_steps: int = 500
+    log_steps: int = 50
+    max_checkpoints: int = 3
+    strategy: str = "default"
+    tpu: str = ""
+    devices: tuple[str, ...] = ()
+    seed: int = 0
+    deterministic: bool = False
+    augment: bool = False
+    random_flip: bool = False
+    feature_cache: str = ""
+
+
+# === Checks before anything is built ===
+def _init_checkpoint_path(init: str) -> tuple[str, Optional[dict[str, Any]]]:
+    """The checkpoint prefix and the run config of `init` (a model dir or a prefix)."""
+    if os.path.isdir(init):
+        prefix = tf.train.latest_checkpoint(os.path.join(init, CHECKPOINT_DIR))
+        if prefix is None:
+            raise ConfigError(f"--init_checkpoint={init}: no checkpoint in {os.path.join(init, CHECKPOINT_DIR)}")
+        config_path = os.path.join(init, CONFIG_FILE)
+    else:
+        if not tf.io.gfile.exists(init + ".index"):
+            raise ConfigError(f"--init_checkpoint={init}: neither a model dir nor a checkpoint prefix")
+        prefix = init
+        config_path = os.path.join(os.path.dirname(os.path.dirname(init)), CONFIG_FILE)
+    run_config = None
+    if os.path.isfile(config_path):
+        with open(config_path) as f:
+            run_config = json.load(f)
+    return prefix, run_config
+
+
+def check_config(config: TrainConfig) -> tuple[DatasetInfo, Method]:
+    """Fails with one clear line for any configuration that cannot run."""
+    method = get_method(config.method)
+    try:
+        info = load_dataset_info(config.dataset)
+    except DatasetError as e:
+        raise ConfigError(str(e)) from None
+    where = f"dataset {config.dataset!r} (splits: {', '.join(sorted(info.splits))})"
+    if method.uses_noisy and not info.has_split(config.noisy_split):
+        raise ConfigError(f"--method={method.name} trains on noisy split {config.noisy_split!r}, absent from {where}")
+    if method.uses_clean and not info.has_split(config.clean_split):
+        raise ConfigError(
+            f"--method={method.name} needs clean data but split {config.clean_split!r} is absent from {where}"
+        )
+    if method.init == "required" and not config.init_checkpoint:
+        raise ConfigError(f"--method={method.name} fine-tunes a noisy model: pass --init_checkpoint=NOISY_MODEL_DIR")
+    if method.init == "none" and config.init_checkpoint:
+        raise ConfigError(f"--method={method.name} trains from scratch (or ImageNet); drop --init_checkpoint")
+    if config.init_checkpoint:
+        _, run_config = _init_checkpoint_path(config.init_checkpoint)
+        if run_config is not None:
+            if run_config.get("num_classes") != info.num_classes:
+                raise ConfigError(
+                    f"--init_checkpoint={config.init_checkpoint} has {run_config.get('num_classes')} classes but "
+                    f"dataset {config.dataset!r} has {info.num_classes}"
+                )
+            if run_config.get("backbone") != config.backbone:
+                raise ConfigError(
+                    f"--init_checkpoint={config.init_checkpoint} has backbone {run_config.get('backbone')!r}, "
+                    f"not --backbone={config.backbone}"
+                )
+    if config.cleaning_pretrain_steps:
+        if method.family != "label_cleaning":
+            raise ConfigError("--cleaning_pretrain_steps applies to --method=label_cleaning only")
+        if config.cleaning_pretrain_steps >= config.train_steps:
+            raise ConfigError(
+                f"--cleaning_pretrain_steps={config.cleaning_pretrain_steps} leaves no joint training in "
+                f"--train_steps={config.train_steps}"
+            )
+    if config.feature_cache and train_backbone(config, method, info):
+        raise ConfigError("a feature cache holds frozen-backbone features: it needs --train_backbone=false")
+    if config.train_steps < 1 or config.batch_size < 1 or config.checkpoint_steps < 1 or config.log_steps < 1:
+        raise ConfigError("--train_steps, --batch_size, --checkpoint_steps and --log_steps must be >= 1")
+    pipeline.mix_counts(config.batch_size, mix_ratio(config, method))  # raises a clear ValueError
+    return info, method
+
+
+def train_backbone(config: TrainConfig, method: Method, info: DatasetInfo) -> bool:
+    """The flag if set; else the method's default; else the papers' scheme."""
+    if config.train_backbone is not None:
+        return config.train_backbone
+    if method.train_backbone is not None:
+        return method.train_backbone
+    return not info.multi_label  # multi-label: heads on a frozen backbone; single-label: whole network
+
+
+def mix_ratio(config: TrainConfig, method: Method) -> str:
+    return config.mix_ratio or method.mix_ratio
+
+
+def _steps_per_epoch(config: TrainConfig, method: Method, info: DatasetInfo) -> int:
+    noisy, clean = pipeline.mix_counts(config.batch_size, mix_ratio(config, method))
+    split, per_batch = (config.noisy_split, noisy) if noisy else (config.clean_split, clean)
+    return max(1, info.splits[split].num_records // per_batch)
+
+
+# === Model, optimizers, initial weights ===
+class _Parts(tf.Module):
+    """The parts of a model copied from an init checkpoint, by their names in it."""
+
+    def __init__(self, layers: dict[str, keras.layers.Layer]):
+        super().__init__()
+        for name, layer in layers.items():
+            setattr(self, name, layer)
+
+
+def restore_init_checkpoint(model, method: Method, init: str) -> None:
+    """Copies `method.restore` parts from a trained model's checkpoint; proves they matched."""
+    prefix, _ = _init_checkpoint_path(init)
+    parts = {name: getattr(model, name) for name in method.restore}
+    status = tf.train.Checkpoint(model=_Parts(parts)).read(prefix)
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as e:
+        raise ConfigError(f"--init_checkpoint={init} does not hold the {', '.join(parts)} of this model: {e}") from None
+    status.expect_partial()
+    logging.info("initialized %s from %s", ", ".join(parts), prefix)
+
+
+def _part_optimizers(config: TrainConfig, method: Method, info: DatasetInfo, trains_backbone: bool):
+    decay_steps = int(config.lr_decay_epochs * _steps_per_epoch(config, method, info))
+    schedule = lambda lr: optim.learning_rate_schedule(lr, config.lr_decay_rate, decay_steps)  # noqa: E731
+    head = "heads" if method.family == "noise_regularization" else "classifier"
+    parts = {head: optim.build_optimizer(config.optimizer, schedule(config.learning_rate), f"{head}_optimizer")}
+    if trains_backbone:
+        lr = config.backbone_learning_rate or config.learning_rate
+        parts["backbone"] = optim.build_optimizer(config.optimizer, schedule(lr), "backbone_optimizer")
+    if method.family == "label_cleaning":
+        if config.cleaning_pretrain_steps:
+            lr = keras.optimizers.schedules.PiecewiseConstantDecay(
+                [config.cleaning_pretrain_steps], [config.cleaning_learning_rate, config.cleaning_joint_learning_rate]
+            )
+        else:
+            lr = config.cleaning_learning_rate
+        parts["cleaning"] = optim.build_optimizer(config.optimizer, lr, "cleaning_optimizer")
+    return parts
+
+
+# === The step loop ===
+def _make_loop(strategy, step_fn, loss_names):
+    @tf.function
+    def loop(iterator, num_steps):
+        totals = {name: tf.constant(0.0) for name in loss_names}
+        for _ in tf.range(num_steps):
+            logs = strategy.run(step_fn, args=(next(iterator),))
+            # Each replica's loss is its share of the global mean: sum them.
+            totals = {
+                name: totals[name] + strategy.reduce(tf.distribute.ReduceOp.SUM, logs[name], axis=None)
+                for name in loss_names
+            }
+        return {name: value / tf.cast(num_steps, tf.float32) for name, value in totals.items()}
+
+    return loop
+
+
+def _loss_names(model, phase: str) -> tuple[str, ...]:
+    if phase == "pretrain":
+        return ("loss", "clean_loss")
+    return {
+        "classifier": ("loss",),
+        "label_cleaning": ("loss", "clean_loss", "classify_loss"),
+        "noise_regularization": ("loss", "clean_loss", "noise_loss"),
+    }[model.family]
+
+
+def _write_run_config(config: TrainConfig, info: DatasetInfo, method: Method, trains_backbone: bool) -> dict:
+    run_config = dataclasses.asdict(config)
+    run_config.update(
+        {
+            "num_classes": info.num_classes,
+            "multi_label": info.multi_label,
+            "class_names": info.class_names,
+            "family": method.family,
+            "train_backbone": trains_backbone,
+            "mix_ratio": mix_ratio(config, method),
+            "dataset": info.path,
+            "devices": list(config.devices),
+        }
+    )
+    path = os.path.join(config.model_dir, CONFIG_FILE)
+    if os.path.isfile(path):
+        with open(path) as f:
+            previous = json.load(f)
+        for key in ("method", "num_classes", "backbone", "train_backbone", "family"):
+            if previous.get(key) != run_config.get(key):
+                raise ConfigError(
+                    f"--model_dir={config.model_dir} holds a run with {key}={previous.get(key)!r}, "
+                    f"not {run_config.get(key)!r}: use a new --model_dir"
+                )
+    return run_config
+
+
+def train(config: TrainConfig, dataset_fn=None) -> dict[str, Any]:
+    """Trains `config.method`; returns the final losses and step count.
+
+    Args:
+        config: `TrainConfig`.
+        dataset_fn: optional callable(input_context) -> tf.data.Dataset of
+            mixed batches, replacing the image pipeline (the feature cache
+            uses it).
+    """
+    info, method = check_config(config)
+    trains_backbone = train_backbone(config, method, info)
+    strategy = get_strategy(config.strategy, config.tpu, list(config.devices))
+    chief = is_chief(strategy)
+    os.makedirs(config.model_dir, exist_ok=True)
+    run_config = _write_run_config(config, info, method, trains_backbone)
+    if chief:
+        with open(os.path.join(config.model_dir, CONFIG_FILE), "w") as f:
+            json.dump(run_config, f, indent=1)
+    if config.deterministic:
+        keras.utils.set_random_seed(config.seed)
+
+    # === Model and checkpoint ===
+    with strategy.scope():
+        model = build_model(
+            method, info.num_classes, config.backbone, config.backbone_weights, config.image_size,
+            train_backbone=trains_backbone, activation=config.activation, alpha=config.alpha,
+            hidden_dim=config.hidden_dim,
+        )
+        model.set_part_optimizers(_part_optimizers(config, method, info, trains_backbone))
+        step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+        checkpoint = tf.train.Checkpoint(model=model, step=step, **{f"{p}_optimizer": o for p, o in model.part_optimizers.items()})
+    checkpoint_dir = os.path.join(config.model_dir, CHECKPOINT_DIR)
+    if not chief:  # every MWMS worker saves; only the chief's copy is kept
+        checkpoint_dir = os.path.join(config.model_dir, ".workers", str(strategy.cluster_resolver.task_id))
+    manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=config.max_checkpoints)
+    if manager.latest_checkpoint:
+        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
+        logging.info("resumed from %s at step %d", manager.latest_checkpoint, int(step.numpy()))
+    elif config.init_checkpoint:
+        restore_init_checkpoint(model, method, config.init_checkpoint)
+
+    # === Input ===
+    if dataset_fn is None:
+        def dataset_fn(ctx):  # noqa: E306
+            return pipeline.make_train_dataset(
+                info, config.batch_size, mix_ratio(config, method), backbone=config.backbone,
+                image_size=config.image_size or None, noisy_split=config.noisy_split,
+                clean_split=config.clean_split, input_context=ctx, seed=config.seed,
+                deterministic=config.deterministic, augment=config.augment, random_flip=config.random_flip,
+            )
+    iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
+
+    # === Loop ===
+    writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train")) if chief else tf.summary.create_noop_writer()
+    loops = {}
+    logs: dict[str, Any] = {}
+    while int(step.numpy()) < config.train_steps:
+        current = int(step.numpy())
+        phase = "pretrain" if current < config.cleaning_pretrain_steps else "train"
+        boundary = config.cleaning_pretrain_steps if phase == "pretrain" else config.train_steps
+        next_checkpoint = (current // config.checkpoint_steps + 1) * config.checkpoint_steps
+        num_steps = min(config.log_steps, boundary - current, next_checkpoint - current)
+        if phase not in loops:
+            step_fn = model.pretrain_step if phase == "pretrain" else model.train_step
+            loops[phase] = _make_loop(strategy, step_fn, _loss_names(model, phase))
+        start = time.perf_counter()
+        logs = {k: float(v) for k, v in loops[phase](iterator, tf.constant(num_steps)).items()}
+        elapsed = time.perf_counter() - start
+        step.assign_add(num_steps)
+        current = int(step.numpy())
+        logs["examples_per_second"] = config.batch_size * num_steps / elapsed
+        with writer.as_default(step=current):
+            for name, value in logs.items():
+                tf.summary.scalar(name if name == "examples_per_second" else f"losses/{name}", value)
+            for part, opt in model.part_optimizers.items():
+                tf.summary.scalar(f"learning_rate/{part}", optim.current_learning_rate(opt))
+        logging.info("step %d/%d %s", current, config.train_steps, " ".join(f"{k}={v:.4g}" for k, v in logs.items()))
+        if current % config.checkpoint_steps == 0 or current == config.train_steps:
+            manager.save(checkpoint_number=current)
+    writer.flush()
+
+    # === Outputs ===
+    if not chief:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+    result = {"step": int(step.numpy()), "method": method.name, **{k: v for k, v in logs.items()}}
+    if chief:
+        model.save(os.path.join(config.model_dir, MODEL_FILE))
+        with open(os.path.join(config.model_dir, RESULT_FILE), "w") as f:
+            json.dump(result, f, indent=1)
+    return result
