@@ -1,0 +1,131 @@
+"""Method models: which loss reaches which weights, masking, saving."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from nlr_tf.models.methods import METHODS, build_model
+
+D = 6
+
+
+def _batch(seed=0, batch=10, clean=2, feature_dim=128):
+    rng = np.random.default_rng(seed)
+    is_clean = np.r_[np.zeros(batch - clean), np.ones(clean)].astype(np.float32)
+    mask = (rng.random((batch, D)) < 0.5).astype(np.float32) * is_clean[:, None]
+    return {
+        "features": tf.constant(rng.normal(size=(batch, feature_dim)), tf.float32),
+        "noisy_labels": tf.constant(rng.random((batch, D)) < 0.4, tf.float32),
+        "verified_labels": tf.constant((rng.random((batch, D)) < 0.4) * mask, tf.float32),
+        "verified_mask": tf.constant(mask),
+        "is_clean": tf.constant(is_clean),
+    }
+
+
+def _model(method, **kwargs):
+    return build_model(METHODS[method], D, "small_cnn", image_size=16, train_backbone=False, **kwargs)
+
+
+def _grads(loss_fn, variables):
+    with tf.GradientTape() as tape:
+        loss = loss_fn()
+    return tape.gradient(loss, variables)
+
+
+def _reaches(grads):
+    return any(g is not None and float(tf.reduce_max(tf.abs(g))) > 0 for g in grads)
+
+
+def test_label_cleaning_losses_reach_only_their_parts():
+    model = _model("label_cleaning")
+    # Start the cleaning network away from the identity so every path carries gradient.
+    model.cleaning.residual.kernel.assign(tf.random.normal(model.cleaning.residual.kernel.shape, stddev=0.1))
+    batch = _batch()
+    cleaning, classifier = model.part_variables("cleaning"), model.part_variables("classifier")
+    clean_grads = _grads(lambda: model.losses_on_batch(batch)[0], cleaning + classifier)
+    assert _reaches(clean_grads[: len(cleaning)]) and not _reaches(clean_grads[len(cleaning):])
+    classify_grads = _grads(lambda: model.losses_on_batch(batch)[1], cleaning + classifier)
+    # stop-gradient: the classifier loss never reaches the cleaning network.
+    assert not _reaches(classify_grads[: len(cleaning)]) and _reaches(classify_grads[len(cleaning):])
+
+
+def test_noise_regularization_clean_loss_skips_the_residual_net():
+    model = _model("noise_regularization", activation="relu")
+    batch = _batch()
+    heads = model.heads
+    clean_net = heads.clean_hidden.trainable_variables + heads.clean_output.trainable_variables
+    residual_net = heads.residual_hidden.trainable_variables + heads.residual_output.trainable_variables
+    grads = _grads(lambda: model.losses_on_batch(batch)[0], clean_net + residual_net)
+    assert _reaches(grads[: len(clean_net)]) and not _reaches(grads[len(clean_net):])
+    grads = _grads(lambda: model.losses_on_batch(batch)[1], clean_net + residual_net)
+    assert _reaches(grads[: len(clean_net)]) and _reaches(grads[len(clean_net):])
+
+
+@pytest.mark.parametrize("method", ["noise_regularization", "label_cleaning", "ft_mixed"])
+def test_unverified_entries_send_no_gradient_and_do_not_count(method):
+    model = _model(method)
+    batch = _batch()
+    flipped = dict(batch)  # change every unverified entry of the clean examples
+    unverified = batch["is_clean"][:, None] * (1.0 - batch["verified_mask"])
+    flipped["verified_labels"] = batch["verified_labels"] + unverified * (1.0 - 2.0 * batch["verified_labels"])
+    assert float(tf.reduce_sum(tf.abs(flipped["verified_labels"] - batch["verified_labels"]))) > 0
+    variables = model.trainable_variables
+
+    def loss(b):
+        if method == "ft_mixed":
+            _, noisy_mask, clean_mask = model.split_masks(b, D)
+            from nlr_tf.models.losses import masked_bce_with_logits
+
+            targets = noisy_mask * b["noisy_labels"] + clean_mask * b["verified_labels"]
+            return masked_bce_with_logits(targets, model.logits(b["features"]), noisy_mask + clean_mask)
+        return tf.add_n(list(model.losses_on_batch(b)))
+
+    np.testing.assert_allclose(float(loss(batch)), float(loss(flipped)), rtol=1e-6)
+    for a, b in zip(_grads(lambda: loss(batch), variables), _grads(lambda: loss(flipped), variables)):
+        if a is not None:
+            np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-7)
+
+
+def test_clean_loss_ignores_noisy_examples_and_noise_loss_ignores_clean_ones():
+    model = _model("noise_regularization")
+    batch = _batch()
+    logits_var = tf.Variable(tf.zeros((10, D)))
+    from nlr_tf.models.losses import masked_bce_with_logits
+
+    _, noisy_mask, clean_mask = model.split_masks(batch, D)
+    with tf.GradientTape(persistent=True) as tape:
+        clean = masked_bce_with_logits(batch["verified_labels"], logits_var, clean_mask)
+        noise = masked_bce_with_logits(batch["noisy_labels"], logits_var, noisy_mask)
+    g_clean, g_noise = tape.gradient(clean, logits_var).numpy(), tape.gradient(noise, logits_var).numpy()
+    assert np.all(g_clean[:8] == 0) and np.all(g_clean[8:][batch["verified_mask"].numpy()[8:] == 0] == 0)
+    assert np.all(g_noise[8:] == 0) and np.all(g_noise[:8] != 0)
+
+
+def test_frozen_backbone_keeps_batchnorm_in_inference_mode():
+    model = build_model(METHODS["ft_last"], D, "small_cnn", image_size=16, train_backbone=False)
+    images = np.random.default_rng(0).normal(size=(4, 16, 16, 3)).astype(np.float32)
+    before = [v.numpy().copy() for v in model.backbone.non_trainable_variables]
+    a = model(images, training=True).numpy()
+    b = model(images, training=False).numpy()
+    np.testing.assert_allclose(a, b, atol=1e-6)
+    for v, w in zip(model.backbone.non_trainable_variables, before):
+        np.testing.assert_array_equal(v.numpy(), w)
+    assert not model.backbone.trainable_variables
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_model_saves_and_loads_in_safe_mode(method, tmp_path):
+    model = _model(method)
+    images = np.random.default_rng(1).normal(size=(3, 16, 16, 3)).astype(np.float32)
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    as_json = lambda m: json.loads(json.dumps(m.get_config()))  # noqa: E731  (tuples and lists alike)
+    assert type(loaded) is type(model) and as_json(loaded) == as_json(model)
+    assert loaded.backbone.trainable == model.backbone.trainable
+    np.testing.assert_allclose(loaded(images).numpy(), model(images).numpy(), atol=1e-6)
+    scores = model(images).numpy()
+    assert scores.shape == (3, D) and scores.min() >= 0 and scores.max() <= 1
