@@ -94,6 +94,6 @@ def build_backbone(name: str, weights: str = "none", image_size: int = 0, traina
         base = app(include_top=False, weights=None, input_shape=(image_size, image_size, 3), pooling="avg")
         if path is not None:
             base.load_weights(path)
-        model = keras.Model(base.inputs, base.outputs, name="backbone")
+        model = keras.Model(base.input, base.output, name="backbone")
     model.trainable = trainable
     return model
