@@ -16,7 +16,8 @@ class NoiseRegularizationModel(NoisyLabelModel):
     and `h = sigma(c + r)` to noisy labels on the noisy set D_n (`L_noise`),
     both by binary cross-entropy; the objective is `alpha L_clean + L_noise`.
     Inference uses g. `alpha = 0` trains h alone; `use_noisy=False` trains g
-    alone on the clean set (the paper's two ablations).
+    alone on the clean set, with objective `L_clean` (the paper's two
+    ablations).
 
     Args:
         backbone: `keras.Model`. Images to features.
@@ -24,8 +25,8 @@ class NoiseRegularizationModel(NoisyLabelModel):
         hidden_dim: int. Hidden width of each net. Defaults to 512.
         activation: str. "sigmoid", "tanh" or "relu". Defaults to "sigmoid".
         alpha: float. Weight of `L_clean`. Defaults to 0.2.
-        use_noisy: bool. Whether `L_noise` is part of the objective.
-            Defaults to True.
+        use_noisy: bool. Whether `L_noise` is part of the objective (False:
+            g alone, `alpha` unused). Defaults to True.
         **kwargs: standard model arguments.
 
     Reference:
@@ -39,8 +40,6 @@ class NoiseRegularizationModel(NoisyLabelModel):
         super().__init__(backbone, num_classes, **kwargs)
         if alpha < 0:
             raise ValueError(f"`alpha` must be >= 0. Received: alpha={alpha}")
-        if not use_noisy and alpha == 0:
-            raise ValueError("with use_noisy=False the objective is alpha * L_clean; alpha must be > 0")
         self.hidden_dim = hidden_dim
         self.activation = activation
         self.alpha = float(alpha)
@@ -68,7 +67,7 @@ class NoiseRegularizationModel(NoisyLabelModel):
     def train_step(self, batch):
         with tf.GradientTape() as tape:
             clean_loss, noise_loss = self.losses_on_batch(batch)
-            loss = self.alpha * clean_loss + (noise_loss if self.use_noisy else 0.0)
+            loss = self.alpha * clean_loss + noise_loss if self.use_noisy else clean_loss
         self.apply_part_gradients(tape, loss)
         return {"loss": loss, "clean_loss": clean_loss, "noise_loss": noise_loss}
 
