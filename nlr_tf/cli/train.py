@@ -104,7 +104,7 @@ def main(argv):
 
     try:
         result = train(config_from_flags())
-    except (ConfigError, ValueError) as e:
+    except ConfigError as e:
         print(f"nlr-train: error: {e}", file=sys.stderr)
         return 1
     print(f"trained {result['method']} for {result['step']} steps: "

@@ -89,3 +89,60 @@ def iterate_label_lists(files: Sequence[str], batch_size: int = 1024) -> Iterato
                 "verified_neg": lists[schema.LABEL_VERIFIED_NEG][i],
                 "true": true if true else None,
             }
+
+
+def _multi_hot_rows(indices: tf.RaggedTensor, num_classes: int) -> tf.Tensor:
+    """Dense float32 [N, d]: row i has 1 at each of `indices[i]`."""
+    rows = tf.cast(indices.value_rowids(), tf.int32)
+    cols = tf.cast(indices.values, tf.int32)
+    shape = tf.stack([tf.cast(indices.nrows(), tf.int32), num_classes])
+    dense = tf.scatter_nd(tf.stack([rows, cols], axis=1), tf.ones_like(cols, tf.float32), shape)
+    return tf.minimum(dense, 1.0)
+
+
+def parse_examples(
+    serialized: tf.Tensor, num_classes: int, with_ids: bool = True, with_true: bool = False
+) -> dict[str, tf.Tensor]:
+    """Parses a 1-D batch of serialized examples at once (vectorized).
+
+    Same values as `parse_example` on each element, at a fraction of the
+    cost per record: the input pipeline parses blocks of records with it.
+
+    Args:
+        serialized: `tf.string` [N].
+        num_classes: int. d.
+        with_ids: bool. Also return `id` [N]. Defaults to True.
+        with_true: bool. Also return `true_labels` and `has_true`.
+            Defaults to False.
+
+    Returns:
+        dict with `image_bytes` [N], `noisy_labels`, `verified_labels`,
+        `verified_mask` (float32 [N, d]), and `id`, `true_labels`,
+        `has_true` when asked.
+    """
+    spec = {
+        schema.IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string),
+        schema.LABEL_NOISY: tf.io.RaggedFeature(tf.int64, row_splits_dtype=tf.int32),
+        schema.LABEL_VERIFIED_POS: tf.io.RaggedFeature(tf.int64, row_splits_dtype=tf.int32),
+        schema.LABEL_VERIFIED_NEG: tf.io.RaggedFeature(tf.int64, row_splits_dtype=tf.int32),
+    }
+    if with_ids:
+        spec[schema.IMAGE_ID] = tf.io.FixedLenFeature([], tf.string, default_value="")
+    if with_true:
+        spec[schema.LABEL_TRUE] = tf.io.RaggedFeature(tf.int64, row_splits_dtype=tf.int32)
+    f = tf.io.parse_example(serialized, spec)
+    pos = _multi_hot_rows(f[schema.LABEL_VERIFIED_POS], num_classes)
+    neg = _multi_hot_rows(f[schema.LABEL_VERIFIED_NEG], num_classes)
+    out = {
+        "image_bytes": f[schema.IMAGE_ENCODED],
+        "noisy_labels": _multi_hot_rows(f[schema.LABEL_NOISY], num_classes),
+        "verified_labels": pos,
+        "verified_mask": tf.minimum(pos + neg, 1.0),
+    }
+    if with_ids:
+        out["id"] = f[schema.IMAGE_ID]
+    if with_true:
+        true = f[schema.LABEL_TRUE]
+        out["true_labels"] = _multi_hot_rows(true, num_classes)
+        out["has_true"] = true.row_lengths() > 0
+    return out

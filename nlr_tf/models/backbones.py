@@ -33,7 +33,7 @@ def imagenet_weights_path(name: str) -> str:
     return os.path.join(cache, "models", _IMAGENET_NOTOP_FILE[name])
 
 
-def _resolve_weights(name: str, weights: str):
+def resolve_weights(name: str, weights: str):
     if weights in (None, "", "none"):
         return None
     if name == "small_cnn":
@@ -86,7 +86,7 @@ def build_backbone(name: str, weights: str = "none", image_size: int = 0, traina
     image_size = image_size or DEFAULT_IMAGE_SIZE[name]
     if image_size < MIN_IMAGE_SIZE[name]:
         raise ValueError(f"{name} needs images of at least {MIN_IMAGE_SIZE[name]} pixels. Received: {image_size}")
-    path = _resolve_weights(name, weights)
+    path = resolve_weights(name, weights)
     if name == "small_cnn":
         model = small_cnn(image_size, name="backbone")
     else:

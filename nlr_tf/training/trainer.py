@@ -23,6 +23,7 @@ from absl import logging
 
 from nlr_tf.data import pipeline
 from nlr_tf.data.schema import DatasetError, DatasetInfo, load_dataset_info
+from nlr_tf.models.backbones import resolve_weights
 from nlr_tf.models.methods import Method, build_model, get_method
 from nlr_tf.training import optimizers as optim
 from nlr_tf.training.strategies import get_strategy, is_chief
@@ -100,10 +101,10 @@ def _init_checkpoint_path(init: str) -> tuple[str, Optional[dict[str, Any]]]:
 
 def check_config(config: TrainConfig) -> tuple[DatasetInfo, Method]:
     """Fails with one clear line for any configuration that cannot run."""
-    method = get_method(config.method)
     try:
+        method = get_method(config.method)
         info = load_dataset_info(config.dataset)
-    except DatasetError as e:
+    except (DatasetError, ValueError) as e:
         raise ConfigError(str(e)) from None
     where = f"dataset {config.dataset!r} (splits: {', '.join(sorted(info.splits))})"
     if method.uses_noisy and not info.has_split(config.noisy_split):
@@ -141,7 +142,11 @@ def check_config(config: TrainConfig) -> tuple[DatasetInfo, Method]:
         raise ConfigError("a feature cache holds frozen-backbone features: it needs --train_backbone=false")
     if config.train_steps < 1 or config.batch_size < 1 or config.checkpoint_steps < 1 or config.log_steps < 1:
         raise ConfigError("--train_steps, --batch_size, --checkpoint_steps and --log_steps must be >= 1")
-    pipeline.mix_counts(config.batch_size, mix_ratio(config, method))  # raises a clear ValueError
+    try:
+        pipeline.mix_counts(config.batch_size, mix_ratio(config, method))
+        resolve_weights(config.backbone, config.backbone_weights)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     return info, method
 
 
@@ -271,7 +276,17 @@ def train(config: TrainConfig, dataset_fn=None) -> dict[str, Any]:
     """
     info, method = check_config(config)
     trains_backbone = train_backbone(config, method, info)
-    strategy = get_strategy(config.strategy, config.tpu, list(config.devices))
+    try:
+        strategy = get_strategy(config.strategy, config.tpu, list(config.devices))
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    replicas = strategy.num_replicas_in_sync
+    try:
+        if config.batch_size % replicas:
+            raise ValueError(f"--batch_size={config.batch_size} does not split over {replicas} replicas")
+        pipeline.mix_counts(config.batch_size // replicas, mix_ratio(config, method))
+    except ValueError as e:
+        raise ConfigError(f"per replica: {e}") from None
     chief = is_chief(strategy)
     os.makedirs(config.model_dir, exist_ok=True)
     run_config = _write_run_config(config, info, method, trains_backbone)

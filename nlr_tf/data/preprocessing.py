@@ -1,0 +1,213 @@
+"""Image decoding, resizing, per-backbone preprocessing and augmentation.
+
+Plain TensorFlow functions used inside `tf.data` map functions (and by the
+SavedModel export, which decodes image bytes in the graph). Pixel values go
+through three stages:
+
+1. `decode_image`: encoded JPEG/PNG bytes -> [H, W, 3] in [0, 255]
+   (float32, or uint8 when `resize` follows).
+2. `resize` (or `augment` in training): -> float32 [h, w, 3] in [0, 255],
+   a fixed size.
+3. `preprocess` (or its CPU variant `preprocess_on_cpu`): the scaling the
+   backbone was trained with, identical to
+   `keras.applications.<backbone>.preprocess_input`.
+
+Augmentation uses stateless random ops only: every random choice is a
+function of an explicit per-example seed, so a pipeline is reproducible
+under `tf.data` determinism however its map calls are scheduled.
+"""
+
+from collections.abc import Sequence
+from typing import Optional, Union
+
+import tensorflow as tf
+
+BACKBONES = ("inception_v3", "resnet50", "small_cnn")
+
+# The input resolution each backbone is usually trained at.
+DEFAULT_IMAGE_SIZE = {"inception_v3": 299, "resnet50": 224, "small_cnn": 32}
+
+# ImageNet channel means in BGR order, as in keras.applications' "caffe" mode.
+_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
+# A 1x1 convolution kernel [1, 1, in, out] that swaps the R and B channels.
+_RGB_TO_BGR_KERNEL = [[[[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]]]
+
+# Training crops are taken from the image resized to this factor times the
+# target size (e.g. 36x36 for 32x32, 336x336 for 299x299).
+DEFAULT_CROP_SCALE = 1.125
+
+ImageSize = Union[int, Sequence[int]]
+
+
+def check_backbone(backbone: str) -> str:
+    """Returns `backbone` if known, else raises a ValueError naming it."""
+    if backbone not in BACKBONES:
+        raise ValueError(f"Unknown backbone; expected one of {', '.join(BACKBONES)}. Received: backbone={backbone!r}")
+    return backbone
+
+
+def default_image_size(backbone: str) -> tuple[int, int]:
+    """The default (height, width) of `backbone`'s inputs."""
+    size = DEFAULT_IMAGE_SIZE[check_backbone(backbone)]
+    return size, size
+
+
+def image_size_hw(image_size: Optional[ImageSize], backbone: str) -> tuple[int, int]:
+    """Normalizes `image_size` (int, (h, w) or None for the default) to (h, w).
+
+    Args:
+        image_size: int, pair of ints or None. None takes the backbone's
+            default size.
+        backbone: str. One of `BACKBONES`.
+
+    Raises:
+        ValueError: an unknown backbone or a non-positive size.
+    """
+    if image_size is None:
+        return default_image_size(backbone)
+    check_backbone(backbone)
+    if isinstance(image_size, int):
+        size = (image_size, image_size)
+    else:
+        size = tuple(int(s) for s in image_size)
+    if len(size) != 2 or min(size) < 1:
+        raise ValueError(f"image_size must be a positive int or (height, width). Received: image_size={image_size!r}")
+    return size
+
+
+def decode_image(image_bytes: tf.Tensor, dtype: tf.DType = tf.float32) -> tf.Tensor:
+    """Decodes JPEG or PNG bytes into [H, W, 3] with values in [0, 255].
+
+    Grayscale images are expanded to three channels, an alpha channel is
+    dropped, and only the first frame of an animated image is kept.
+
+    Args:
+        image_bytes: scalar `tf.string`. Encoded image.
+        dtype: `tf.float32` or `tf.uint8`. Keep `tf.uint8` when `resize`
+            comes next: it reads uint8 and returns float32, which saves a
+            full pass over the image. Defaults to `tf.float32`.
+
+    Returns:
+        tensor [H, W, 3] of `dtype`.
+    """
+    image = tf.io.decode_image(image_bytes, channels=3, dtype=tf.uint8, expand_animations=False)
+    image.set_shape([None, None, 3])
+    return image if dtype == tf.uint8 else tf.cast(image, dtype)
+
+
+def resize(image: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:
+    """Bilinear resize of [H, W, 3] (or [B, H, W, 3]) to the fixed `image_size`.
+
+    The aspect ratio is not kept: the papers' backbones take the whole image
+    squashed to a square.
+
+    Args:
+        image: uint8 or float32 tensor [H, W, 3] or [B, H, W, 3], values
+            in [0, 255].
+        image_size: (height, width).
+
+    Returns:
+        float32 tensor of the same rank with the new spatial size.
+    """
+    return tf.image.resize(image, tuple(image_size), method="bilinear")
+
+
+def preprocess(images: tf.Tensor, backbone: str) -> tf.Tensor:
+    """Scales float pixel values in [0, 255] as `backbone` expects.
+
+    - `inception_v3`: to [-1, 1] (keras.applications "tf" mode).
+    - `resnet50`: RGB -> BGR, then ImageNet mean subtraction per channel
+      (keras.applications "caffe" mode).
+    - `small_cnn`: to [0, 1].
+
+    Equals `keras.applications.<backbone>.preprocess_input` and is exact on
+    any device. See `preprocess_on_cpu` for the input pipeline's variant.
+
+    Args:
+        images: float32 tensor [..., 3], RGB, values in [0, 255].
+        backbone: str. One of `BACKBONES`.
+
+    Returns:
+        float32 tensor of the same shape.
+
+    Raises:
+        ValueError: an unknown backbone.
+    """
+    check_backbone(backbone)
+    images = tf.convert_to_tensor(images, tf.float32)
+    if backbone == "resnet50":
+        return tf.reverse(images, axis=[-1]) - tf.constant(_CAFFE_BGR_MEAN, tf.float32)
+    if backbone == "inception_v3":
+        return images / 127.5 - 1.0
+    return images / 255.0
+
+
+def preprocess_on_cpu(images: tf.Tensor, backbone: str) -> tf.Tensor:
+    """`preprocess`, faster on CPU (`tf.data`); equal within float rounding.
+
+    Scaling multiplies instead of dividing (within 1 ulp). For `resnet50`,
+    `tf.reverse` over the channel axis and a subtraction broadcast along it
+    each cost about half as much as decoding a JPEG on CPU; here RGB -> BGR
+    is a 1x1 convolution with a permutation kernel, fused with the mean
+    subtraction (a bias add), at about a third of their cost. Exact in
+    float32 (each output is 1·x plus zeros), which holds on CPU, where
+    `tf.data` runs; do not use it on GPUs, whose TensorFloat-32
+    convolutions round their inputs.
+
+    Args:
+        images: float32 tensor [..., 3], RGB, values in [0, 255].
+        backbone: str. One of `BACKBONES`.
+
+    Returns:
+        float32 tensor of the same shape.
+    """
+    check_backbone(backbone)
+    images = tf.convert_to_tensor(images, tf.float32)
+    if backbone == "inception_v3":
+        # A multiply is cheaper than a division (results within 1 ulp).
+        return images * (1.0 / 127.5) - 1.0
+    if backbone == "small_cnn":
+        return images * (1.0 / 255.0)
+    pixels = tf.reshape(images, [1, 1, -1, 3])
+    bgr = tf.nn.conv2d(pixels, tf.constant(_RGB_TO_BGR_KERNEL, tf.float32), strides=1, padding="VALID")
+    bgr = tf.nn.bias_add(bgr, -tf.constant(_CAFFE_BGR_MEAN, tf.float32))
+    return tf.reshape(bgr, tf.shape(images))
+
+
+def augment(
+    image: tf.Tensor,
+    seed: tf.Tensor,
+    image_size: Sequence[int],
+    random_flip: bool = False,
+    crop_scale: float = DEFAULT_CROP_SCALE,
+) -> tf.Tensor:
+    """Random crop (and optionally a horizontal flip) to `image_size`.
+
+    The image is resized to `crop_scale` times `image_size` and a window of
+    `image_size` is cropped at a random position, i.e. a random translation
+    of up to `(crop_scale - 1) * size` pixels. Every random choice is a
+    stateless function of `seed`, so the result is reproducible.
+
+    Args:
+        image: uint8 or float32 tensor [H, W, 3], any size.
+        seed: int32/int64 tensor of shape [2]. Per-example seed.
+        image_size: (height, width) of the output.
+        random_flip: bool. Also flip left-right with probability 1/2. Leave
+            it off for data where a mirrored image is a different class
+            (digits, text). Defaults to False.
+        crop_scale: float >= 1. Size of the image the crop is taken from,
+            relative to `image_size`. Defaults to 1.125.
+
+    Returns:
+        float32 tensor [height, width, 3], values in [0, 255].
+    """
+    if crop_scale < 1.0:
+        raise ValueError(f"crop_scale must be >= 1. Received: crop_scale={crop_scale}")
+    height, width = image_size
+    padded = (int(round(height * crop_scale)), int(round(width * crop_scale)))
+    crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, num=2))
+    image = resize(image, padded)
+    image = tf.image.stateless_random_crop(image, (height, width, 3), seed=crop_seed)
+    if random_flip:
+        image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+    return image

@@ -1,0 +1,137 @@
+"""nlr-train: every method from the CLI, resume, TensorBoard, bad flags."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import tensorflow as tf
+
+from cli_util import ROOT, run_cli
+from conftest import write_toy_dataset
+from nlr_tf.models.methods import METHODS
+from nlr_tf.training.trainer import ConfigError, TrainConfig, train
+
+COMMON = ["--backbone=small_cnn", "--image_size=16", "--batch_size=20", "--log_steps=5", "--checkpoint_steps=10"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "toy"
+    write_toy_dataset(path, {"noisy": 120, "clean": 30, "val": 10}, num_shards=4)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def noisy_run(dataset, tmp_path_factory):
+    model_dir = str(tmp_path_factory.mktemp("runs") / "noisy")
+    proc = run_cli("train", "--method=noisy", f"--dataset={dataset}", f"--model_dir={model_dir}", "--train_steps=20", *COMMON)
+    assert proc.returncode == 0, proc.stderr
+    return model_dir
+
+
+def _scalar_tags(model_dir):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(os.path.join(model_dir, "train"), size_guidance={"tensors": 0})
+    acc.Reload()
+    return set(acc.Tags()["tensors"]) | set(acc.Tags()["scalars"])
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m != "noisy"])
+def test_every_method_trains_from_the_cli(method, dataset, noisy_run, tmp_path):
+    model_dir = str(tmp_path / method)
+    args = [f"--method={method}", f"--dataset={dataset}", f"--model_dir={model_dir}", "--train_steps=10", *COMMON]
+    if METHODS[method].init != "none":
+        args.append(f"--init_checkpoint={noisy_run}")
+    if method == "label_cleaning":
+        args.append("--cleaning_pretrain_steps=5")
+    proc = run_cli("train", *args)
+    assert proc.returncode == 0, proc.stderr
+    assert f"trained {method} for 10 steps" in proc.stdout
+    assert os.path.isfile(os.path.join(model_dir, "model.keras"))
+    assert tf.train.latest_checkpoint(os.path.join(model_dir, "checkpoints")).endswith("ckpt-10")
+    config = json.load(open(os.path.join(model_dir, "config.json")))
+    assert config["method"] == method and config["num_classes"] == 5
+    tags = _scalar_tags(model_dir)
+    assert {"losses/loss", "examples_per_second"} <= tags
+    head = "heads" if METHODS[method].family == "noise_regularization" else "classifier"
+    assert f"learning_rate/{head}" in tags
+    if method == "label_cleaning":
+        assert {"losses/clean_loss", "losses/classify_loss", "learning_rate/cleaning"} <= tags
+    if method == "noise_regularization":
+        assert {"losses/clean_loss", "losses/noise_loss"} <= tags
+
+
+def test_noisy_run_wrote_everything(noisy_run):
+    assert {"checkpoints", "config.json", "model.keras", "train", "train_result.json"} <= set(os.listdir(noisy_run))
+    result = json.load(open(os.path.join(noisy_run, "train_result.json")))
+    assert result["step"] == 20
+
+
+def test_killed_run_resumes_and_ends_at_the_same_step(dataset, tmp_path):
+    model_dir = str(tmp_path / "resume")
+    cmd = [sys.executable, "-m", "nlr_tf.cli.train", "--method=noisy", f"--dataset={dataset}",
+           f"--model_dir={model_dir}", "--train_steps=400", "--backbone=small_cnn", "--image_size=16",
+           "--batch_size=20", "--log_steps=5", "--checkpoint_steps=10"]
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt_dir = os.path.join(model_dir, "checkpoints")
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        latest = tf.train.latest_checkpoint(ckpt_dir) if os.path.isdir(ckpt_dir) else None
+        if latest and int(latest.rsplit("-", 1)[1]) >= 30:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = int(tf.train.latest_checkpoint(ckpt_dir).rsplit("-", 1)[1])
+    assert 30 <= killed_at < 400 and not os.path.exists(os.path.join(model_dir, "model.keras"))
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert f"resumed from {ckpt_dir}/ckpt-{killed_at}" in done.stderr
+    assert "trained noisy for 400 steps" in done.stdout
+    assert json.load(open(os.path.join(model_dir, "train_result.json")))["step"] == 400
+
+
+def _config(dataset, model_dir, **kwargs):
+    base = dict(method="noisy", dataset=dataset, model_dir=model_dir, image_size=16, batch_size=20, train_steps=5)
+    base.update(kwargs)
+    return TrainConfig(**base)
+
+
+def test_bad_configurations_fail_at_start_with_one_clear_line(dataset, noisy_run, tmp_path):
+    no_clean = tmp_path / "no_clean"
+    write_toy_dataset(no_clean, {"noisy": 20})
+    other = tmp_path / "other"
+    write_toy_dataset(other, {"noisy": 20, "clean": 10}, num_classes=7)
+    cases = [
+        (["--method=nonsense"], "method"),
+        ([f"--dataset={tmp_path / 'missing'}"], "dataset folder not found"),
+        (["--method=noise_regularization", f"--dataset={no_clean}"], "needs clean data but split 'clean' is absent"),
+        (["--method=ft_last", f"--dataset={other}", f"--init_checkpoint={noisy_run}"], "has 5 classes but dataset"),
+        (["--method=ft_last"], "pass --init_checkpoint"),
+        (["--method=noisy", f"--init_checkpoint={noisy_run}"], "drop --init_checkpoint"),
+        (["--method=noise_regularization", "--batch_size=15"], "15"),
+        (["--method=noise_regularization", "--cleaning_pretrain_steps=3"], "label_cleaning only"),
+        (["--method=ft_last", f"--init_checkpoint={tmp_path}"], "no checkpoint"),
+        (["--method=noise_regularization", "--train_backbone=true", f"--feature_cache={tmp_path / 'fc'}"], "--train_backbone=false"),
+        (["--backbone=resnet50", "--backbone_weights=/nope.h5"], "not found"),
+    ]
+    for extra, message in cases:
+        args = [f"--dataset={dataset}", f"--model_dir={tmp_path / 'bad'}", "--method=noisy", "--train_steps=5",
+                "--image_size=16", "--batch_size=20"] + extra
+        proc = run_cli("train", *args)
+        assert proc.returncode != 0, extra
+        errors = [line for line in proc.stderr.splitlines() if "rror" in line and not line.startswith(("I0000", "W0000", "E0000"))]
+        assert errors and message in errors[-1], (extra, proc.stderr[-2000:])
+    assert not os.path.exists(tmp_path / "bad" / "checkpoints")
+
+
+def test_a_model_dir_of_another_run_is_refused(dataset, noisy_run):
+    with pytest.raises(ConfigError, match="holds a run with method='noisy'"):
+        train(_config(dataset, noisy_run, method="clean"))
