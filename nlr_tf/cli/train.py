@@ -107,8 +107,9 @@ def main(argv):
     except ConfigError as e:
         print(f"nlr-train: error: {e}", file=sys.stderr)
         return 1
-    print(f"trained {result['method']} for {result['step']} steps: "
-          + " ".join(f"{k}={v:.4g}" for k, v in result.items() if isinstance(v, float)))
+    losses = " ".join(f"{k}={v:.4g}" for k, v in result.items() if isinstance(v, float) and k != "weights_checksum")
+    print(f"trained {result['method']} for {result['step']} steps: {losses}")
+    print(f"weights checksum: {result['weights_checksum']:.10g}")
     return 0
 
 

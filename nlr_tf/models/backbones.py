@@ -54,13 +54,15 @@ def resolve_weights(name: str, weights: str):
 
 
 def small_cnn(image_size: int, width: int = 32, name: str = "small_cnn") -> keras.Model:
-    """Three conv-BN-ReLU stages with pooling, then global average pooling."""
+    """Three stages of two conv-BN-ReLU blocks, max pooling between stages, then global average pooling."""
     inputs = keras.Input((image_size, image_size, 3), name="image")
     x = inputs
     for stage, filters in enumerate((width, 2 * width, 4 * width)):
         for block in range(2):
             x = keras.layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"conv{stage}_{block}")(x)
-            x = keras.layers.BatchNormalization(name=f"bn{stage}_{block}")(x)
+            # Synchronized: batch statistics over the global batch, so moving
+            # averages agree across replicas and workers.
+            x = keras.layers.BatchNormalization(synchronized=True, name=f"bn{stage}_{block}")(x)
             x = keras.layers.ReLU(name=f"relu{stage}_{block}")(x)
         if stage < 2:
             x = keras.layers.MaxPooling2D(2, name=f"pool{stage}")(x)

@@ -8,6 +8,11 @@ import tensorflow as tf
 
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
 
+# One strategy per kind and device set for the life of the process: two
+# strategies over the same devices would draw the same collective instance
+# keys, and TensorFlow's collective runtime rejects the second one's ops.
+_CACHE: dict[tuple, tf.distribute.Strategy] = {}
+
 
 def get_strategy(name: str, tpu: Optional[str] = None, devices: Optional[list[str]] = None) -> tf.distribute.Strategy:
     """Returns the strategy called `name`.
@@ -26,6 +31,13 @@ def get_strategy(name: str, tpu: Optional[str] = None, devices: Optional[list[st
     """
     if name == "default":
         return tf.distribute.get_strategy()
+    key = (name, tpu, tuple(devices or ()))
+    if key not in _CACHE:
+        _CACHE[key] = _make_strategy(name, tpu, devices)
+    return _CACHE[key]
+
+
+def _make_strategy(name: str, tpu: Optional[str], devices: Optional[list[str]]) -> tf.distribute.Strategy:
     if name == "mirrored":
         return tf.distribute.MirroredStrategy(devices=devices or None)
     if name == "multi_worker_mirrored":

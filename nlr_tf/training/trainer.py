@@ -265,6 +265,11 @@ def _write_run_config(config: TrainConfig, info: DatasetInfo, method: Method, tr
     return run_config
 
 
+def weights_checksum(model) -> float:
+    """Sum of the absolute values of every weight: equal on workers that agree."""
+    return float(sum(tf.reduce_sum(tf.abs(tf.cast(v, tf.float64))) for v in model.weights))
+
+
 def train(config: TrainConfig, dataset_fn=None) -> dict[str, Any]:
     """Trains `config.method`; returns the final losses and step count.
 
@@ -359,7 +364,7 @@ def train(config: TrainConfig, dataset_fn=None) -> dict[str, Any]:
     # === Outputs ===
     if not chief:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    result = {"step": int(step.numpy()), "method": method.name, **{k: v for k, v in logs.items()}}
+    result = {"step": int(step.numpy()), "method": method.name, **logs, "weights_checksum": weights_checksum(model)}
     if chief:
         model.save(os.path.join(config.model_dir, MODEL_FILE))
         with open(os.path.join(config.model_dir, RESULT_FILE), "w") as f:
