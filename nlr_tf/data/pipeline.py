@@ -72,9 +72,6 @@ DEFAULT_CYCLE_LENGTH = 16
 
 # Records parsed per vectorized parse call.
 PARSE_BLOCK = 64
-import os
-_PARSE_CALLS = None if os.environ.get('PARSE_SEQ') else AUTOTUNE
-_READ_CALLS = None if os.environ.get('READ_SEQ') else AUTOTUNE
 
 MixRatio = Union[str, Sequence[int]]
 
@@ -175,8 +172,9 @@ def _options(deterministic: bool, sharded: bool) -> tf.data.Options:
     options = tf.data.Options()
     options.deterministic = deterministic
     options.autotune.enabled = True
-    if not os.environ.get("NO_INTRA1"):
-        options.threading.max_intra_op_parallelism = 1
+    # Parallelism comes from the parallel maps, one element per call; ops
+    # inside a call stay on one thread, next to their data.
+    options.threading.max_intra_op_parallelism = 1
     if sharded:
         # Sharded by `input_context` here; a strategy must not shard again.
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
@@ -234,7 +232,7 @@ def _read_records(
         tf.data.TFRecordDataset,
         cycle_length=max(1, min(cycle_length, len(files))),
         block_length=1,
-        num_parallel_calls=_READ_CALLS,
+        num_parallel_calls=AUTOTUNE,
         deterministic=deterministic or not training or record_sharding,
     )
     if record_sharding:
@@ -256,7 +254,9 @@ class _BlockParser:
         self.with_true = with_true
 
     def __call__(self, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
-        features = parsing.parse_examples(serialized, self.num_classes, with_ids=self.with_ids, with_true=self.with_true)
+        features = parsing.parse_examples(
+            serialized, self.num_classes, with_ids=self.with_ids, with_true=self.with_true
+        )
         if isinstance(self.is_clean, bool):
             features["is_clean"] = tf.fill(tf.shape(serialized), 1.0 if self.is_clean else 0.0)
         else:
@@ -277,11 +277,6 @@ class _ImageDecoder:
         features = dict(features)
         # uint8 into resize, which returns float32: no separate cast pass.
         image = preprocessing.decode_image(features.pop("image_bytes"), dtype=tf.uint8)
-        if os.environ.get("DEQ"):
-            q = tf.raw_ops.Bitcast(input=image, type=tf.quint8)
-            image = tf.raw_ops.Dequantize(input=q, min_range=-1.0, max_range=1.0, mode="MIN_COMBINED")
-            features["image"] = preprocessing.resize(image, self.image_size)
-            return features
         image = preprocessing.resize(image, self.image_size)
         features["image"] = preprocessing.preprocess_on_cpu(image, self.backbone)
         return features
@@ -357,7 +352,7 @@ def _examples(
     # the last partial block (evaluation) is kept.
     parser = _BlockParser(num_classes, is_clean=is_clean, with_ids=with_ids, with_true=with_true)
     ds = records.batch(block_size, drop_remainder=not isinstance(is_clean, bool))
-    ds = ds.map(parser, num_parallel_calls=_PARSE_CALLS, deterministic=ordered).unbatch()
+    ds = ds.map(parser, num_parallel_calls=AUTOTUNE, deterministic=ordered).unbatch()
     # Decode, resize (or crop), preprocess: one image per call, in
     # parallel; the bulk of the work.
     decoder = _ImageDecoder(image_size, backbone, random_flip, augment_seed=_derive_seed(seed, _AUGMENT))
@@ -368,7 +363,8 @@ def _examples(
     return ds.map(decoder.decode, num_parallel_calls=AUTOTUNE, deterministic=ordered)
 
 
-def _image_size(backbone: str, image_size: Optional[preprocessing.ImageSize], shuffle_buffer: int) -> tuple[int, int]:
+def _check_args(backbone: str, image_size: Optional[preprocessing.ImageSize], shuffle_buffer: int) -> tuple[int, int]:
+    """Validates the common arguments; returns the image size (h, w)."""
     size = preprocessing.image_size_hw(image_size, backbone)
     _check_positive(shuffle_buffer, "shuffle_buffer")
     return size
@@ -451,7 +447,7 @@ def make_split_dataset(
         DatasetError: the split is missing or empty.
         ValueError: a bad backbone, image size or batch size.
     """
-    size = _image_size(backbone, image_size, shuffle_buffer)
+    size = _check_args(backbone, image_size, shuffle_buffer)
     batch_size = _per_replica_batch_size(global_batch_size, input_context)
     seed = _resolve_seed(seed, deterministic)
     seed = _derive_seed(seed, 0)
@@ -560,10 +556,10 @@ def make_train_dataset(
             exactly in that ratio (the message names both).
         DatasetError: a split that the ratio needs is missing or empty.
     """
-    size = _image_size(backbone, image_size, shuffle_buffer)
+    size = _check_args(backbone, image_size, shuffle_buffer)
     n, c = parse_mix_ratio(mix_ratio)
     batch_size = _per_replica_batch_size(global_batch_size, input_context)
-    num_noisy, num_clean = mix_counts(batch_size, (n, c))
+    num_noisy, num_clean = mix_counts(batch_size, mix_ratio)
     for split, part, role in ((noisy_split, n, "noisy"), (clean_split, c, "clean")):
         if part and not info.has_split(split):
             have = ", ".join(f"{k} ({v.num_records} records)" for k, v in sorted(info.splits.items()))
