@@ -29,6 +29,8 @@ setuptools.setup(
         "console_scripts": [
             "nlr-make-tfrecords=nlr_tf.cli.make_tfrecords:run",
             "nlr-inspect=nlr_tf.cli.inspect_dataset:run",
+            "nlr-train=nlr_tf.cli.train:run",
+            "nlr-extract-features=nlr_tf.cli.extract_features:run",
         ],
     },
 )

@@ -10,13 +10,14 @@ failed or interrupted run never leaves a dataset that looks complete.
 
 import collections
 import concurrent.futures
+import contextlib
 import datetime
 import os
 import re
 import shutil
 import sys
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Optional, Union
 
 import tensorflow as tf
@@ -45,15 +46,19 @@ def _bytes(value: bytes) -> tf.train.Feature:
 
 def make_example(
     image_id: str,
-    encoded: bytes,
+    encoded: Optional[bytes],
     noisy: Sequence[int],
     verified_pos: Sequence[int] = (),
     verified_neg: Sequence[int] = (),
     true: Optional[Sequence[int]] = None,
+    features: Optional[Sequence[float]] = None,
 ) -> bytes:
-    """A serialized `tf.train.Example` in the dataset schema."""
+    """A serialized `tf.train.Example` in the dataset schema.
+
+    A feature cache record passes `features` (pooled backbone features)
+    and `encoded=None`.
+    """
     feature = {
-        schema.IMAGE_ENCODED: _bytes(encoded),
         schema.IMAGE_ID: _bytes(image_id.encode("utf-8")),
         schema.LABEL_NOISY: _int64_list(sorted(set(noisy))),
         schema.LABEL_VERIFIED_POS: _int64_list(sorted(set(verified_pos))),
@@ -61,6 +66,10 @@ def make_example(
     }
     if true is not None:
         feature[schema.LABEL_TRUE] = _int64_list(sorted(set(true)))
+    if encoded is not None:
+        feature[schema.IMAGE_ENCODED] = _bytes(encoded)
+    if features is not None:
+        feature[schema.FEATURES] = tf.train.Feature(float_list=tf.train.FloatList(value=features))
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
@@ -123,6 +132,38 @@ class _SplitWriter:
         return schema.SplitInfo(num_records=self.num_records, num_shards=len(files), files=files)
 
 
+@contextlib.contextmanager
+def atomic_output_dir(output_dir: str, overwrite: bool = False) -> Iterator[str]:
+    """Yields a temporary sibling folder that becomes `output_dir` on success.
+
+    On any failure (or interrupt) the temporary folder is removed and
+    `output_dir` is left as it was: a run that fails never leaves a
+    dataset that looks complete.
+
+    Raises:
+        ConversionError: `output_dir` exists and `overwrite` is False.
+    """
+    output_dir = os.path.abspath(output_dir)
+    if os.path.exists(output_dir) and not overwrite:
+        raise ConversionError(f"output folder {output_dir!r} already exists (pass --overwrite to replace it)")
+    parent = os.path.dirname(output_dir)
+    os.makedirs(parent, exist_ok=True)
+    tmp_dir = os.path.join(parent, f".{os.path.basename(output_dir)}.incomplete-{uuid.uuid4().hex[:8]}")
+    os.makedirs(tmp_dir)
+    try:
+        yield tmp_dir
+        if os.path.exists(output_dir):
+            trash = f"{tmp_dir}.replaced"
+            os.rename(output_dir, trash)
+            os.rename(tmp_dir, output_dir)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(tmp_dir, output_dir)
+    except BaseException:
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        raise
+
+
 def write_dataset(
     conversion: Conversion,
     output_dir: str,
@@ -160,17 +201,9 @@ def write_dataset(
     """
     if num_shards < 1:
         raise ConversionError(f"num_shards must be >= 1, got {num_shards}")
-    output_dir = os.path.abspath(output_dir)
-    if os.path.exists(output_dir) and not overwrite:
-        raise ConversionError(f"output folder {output_dir!r} already exists (pass --overwrite to replace it)")
-    num_classes = len(conversion.classes)
-    if num_classes < 1:
+    if not conversion.classes:
         raise ConversionError("the conversion has no classes")
-    parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp_dir = os.path.join(parent, f".{os.path.basename(output_dir)}.incomplete-{uuid.uuid4().hex[:8]}")
-    os.makedirs(tmp_dir)
-    try:
+    with atomic_output_dir(output_dir, overwrite) as tmp_dir:
         info = _write_into(
             conversion, tmp_dir, num_shards, skip_bad, num_workers or os.cpu_count() or 1, max_image_side, progress
         )
@@ -184,17 +217,7 @@ def write_dataset(
             }
         )
         info.write(tmp_dir)
-        if os.path.exists(output_dir):
-            trash = f"{tmp_dir}.replaced"
-            os.rename(output_dir, trash)
-            os.rename(tmp_dir, output_dir)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(tmp_dir, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
-    info.path = output_dir
+    info.path = os.path.abspath(output_dir)
     return info
 
 

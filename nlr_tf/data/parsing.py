@@ -101,7 +101,7 @@ def _multi_hot_rows(indices: tf.RaggedTensor, num_classes: int) -> tf.Tensor:
 
 
 def parse_examples(
-    serialized: tf.Tensor, num_classes: int, with_ids: bool = True, with_true: bool = False
+    serialized: tf.Tensor, num_classes: int, with_ids: bool = True, with_true: bool = False, feature_dim: int = 0
 ) -> dict[str, tf.Tensor]:
     """Parses a 1-D batch of serialized examples at once (vectorized).
 
@@ -114,18 +114,23 @@ def parse_examples(
         with_ids: bool. Also return `id` [N]. Defaults to True.
         with_true: bool. Also return `true_labels` and `has_true`.
             Defaults to False.
+        feature_dim: int. For a feature cache: parse `features` [N, F]
+            instead of the image bytes. Defaults to 0 (images).
 
     Returns:
-        dict with `image_bytes` [N], `noisy_labels`, `verified_labels`,
+        dict with `image_bytes` [N] (or `features`), `noisy_labels`, `verified_labels`,
         `verified_mask` (float32 [N, d]), and `id`, `true_labels`,
         `has_true` when asked.
     """
     spec = {
-        schema.IMAGE_ENCODED: tf.io.FixedLenFeature([], tf.string),
         schema.LABEL_NOISY: tf.io.RaggedFeature(tf.int64, row_splits_dtype=tf.int32),
         schema.LABEL_VERIFIED_POS: tf.io.RaggedFeature(tf.int64, row_splits_dtype=tf.int32),
         schema.LABEL_VERIFIED_NEG: tf.io.RaggedFeature(tf.int64, row_splits_dtype=tf.int32),
     }
+    if feature_dim:
+        spec[schema.FEATURES] = tf.io.FixedLenFeature([feature_dim], tf.float32)
+    else:
+        spec[schema.IMAGE_ENCODED] = tf.io.FixedLenFeature([], tf.string)
     if with_ids:
         spec[schema.IMAGE_ID] = tf.io.FixedLenFeature([], tf.string, default_value="")
     if with_true:
@@ -134,11 +139,14 @@ def parse_examples(
     pos = _multi_hot_rows(f[schema.LABEL_VERIFIED_POS], num_classes)
     neg = _multi_hot_rows(f[schema.LABEL_VERIFIED_NEG], num_classes)
     out = {
-        "image_bytes": f[schema.IMAGE_ENCODED],
         "noisy_labels": _multi_hot_rows(f[schema.LABEL_NOISY], num_classes),
         "verified_labels": pos,
         "verified_mask": tf.minimum(pos + neg, 1.0),
     }
+    if feature_dim:
+        out["features"] = f[schema.FEATURES]
+    else:
+        out["image_bytes"] = f[schema.IMAGE_ENCODED]
     if with_ids:
         out["id"] = f[schema.IMAGE_ID]
     if with_true:

@@ -2,7 +2,8 @@
 
 Every element is a dict of batched tensors:
 
-- `image`: float32 [B, H, W, 3], preprocessed for the backbone.
+- `image`: float32 [B, H, W, 3], preprocessed for the backbone (or, read
+  from a feature cache, `features`: float32 [B, F] pooled backbone features).
 - `noisy_labels`: float32 [B, d], multi-hot noisy labels.
 - `verified_labels`: float32 [B, d], 1 where a class is verified present.
 - `verified_mask`: float32 [B, d], 1 where a class is verified present or
@@ -247,15 +248,23 @@ class _BlockParser:
     per position of a block (blocks then have exactly that length).
     """
 
-    def __init__(self, num_classes: int, is_clean: Union[bool, Sequence[bool]], with_ids: bool, with_true: bool):
+    def __init__(
+        self,
+        num_classes: int,
+        is_clean: Union[bool, Sequence[bool]],
+        with_ids: bool,
+        with_true: bool,
+        feature_dim: int = 0,
+    ):
         self.num_classes = num_classes
         self.is_clean = is_clean
         self.with_ids = with_ids
         self.with_true = with_true
+        self.feature_dim = feature_dim
 
     def __call__(self, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
         features = parsing.parse_examples(
-            serialized, self.num_classes, with_ids=self.with_ids, with_true=self.with_true
+            serialized, self.num_classes, with_ids=self.with_ids, with_true=self.with_true, feature_dim=self.feature_dim
         )
         if isinstance(self.is_clean, bool):
             features["is_clean"] = tf.fill(tf.shape(serialized), 1.0 if self.is_clean else 0.0)
@@ -343,16 +352,23 @@ def _examples(
     random_flip: bool,
     seed: int,
     ordered: bool,
+    feature_dim: int = 0,
 ) -> tf.data.Dataset:
-    """Serialized records -> unbatched example dicts, in the same order."""
+    """Serialized records -> unbatched example dicts, in the same order.
+
+    Records of a feature cache (`feature_dim` > 0) carry `features` and skip
+    the image stages.
+    """
     # Parse blocks of records with one vectorized call, then split them
     # again: several times cheaper per record than parse_single_example,
     # and each block's label index lists become dense vectors in one
     # scatter. A pattern of is_clean values needs whole blocks; otherwise
     # the last partial block (evaluation) is kept.
-    parser = _BlockParser(num_classes, is_clean=is_clean, with_ids=with_ids, with_true=with_true)
+    parser = _BlockParser(num_classes, is_clean=is_clean, with_ids=with_ids, with_true=with_true, feature_dim=feature_dim)
     ds = records.batch(block_size, drop_remainder=not isinstance(is_clean, bool))
     ds = ds.map(parser, num_parallel_calls=AUTOTUNE, deterministic=ordered).unbatch()
+    if feature_dim:
+        return ds
     # Decode, resize (or crop), preprocess: one image per call, in
     # parallel; the bulk of the work.
     decoder = _ImageDecoder(image_size, backbone, random_flip, augment_seed=_derive_seed(seed, _AUGMENT))
@@ -474,6 +490,7 @@ def make_split_dataset(
         random_flip=random_flip,
         seed=_derive_seed(seed, input_context.input_pipeline_id if input_context else 0),
         ordered=deterministic or not training,
+        feature_dim=info.feature_dim,
     )
     if not training and not _is_sharded(input_context):
         # Fails loudly if the shards hold other counts than dataset.json
@@ -612,6 +629,7 @@ def make_train_dataset(
         seed=_derive_seed(seed, 2, input_context.input_pipeline_id if input_context else 0),
         # The mixed blocks must stay in order through the image map.
         ordered=deterministic or not isinstance(is_clean, bool),
+        feature_dim=info.feature_dim,
     )
     # drop_remainder only makes the batch shape static: the stream is
     # infinite, nothing is dropped.

@@ -23,6 +23,8 @@ LABEL_VERIFIED_NEG = "label/verified_neg"
 LABEL_TRUE = "label/true"
 
 LABEL_KEYS = (LABEL_NOISY, LABEL_VERIFIED_POS, LABEL_VERIFIED_NEG, LABEL_TRUE)
+# In a feature cache, pooled backbone features take the place of the image.
+FEATURES = "features"
 
 DATASET_JSON = "dataset.json"
 LABEL_MAP_JSON = "label_map.json"
@@ -96,6 +98,11 @@ class DatasetInfo:
                 f"dataset {self.path!r} has no split {split!r}; it has: {', '.join(sorted(self.splits))}"
             )
         return [os.path.join(self.path, f) for f in self.splits[split].files]
+
+    @property
+    def feature_dim(self) -> int:
+        """Length of the cached features (0 for a dataset of images)."""
+        return int(self.provenance.get("feature_cache", {}).get("feature_dim", 0))
 
     def has_split(self, split: str) -> bool:
         return split in self.splits and self.splits[split].num_records > 0

@@ -22,16 +22,22 @@ import tensorflow as tf
 from absl import logging
 
 from nlr_tf.data import pipeline
+from nlr_tf.data.feature_cache import FeatureCacheError, extract_features, load_feature_cache
 from nlr_tf.data.schema import DatasetError, DatasetInfo, load_dataset_info
 from nlr_tf.models.backbones import resolve_weights
 from nlr_tf.models.methods import Method, build_model, get_method
 from nlr_tf.training import optimizers as optim
+from nlr_tf.training.checkpoints import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    MODEL_FILE,
+    CheckpointError,
+    resolve_checkpoint,
+    restore_parts,
+)
 from nlr_tf.training.strategies import get_strategy, is_chief
 
-CONFIG_FILE = "config.json"
-MODEL_FILE = "model.keras"
 RESULT_FILE = "train_result.json"
-CHECKPOINT_DIR = "checkpoints"
 
 
 class ConfigError(ValueError):
@@ -80,25 +86,6 @@ class TrainConfig:
 
 
 # === Checks before anything is built ===
-def _init_checkpoint_path(init: str) -> tuple[str, Optional[dict[str, Any]]]:
-    """The checkpoint prefix and the run config of `init` (a model dir or a prefix)."""
-    if os.path.isdir(init):
-        prefix = tf.train.latest_checkpoint(os.path.join(init, CHECKPOINT_DIR))
-        if prefix is None:
-            raise ConfigError(f"--init_checkpoint={init}: no checkpoint in {os.path.join(init, CHECKPOINT_DIR)}")
-        config_path = os.path.join(init, CONFIG_FILE)
-    else:
-        if not tf.io.gfile.exists(init + ".index"):
-            raise ConfigError(f"--init_checkpoint={init}: neither a model dir nor a checkpoint prefix")
-        prefix = init
-        config_path = os.path.join(os.path.dirname(os.path.dirname(init)), CONFIG_FILE)
-    run_config = None
-    if os.path.isfile(config_path):
-        with open(config_path) as f:
-            run_config = json.load(f)
-    return prefix, run_config
-
-
 def check_config(config: TrainConfig) -> tuple[DatasetInfo, Method]:
     """Fails with one clear line for any configuration that cannot run."""
     try:
@@ -118,7 +105,10 @@ def check_config(config: TrainConfig) -> tuple[DatasetInfo, Method]:
     if method.init == "none" and config.init_checkpoint:
         raise ConfigError(f"--method={method.name} trains from scratch (or ImageNet); drop --init_checkpoint")
     if config.init_checkpoint:
-        _, run_config = _init_checkpoint_path(config.init_checkpoint)
+        try:
+            _, run_config = resolve_checkpoint(config.init_checkpoint)
+        except CheckpointError as e:
+            raise ConfigError(f"--init_checkpoint={e}") from None
         if run_config is not None:
             if run_config.get("num_classes") != info.num_classes:
                 raise ConfigError(
@@ -170,26 +160,13 @@ def _steps_per_epoch(config: TrainConfig, method: Method, info: DatasetInfo) -> 
 
 
 # === Model, optimizers, initial weights ===
-class _Parts(tf.Module):
-    """The parts of a model copied from an init checkpoint, by their names in it."""
-
-    def __init__(self, layers: dict[str, keras.layers.Layer]):
-        super().__init__()
-        for name, layer in layers.items():
-            setattr(self, name, layer)
-
-
 def restore_init_checkpoint(model, method: Method, init: str) -> None:
     """Copies `method.restore` parts from a trained model's checkpoint; proves they matched."""
-    prefix, _ = _init_checkpoint_path(init)
-    parts = {name: getattr(model, name) for name in method.restore}
-    status = tf.train.Checkpoint(model=_Parts(parts)).read(prefix)
     try:
-        status.assert_existing_objects_matched()
-    except AssertionError as e:
-        raise ConfigError(f"--init_checkpoint={init} does not hold the {', '.join(parts)} of this model: {e}") from None
-    status.expect_partial()
-    logging.info("initialized %s from %s", ", ".join(parts), prefix)
+        prefix = restore_parts({name: getattr(model, name) for name in method.restore}, init)
+    except CheckpointError as e:
+        raise ConfigError(f"--init_checkpoint={e}") from None
+    logging.info("initialized %s from %s", ", ".join(method.restore), prefix)
 
 
 def _part_optimizers(config: TrainConfig, method: Method, info: DatasetInfo, trains_backbone: bool):
@@ -265,6 +242,35 @@ def _write_run_config(config: TrainConfig, info: DatasetInfo, method: Method, tr
     return run_config
 
 
+def _backbone_source(config: TrainConfig) -> str:
+    """What the frozen backbone's weights come from: the init checkpoint, or the weights flag."""
+    if config.init_checkpoint:
+        return resolve_checkpoint(config.init_checkpoint)[0]
+    return config.backbone_weights
+
+
+def _feature_cache(config: TrainConfig, info: DatasetInfo, method: Method, model, strategy) -> DatasetInfo:
+    """Opens the run's feature cache, building it first from the model's backbone if absent."""
+    source = _backbone_source(config)
+    if source in ("", "none"):
+        raise ConfigError("a feature cache needs a trained backbone: pass --init_checkpoint or --backbone_weights")
+    splits = [s for s, used in ((config.noisy_split, method.uses_noisy), (config.clean_split, method.uses_clean)) if used]
+    path = config.feature_cache
+    if not os.path.isfile(os.path.join(path, "dataset.json")):
+        resolver = getattr(strategy, "cluster_resolver", None)
+        if resolver is not None and len(resolver.cluster_spec().as_dict().get("worker", [])) > 1:
+            raise ConfigError(f"--feature_cache={path} does not exist: build it first with nlr-extract-features")
+        logging.info("building the feature cache %s from %s", path, source)
+        extract_features(
+            model.backbone, info, path, backbone_name=config.backbone, backbone_source=source,
+            image_size=config.image_size,
+        )
+    try:
+        return load_feature_cache(path, source_dataset=info.path, backbone_source=source, splits=splits)
+    except (FeatureCacheError, DatasetError) as e:
+        raise ConfigError(str(e)) from None
+
+
 def weights_checksum(model) -> float:
     """Sum of the absolute values of every weight: equal on workers that agree."""
     return float(sum(tf.reduce_sum(tf.abs(tf.cast(v, tf.float64))) for v in model.weights))
@@ -322,10 +328,11 @@ def train(config: TrainConfig, dataset_fn=None) -> dict[str, Any]:
         restore_init_checkpoint(model, method, config.init_checkpoint)
 
     # === Input ===
+    data = _feature_cache(config, info, method, model, strategy) if config.feature_cache else info
     if dataset_fn is None:
         def dataset_fn(ctx):  # noqa: E306
             return pipeline.make_train_dataset(
-                info, config.batch_size, mix_ratio(config, method), backbone=config.backbone,
+                data, config.batch_size, mix_ratio(config, method), backbone=config.backbone,
                 image_size=config.image_size or None, noisy_split=config.noisy_split,
                 clean_split=config.clean_split, input_context=ctx, seed=config.seed,
                 deterministic=config.deterministic, augment=config.augment, random_flip=config.random_flip,

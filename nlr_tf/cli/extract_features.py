@@ -1,0 +1,87 @@
+r"""nlr-extract-features: caches a frozen backbone's pooled features.
+
+Examples:
+  nlr-extract-features --model_dir=runs/noisy --dataset=out/digits_mosaic_ml_10 \
+      --output_dir=runs/noisy/features_10
+  nlr-extract-features --backbone=inception_v3 --backbone_weights=imagenet \
+      --dataset=data/openimages_v1 --output_dir=cache/inception_imagenet
+
+The backbone comes from a trained model dir (its last checkpoint) or from
+--backbone and --backbone_weights. The cache is a dataset folder whose
+records hold features instead of images; `nlr-train --train_backbone=false
+--feature_cache=DIR` trains heads on it, many times faster than through the
+backbone.
+"""
+
+import sys
+
+from absl import app, flags
+
+from nlr_tf.models.backbones import BACKBONES
+
+_DATASET = flags.DEFINE_string("dataset", None, "Dataset folder of images.")
+_OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Feature cache folder to create.")
+_MODEL_DIR = flags.DEFINE_string("model_dir", "", "A trained model dir (or checkpoint prefix) whose backbone to use.")
+_BACKBONE = flags.DEFINE_enum("backbone", None, list(BACKBONES), "Backbone, without --model_dir.")
+_BACKBONE_WEIGHTS = flags.DEFINE_string("backbone_weights", "imagenet", "imagenet or a .h5 file, without --model_dir.")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 0, "Input side (0: the model's or the backbone's default).", lower_bound=0)
+_SPLITS = flags.DEFINE_list("splits", None, "Splits to cache (default: all).")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per backbone call.", lower_bound=1)
+_NUM_SHARDS = flags.DEFINE_integer("num_shards", 4, "Shards per split.", lower_bound=1)
+_OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing cache.")
+_QUIET = flags.DEFINE_bool("quiet", False, "No progress bar.")
+
+flags.mark_flags_as_required(["dataset", "output_dir"])
+
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from nlr_tf.data.feature_cache import extract_features
+    from nlr_tf.data.schema import DatasetError, load_dataset_info
+    from nlr_tf.models.backbones import build_backbone
+    from nlr_tf.training.checkpoints import CheckpointError, resolve_checkpoint, restore_parts
+    from tfrecords_tools.records import ConversionError
+
+    if _MODEL_DIR.value and _BACKBONE.value:
+        raise app.UsageError("pass --model_dir or --backbone, not both")
+    try:
+        info = load_dataset_info(_DATASET.value)
+        if _MODEL_DIR.value:
+            prefix, run_config = resolve_checkpoint(_MODEL_DIR.value)
+            if run_config is None:
+                raise CheckpointError(f"{_MODEL_DIR.value}: no config.json to rebuild its backbone from")
+            if run_config["num_classes"] != info.num_classes:
+                raise CheckpointError(
+                    f"{_MODEL_DIR.value} has {run_config['num_classes']} classes but dataset {info.path!r} has "
+                    f"{info.num_classes}"
+                )
+            name, size = run_config["backbone"], _IMAGE_SIZE.value or run_config.get("image_size", 0)
+            backbone = build_backbone(name, "none", size, trainable=False)
+            source = restore_parts({"backbone": backbone}, prefix)
+        elif _BACKBONE.value:
+            name, size = _BACKBONE.value, _IMAGE_SIZE.value
+            backbone = build_backbone(name, _BACKBONE_WEIGHTS.value, size, trainable=False)
+            source = _BACKBONE_WEIGHTS.value
+        else:
+            raise app.UsageError("pass --model_dir (a trained model) or --backbone and --backbone_weights")
+        cache = extract_features(
+            backbone, info, _OUTPUT_DIR.value, backbone_name=name, backbone_source=source, image_size=size,
+            splits=_SPLITS.value, batch_size=_BATCH_SIZE.value, num_shards=_NUM_SHARDS.value,
+            overwrite=_OVERWRITE.value, progress=not _QUIET.value,
+        )
+    except (DatasetError, CheckpointError, ConversionError, ValueError) as e:
+        print(f"nlr-extract-features: error: {e}", file=sys.stderr)
+        return 1
+    counts = ", ".join(f"{s}={v.num_records}" for s, v in sorted(cache.splits.items()))
+    print(f"wrote {cache.path}: {cache.feature_dim}-d features of {source}; {counts}")
+    return 0
+
+
+def run():
+    app.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,156 @@
+"""The feature cache: a frozen backbone's pooled features, computed once.
+
+With the backbone frozen (the papers' multi-label scheme: train `noisy`,
+then only the heads), every training step would recompute the same
+features. The cache stores them instead: a dataset folder in the usual
+schema whose records hold `features` (float list) in place of
+`image/encoded`, with the same ids and label lists, and whose
+`dataset.json` says where the features came from (`provenance.
+feature_cache`: source dataset, backbone, the checkpoint or weights it was
+loaded from, feature size). The input pipeline reads it like any dataset
+(exact mixing included) and the models skip their backbone when a batch
+carries `features`.
+"""
+
+import os
+import sys
+from typing import Any, Optional, Sequence
+
+import keras
+import numpy as np
+import tensorflow as tf
+import tqdm
+
+from nlr_tf.data import pipeline, schema
+from tfrecords_tools.writer import atomic_output_dir, make_example
+
+
+class FeatureCacheError(ValueError):
+    """A cache that does not belong to the run that wants to use it."""
+
+
+def _index_lists(batch: dict[str, np.ndarray], i: int):
+    mask = batch["verified_mask"][i] > 0
+    verified = batch["verified_labels"][i] > 0
+    true = np.flatnonzero(batch["true_labels"][i]).tolist() if batch["has_true"][i] else None
+    return (
+        np.flatnonzero(batch["noisy_labels"][i]).tolist(),
+        np.flatnonzero(mask & verified).tolist(),
+        np.flatnonzero(mask & ~verified).tolist(),
+        true,
+    )
+
+
+def extract_features(
+    backbone: keras.Model,
+    info: schema.DatasetInfo,
+    output_dir: str,
+    *,
+    backbone_name: str,
+    backbone_source: str,
+    image_size: int = 0,
+    splits: Optional[Sequence[str]] = None,
+    batch_size: int = 64,
+    num_shards: int = 4,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> schema.DatasetInfo:
+    """Writes the pooled features of `backbone` for every record of `splits`.
+
+    Args:
+        backbone: `keras.Model`. Images to features, run in inference mode.
+        info: `DatasetInfo`. The dataset of images.
+        output_dir: str. The cache folder (appears only when complete).
+        backbone_name: str. Backbone architecture (selects preprocessing).
+        backbone_source: str. The checkpoint prefix or weights the backbone
+            was loaded from; a cache is reused only for the same source.
+        image_size: int. Input side (0: the backbone's default).
+        splits: list of str. Splits to cache. Defaults to all.
+        batch_size: int. Images per backbone call. Defaults to 64.
+        num_shards: int. Shards per split. Defaults to 4.
+        overwrite: bool. Replace an existing cache. Defaults to False.
+        progress: bool. Show a progress bar. Defaults to True.
+
+    Returns:
+        The cache's `DatasetInfo`.
+    """
+    splits = list(splits or sorted(info.splits))
+    for split in splits:
+        info.split_files(split)  # a clear error for a split the dataset lacks
+
+    @tf.function(reduce_retracing=True)
+    def features_of(images):
+        return backbone(images, training=False)
+
+    feature_dim = int(backbone.output.shape[-1])
+    split_infos = {}
+    with atomic_output_dir(output_dir, overwrite) as tmp:
+        for split in splits:
+            ds = pipeline.make_split_dataset(
+                info, split, batch_size, backbone=backbone_name, image_size=image_size or None, training=False,
+                with_ids=True, with_true=True,
+            )
+            total = info.splits[split].num_records
+            shards = max(1, min(num_shards, total))
+            names = [schema.shard_name(split, j, shards) for j in range(shards)]
+            writers = [tf.io.TFRecordWriter(os.path.join(tmp, n)) for n in names]
+            count = 0
+            bar = tqdm.tqdm(total=total, desc=f"features {split}", unit="img", disable=not progress, file=sys.stderr)
+            for batch in ds:
+                feats = features_of(batch["image"]).numpy()
+                arrays = {k: v.numpy() for k, v in batch.items() if k != "image"}
+                for i in range(len(feats)):
+                    noisy, pos, neg, true = _index_lists(arrays, i)
+                    example = make_example(arrays["id"][i].decode("utf-8"), None, noisy, pos, neg, true, features=feats[i])
+                    writers[count % shards].write(example)
+                    count += 1
+                bar.update(len(feats))
+            bar.close()
+            for w in writers:
+                w.close()
+            split_infos[split] = schema.SplitInfo(num_records=count, num_shards=shards, files=names)
+        cache = schema.DatasetInfo(
+            num_classes=info.num_classes,
+            multi_label=info.multi_label,
+            splits=split_infos,
+            classes=info.classes,
+            provenance={
+                "source": "feature_cache",
+                "feature_cache": {
+                    "feature_dim": feature_dim,
+                    "source_dataset": info.path,
+                    "backbone": backbone_name,
+                    "backbone_source": backbone_source,
+                    "image_size": image_size,
+                },
+                "noise_statistics": info.provenance.get("noise_statistics", {}),
+            },
+            skipped=info.skipped,
+        )
+        cache.write(tmp)
+    return schema.load_dataset_info(output_dir)
+
+
+def load_feature_cache(path: str, *, source_dataset: str, backbone_source: str, splits: Sequence[str] = ()) -> schema.DatasetInfo:
+    """Opens a cache and checks it was made from this dataset and backbone.
+
+    Raises:
+        FeatureCacheError: the cache is of another dataset or backbone, or
+            lacks a needed split.
+    """
+    cache = schema.load_dataset_info(path)
+    meta: dict[str, Any] = cache.provenance.get("feature_cache", {})
+    if not meta:
+        raise FeatureCacheError(f"{path!r} is a dataset of images, not a feature cache")
+    if os.path.abspath(meta.get("source_dataset", "")) != os.path.abspath(source_dataset):
+        raise FeatureCacheError(
+            f"feature cache {path!r} was made from dataset {meta.get('source_dataset')!r}, not {source_dataset!r}"
+        )
+    if meta.get("backbone_source") != backbone_source:
+        raise FeatureCacheError(
+            f"feature cache {path!r} holds features of {meta.get('backbone_source')!r}, not of {backbone_source!r}"
+        )
+    missing = [s for s in splits if not cache.has_split(s)]
+    if missing:
+        raise FeatureCacheError(f"feature cache {path!r} lacks the split(s) {', '.join(missing)}")
+    return cache
