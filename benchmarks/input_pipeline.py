@@ -24,6 +24,7 @@ The batch size is 60, not 64: 9:1 mixing needs a multiple of 10.
 """
 
 import concurrent.futures
+import gc
 import io
 import os
 import resource
@@ -50,7 +51,7 @@ _BATCH_SIZE = flags.DEFINE_integer(
 _BACKBONE = flags.DEFINE_enum("backbone", "inception_v3", ["inception_v3", "resnet50", "small_cnn"], "Preprocessing.")
 _ROUNDS = flags.DEFINE_integer("rounds", 7, "Alternating measurement rounds.", lower_bound=1)
 _IMAGES_PER_ROUND = flags.DEFINE_integer("images_per_round", 1800, "Images timed per pipeline and round.")
-_WARMUP_BATCHES = flags.DEFINE_integer("warmup_batches", 10, "Batches drawn before the first round.")
+_WARMUP_BATCHES = flags.DEFINE_integer("warmup_batches", 10, "Batches drawn before each timed run.")
 _DATA_DIR = flags.DEFINE_string("data_dir", None, "Dataset folder to reuse, or to create if absent.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the written images and labels.")
 
@@ -149,20 +150,22 @@ def _measure(info: schema.DatasetInfo) -> None:
         info, batch_size, "9:1", backbone=_BACKBONE.value, image_size=size, deterministic=False
     )
     bare = _bare_dataset(files, size, batch_size)
-    iterators = {"full": iter(full), "bare": iter(bare)}
+    datasets = {"full": full, "bare": bare}
     batches = max(1, _IMAGES_PER_ROUND.value // batch_size)
-    print(f"warming up ({_WARMUP_BATCHES.value} batches each)")
-    for it in iterators.values():
-        _time_batches(it, _WARMUP_BATCHES.value, batch_size)
     rates = {"full": [], "bare": []}
     cpu_ms = {"full": [], "bare": []}
     for r in range(_ROUNDS.value):
         # Alternate which pipeline goes first.
         order = ("bare", "full") if r % 2 == 0 else ("full", "bare")
         for name in order:
-            # Drain what the idle pipeline prefetched meanwhile, then time.
-            _time_batches(iterators[name], 3, batch_size)
-            rate, ms = _time_batches(iterators[name], batches, batch_size)
+            # A fresh iterator per measurement, warmed up, then timed and
+            # closed: an idle pipeline's background threads would otherwise
+            # refill its buffers while the other one is timed.
+            iterator = iter(datasets[name])
+            _time_batches(iterator, _WARMUP_BATCHES.value, batch_size)
+            rate, ms = _time_batches(iterator, batches, batch_size)
+            del iterator
+            gc.collect()
             rates[name].append(rate)
             cpu_ms[name].append(ms)
         print(
