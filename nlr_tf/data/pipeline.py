@@ -527,9 +527,11 @@ def make_train_dataset(
     With B the per-replica batch size and `mix_ratio` n:c, every batch holds
     B·n/(n+c) examples of `noisy_split` (`is_clean` = 0) followed by
     B·c/(n+c) examples of `clean_split` (`is_clean` = 1), in every batch of
-    every input pipeline. Each split is its own stream (read, shuffle,
-    repeat, parse, decode; see `make_split_dataset`); a fixed pattern takes
-    the examples of each batch from the two streams. A ratio with a zero
+    every input pipeline. Chain: per split, list shards -> shard -> shuffle
+    files -> parallel interleave -> shuffle records -> repeat; then a fixed
+    pattern takes each batch's records from the two splits -> parse blocks
+    of one batch -> map (decode, resize or augment, preprocess; order kept)
+    -> batch -> prefetch. A ratio with a zero
     part reads only the other split (`"1:0"`: the noisy baseline; `"0:1"`:
     training or fine-tuning on the clean split), and the unused split need
     not exist.
