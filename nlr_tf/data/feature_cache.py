@@ -95,7 +95,10 @@ def extract_features(
             names = [schema.shard_name(split, j, shards) for j in range(shards)]
             writers = [tf.io.TFRecordWriter(os.path.join(tmp, n)) for n in names]
             count = 0
-            bar = tqdm.tqdm(total=total, desc=f"features {split}", unit="img", disable=not progress, file=sys.stderr)
+            bar = tqdm.tqdm(
+                total=total, desc=f"features {split}", unit="img", disable=not progress, file=sys.stderr,
+                mininterval=0.1 if sys.stderr.isatty() else 5.0,
+            )
             for batch in ds:
                 feats = features_of(batch["image"]).numpy()
                 arrays = {k: v.numpy() for k, v in batch.items() if k != "image"}
