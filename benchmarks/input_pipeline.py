@@ -8,9 +8,10 @@ Writes (or, with --data_dir pointing at an existing folder, reuses) a
 dataset of random smooth JPEGs (noisy and clean splits, 9:1) and times two
 pipelines over the same records, alternating them for a few rounds:
 
-- full: `nlr_tf.data.pipeline.make_train_dataset` (read, parse every
-  feature, decode, resize, preprocess, shuffle, mix 9:1 exactly, batch,
-  prefetch; non-deterministic, AUTOTUNE);
+- full: `nlr_tf.data.pipeline.make_train_dataset` (read, shuffle, mix 9:1
+  exactly, parse every feature, decode, resize, batch, prefetch;
+  non-deterministic, AUTOTUNE). The backbone's pixel scaling is the
+  model's first layer, so it is not input-pipeline work;
 - bare: `TFRecordDataset(files) -> map(parse the image bytes only ->
   decode_jpeg -> resize, AUTOTUNE) -> batch -> prefetch`, the ceiling of
   any pipeline that decodes these images.

@@ -2,8 +2,9 @@
 
 Every element is a dict of batched tensors:
 
-- `image`: float32 [B, H, W, 3], preprocessed for the backbone (or, read
-  from a feature cache, `features`: float32 [B, F] pooled backbone features).
+- `image`: float32 [B, H, W, 3], RGB in [0, 255], resized for the backbone
+  (its own scaling is the model's first layer), or, read from a feature
+  cache, `features`: float32 [B, F] pooled backbone features.
 - `noisy_labels`: float32 [B, d], multi-hot noisy labels.
 - `verified_labels`: float32 [B, d], 1 where a class is verified present.
 - `verified_mask`: float32 [B, d], 1 where a class is verified present or
@@ -274,7 +275,11 @@ class _BlockParser:
 
 
 class _ImageDecoder:
-    """Replaces `image_bytes` by the decoded, resized, preprocessed `image`."""
+    """Replaces `image_bytes` by the decoded, resized `image` (RGB in [0, 255]).
+
+    The backbone's scaling is not applied here but by the model's first
+    layer, on the accelerator.
+    """
 
     def __init__(self, image_size: tuple[int, int], backbone: str, random_flip: bool, augment_seed: int):
         self.image_size = image_size
@@ -286,8 +291,7 @@ class _ImageDecoder:
         features = dict(features)
         # uint8 into resize, which returns float32: no separate cast pass.
         image = preprocessing.decode_image(features.pop("image_bytes"), dtype=tf.uint8)
-        image = preprocessing.resize(image, self.image_size)
-        features["image"] = preprocessing.preprocess_on_cpu(image, self.backbone)
+        features["image"] = preprocessing.resize(image, self.image_size)
         return features
 
     def decode_augmented(self, index: tf.Tensor, features: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -296,8 +300,7 @@ class _ImageDecoder:
         # The example's position in the (repeated) stream makes its seed:
         # reproducible however the parallel map schedules its calls.
         seed = tf.stack([tf.constant(self.augment_seed, tf.int64), index])
-        image = preprocessing.augment(image, seed, self.image_size, random_flip=self.random_flip)
-        features["image"] = preprocessing.preprocess_on_cpu(image, self.backbone)
+        features["image"] = preprocessing.augment(image, seed, self.image_size, random_flip=self.random_flip)
         return features
 
 

@@ -8,9 +8,10 @@ through three stages:
    (float32, or uint8 when `resize` follows).
 2. `resize` (or `augment` in training): -> float32 [h, w, 3] in [0, 255],
    a fixed size.
-3. `preprocess` (or its CPU variant `preprocess_on_cpu`): the scaling the
-   backbone was trained with, identical to
-   `keras.applications.<backbone>.preprocess_input`.
+3. `preprocess`: the scaling the backbone was trained with, identical to
+   `keras.applications.<backbone>.preprocess_input`. It runs as the
+   model's first layer (`BackbonePreprocessing`), not in the input
+   pipeline: on the accelerator, and inside every exported model.
 
 Augmentation uses stateless random ops only: every random choice is a
 function of an explicit per-example seed, so a pipeline is reproducible
@@ -29,8 +30,6 @@ DEFAULT_IMAGE_SIZE = {"inception_v3": 299, "resnet50": 224, "small_cnn": 32}
 
 # ImageNet channel means in BGR order, as in keras.applications' "caffe" mode.
 _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
-# A 1x1 convolution kernel [1, 1, in, out] that swaps the R and B channels.
-_RGB_TO_BGR_KERNEL = [[[[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]]]]
 
 # Training crops are taken from the image resized to this factor times the
 # target size (e.g. 36x36 for 32x32, 336x336 for 299x299).
@@ -120,8 +119,8 @@ def preprocess(images: tf.Tensor, backbone: str) -> tf.Tensor:
       (keras.applications "caffe" mode).
     - `small_cnn`: to [0, 1].
 
-    Equals `keras.applications.<backbone>.preprocess_input` and is exact on
-    any device. See `preprocess_on_cpu` for the input pipeline's variant.
+    Equals `keras.applications.<backbone>.preprocess_input`. Models apply it
+    as their first layer (`nlr_tf.models.image_preprocessing`).
 
     Args:
         images: float32 tensor [..., 3], RGB, values in [0, 255].
@@ -140,38 +139,6 @@ def preprocess(images: tf.Tensor, backbone: str) -> tf.Tensor:
     if backbone == "inception_v3":
         return images / 127.5 - 1.0
     return images / 255.0
-
-
-def preprocess_on_cpu(images: tf.Tensor, backbone: str) -> tf.Tensor:
-    """`preprocess`, faster on CPU (`tf.data`); equal within float rounding.
-
-    Scaling multiplies instead of dividing (within 1 ulp). For `resnet50`,
-    `tf.reverse` over the channel axis and a subtraction broadcast along it
-    each cost about half as much as decoding a JPEG on CPU; here RGB -> BGR
-    is a 1x1 convolution with a permutation kernel, fused with the mean
-    subtraction (a bias add), at about a third of their cost. Exact in
-    float32 (each output is 1·x plus zeros), which holds on CPU, where
-    `tf.data` runs; do not use it on GPUs, whose TensorFloat-32
-    convolutions round their inputs.
-
-    Args:
-        images: float32 tensor [..., 3], RGB, values in [0, 255].
-        backbone: str. One of `BACKBONES`.
-
-    Returns:
-        float32 tensor of the same shape.
-    """
-    check_backbone(backbone)
-    images = tf.convert_to_tensor(images, tf.float32)
-    if backbone == "inception_v3":
-        # A multiply is cheaper than a division (results within 1 ulp).
-        return images * (1.0 / 127.5) - 1.0
-    if backbone == "small_cnn":
-        return images * (1.0 / 255.0)
-    pixels = tf.reshape(images, [1, 1, -1, 3])
-    bgr = tf.nn.conv2d(pixels, tf.constant(_RGB_TO_BGR_KERNEL, tf.float32), strides=1, padding="VALID")
-    bgr = tf.nn.bias_add(bgr, -tf.constant(_CAFFE_BGR_MEAN, tf.float32))
-    return tf.reshape(bgr, tf.shape(images))
 
 
 def augment(

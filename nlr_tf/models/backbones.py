@@ -17,8 +17,9 @@ import os
 
 import keras
 
-BACKBONES = ("inception_v3", "resnet50", "small_cnn")
-DEFAULT_IMAGE_SIZE = {"inception_v3": 299, "resnet50": 224, "small_cnn": 32}
+from nlr_tf.data.preprocessing import BACKBONES, DEFAULT_IMAGE_SIZE
+from nlr_tf.models.image_preprocessing import BackbonePreprocessing
+
 MIN_IMAGE_SIZE = {"inception_v3": 75, "resnet50": 32, "small_cnn": 8}
 FEATURE_DIM = {"inception_v3": 2048, "resnet50": 2048}
 _IMAGENET_NOTOP_FILE = {
@@ -54,8 +55,11 @@ def resolve_weights(name: str, weights: str):
 
 
 def small_cnn(image_size: int, width: int = 32, name: str = "small_cnn") -> keras.Model:
-    """Three stages of two conv-BN-ReLU blocks, max pooling between stages, then global average pooling."""
-    inputs = keras.Input((image_size, image_size, 3), name="image")
+    """Three stages of two conv-BN-ReLU blocks, max pooling between stages, then global average pooling.
+
+    Takes images already scaled to [0, 1].
+    """
+    inputs = keras.Input((image_size, image_size, 3), name="pixels")
     x = inputs
     for stage, filters in enumerate((width, 2 * width, 4 * width)):
         for block in range(2):
@@ -71,7 +75,10 @@ def small_cnn(image_size: int, width: int = 32, name: str = "small_cnn") -> kera
 
 
 def build_backbone(name: str, weights: str = "none", image_size: int = 0, trainable: bool = True) -> keras.Model:
-    """Builds a backbone mapping preprocessed images [B, S, S, 3] to features [B, F].
+    """Builds a backbone mapping RGB images [B, S, S, 3] in [0, 255] to features [B, F].
+
+    Its first layer applies the backbone's own input scaling
+    (`BackbonePreprocessing`).
 
     Args:
         name: str. One of `BACKBONES`.
@@ -90,12 +97,13 @@ def build_backbone(name: str, weights: str = "none", image_size: int = 0, traina
         raise ValueError(f"{name} needs images of at least {MIN_IMAGE_SIZE[name]} pixels. Received: {image_size}")
     path = resolve_weights(name, weights)
     if name == "small_cnn":
-        model = small_cnn(image_size, name="backbone")
+        base = small_cnn(image_size)
     else:
         app = {"inception_v3": keras.applications.InceptionV3, "resnet50": keras.applications.ResNet50}[name]
         base = app(include_top=False, weights=None, input_shape=(image_size, image_size, 3), pooling="avg")
         if path is not None:
             base.load_weights(path)
-        model = keras.Model(base.input, base.output, name="backbone")
+    images = keras.Input((image_size, image_size, 3), name="image")
+    model = keras.Model(images, base(BackbonePreprocessing(name, name="preprocessing")(images)), name="backbone")
     model.trainable = trainable
     return model
