@@ -62,7 +62,9 @@ def _batch(num_classes, size, batch_size, seed=0):
 def _method_runner(method, batch, steps):
     strategy = tf.distribute.get_strategy()
     keras.utils.set_random_seed(0)
-    model = build_model(METHODS[method], _NUM_CLASSES.value, "small_cnn", image_size=_IMAGE_SIZE.value, train_backbone=True)
+    model = build_model(
+        METHODS[method], _NUM_CLASSES.value, "small_cnn", image_size=_IMAGE_SIZE.value, train_backbone=True
+    )
     parts = {p: build_optimizer("adam", 1e-4, f"{p}_opt") for p in model.part_layers()}
     model.set_part_optimizers(parts)
     loop = trainer._make_loop(strategy, model.train_step, trainer._loss_names(model, "train"))
@@ -109,13 +111,22 @@ def _cache_speedup():
     tmp = tempfile.mkdtemp(prefix="nlr_bench_")
     data = os.path.join(tmp, "digits")
     write_dataset(digits_mosaic.convert(num_train=1200, num_val=20, num_test=20), data, progress=False)
-    common = dict(dataset=data, backbone=_CACHE_BACKBONE.value, image_size=_CACHE_IMAGE_SIZE.value, batch_size=_BATCH_SIZE.value)
+    common = dict(
+        dataset=data, backbone=_CACHE_BACKBONE.value, image_size=_CACHE_IMAGE_SIZE.value, batch_size=_BATCH_SIZE.value
+    )
     trainer.train(trainer.TrainConfig(method="noisy", model_dir=os.path.join(tmp, "noisy"), train_steps=1, **common))
     speeds = {}
     for name, cache in (("through the frozen backbone", ""), ("from the feature cache", os.path.join(tmp, "cache"))):
-        run = dict(method="noise_regularization", init_checkpoint=os.path.join(tmp, "noisy"), train_backbone=False,
-                   feature_cache=cache, train_steps=_CACHE_STEPS.value, log_steps=_CACHE_STEPS.value - 20,
-                   checkpoint_steps=10**9, **common)
+        run = dict(
+            method="noise_regularization",
+            init_checkpoint=os.path.join(tmp, "noisy"),
+            train_backbone=False,
+            feature_cache=cache,
+            train_steps=_CACHE_STEPS.value,
+            log_steps=_CACHE_STEPS.value - 20,
+            checkpoint_steps=10**9,
+            **common,
+        )
         # The first chunk (40 steps) includes tracing and warm-up; the last 20 are timed.
         result = trainer.train(trainer.TrainConfig(model_dir=os.path.join(tmp, name.replace(" ", "_")), **run))
         speeds[name] = result["examples_per_second"]
@@ -126,7 +137,10 @@ def main(argv):
     del argv
     times = _step_times()
     plain = times["plain classifier (model.fit)"]
-    print(f"part 1: step time, small_cnn at {_IMAGE_SIZE.value} px, batch {_BATCH_SIZE.value}, {_NUM_CLASSES.value} classes")
+    print(
+        f"part 1: step time, small_cnn at {_IMAGE_SIZE.value} px, "
+        f"batch {_BATCH_SIZE.value}, {_NUM_CLASSES.value} classes"
+    )
     for name, t in times.items():
         print(f"  {name:<30} {1000 * t:8.2f} ms/step   ratio to plain {t / plain:5.2f}")
     speeds = _cache_speedup()

@@ -12,5 +12,9 @@ def run_cli(module: str, *args: str, timeout: int = 300) -> subprocess.Completed
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
     return subprocess.run(
         [sys.executable, "-m", f"nlr_tf.cli.{module}", *args],
-        capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
     )

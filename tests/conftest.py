@@ -64,7 +64,9 @@ def toy_records(split_sizes, num_classes=5, image_size=(12, 10), seed=0, with_tr
 def write_toy_dataset(path, split_sizes, num_classes=5, num_shards=3, multi_label=True, **kwargs):
     """Writes a toy dataset folder and returns (DatasetInfo, records)."""
     records = toy_records(split_sizes, num_classes=num_classes, **kwargs)
-    classes = [ClassInfo(id=f"c{i}", name=f"class_{i}", category="even" if i % 2 == 0 else "odd") for i in range(num_classes)]
+    classes = [
+        ClassInfo(id=f"c{i}", name=f"class_{i}", category="even" if i % 2 == 0 else "odd") for i in range(num_classes)
+    ]
     conversion = Conversion(classes=classes, multi_label=multi_label, items=records, source="toy", total=len(records))
     info = write_dataset(conversion, str(path), num_shards=num_shards, progress=False)
     return info, records

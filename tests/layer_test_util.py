@@ -31,7 +31,11 @@ def run_layer_contract(layer_cls, init_kwargs, input_data, tmp_path, expected_ou
         want = expected_output_shape if isinstance(expected_output_shape, dict) else {"out": expected_output_shape}
         assert shapes == {k: tuple(v) for k, v in want.items()}
 
-    inputs = [keras.Input(x.shape[1:]) for x in input_data] if isinstance(input_data, list) else keras.Input(input_data.shape[1:])
+    inputs = (
+        [keras.Input(x.shape[1:]) for x in input_data]
+        if isinstance(input_data, list)
+        else keras.Input(input_data.shape[1:])
+    )
     symbolic = layer_cls(**init_kwargs)(inputs)
     sym_flat = symbolic if isinstance(symbolic, dict) else {"out": symbolic}
     assert {k: tuple(v.shape[1:]) for k, v in sym_flat.items()} == {k: s[1:] for k, s in shapes.items()}

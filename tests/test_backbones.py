@@ -15,10 +15,13 @@ def _saved_random(app, size, path):
     return model
 
 
-@pytest.mark.parametrize("name,app,module,size", [
-    ("inception_v3", keras.applications.InceptionV3, keras.applications.inception_v3, 75),
-    ("resnet50", keras.applications.ResNet50, keras.applications.resnet50, 32),
-])
+@pytest.mark.parametrize(
+    "name,app,module,size",
+    [
+        ("inception_v3", keras.applications.InceptionV3, keras.applications.inception_v3, 75),
+        ("resnet50", keras.applications.ResNet50, keras.applications.resnet50, 32),
+    ],
+)
 def test_h5_weights_load_offline_from_a_local_file(name, app, module, size, tmp_path, monkeypatch):
     path = str(tmp_path / f"{name}_notop.h5")
     reference = _saved_random(app, size, path)

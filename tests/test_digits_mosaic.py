@@ -4,9 +4,9 @@ import json
 
 import numpy as np
 import pytest
+from cli_util import run_cli
 from sklearn.datasets import load_digits
 
-from cli_util import run_cli
 from nlr_tf.data.parsing import iterate_label_lists
 from nlr_tf.data.schema import load_dataset_info
 from tfrecords_tools import digits_mosaic
@@ -96,13 +96,27 @@ def test_bad_arguments():
 
 def test_binary_builds_and_inspect_reports(tmp_path):
     out = tmp_path / "ml10"
-    proc = run_cli("make_tfrecords", "--source=digits_mosaic", "--variant=multi_label", "--clean_fraction=0.1",
-                   "--num_train=600", "--num_val=100", "--num_test=200", "--num_shards=2", f"--output_dir={out}",
-                   "--quiet")
+    proc = run_cli(
+        "make_tfrecords",
+        "--source=digits_mosaic",
+        "--variant=multi_label",
+        "--clean_fraction=0.1",
+        "--num_train=600",
+        "--num_val=100",
+        "--num_test=200",
+        "--num_shards=2",
+        f"--output_dir={out}",
+        "--quiet",
+    )
     assert proc.returncode == 0, proc.stderr
     info = load_dataset_info(str(out))
     assert {s: v.num_records for s, v in info.splits.items()} == {
-        "noisy": 600, "clean": 60, "clean_all": 600, "val": 100, "test": 200}
+        "noisy": 600,
+        "clean": 60,
+        "clean_all": 600,
+        "val": 100,
+        "test": 200,
+    }
     assert info.provenance["source"] == "digits_mosaic" and info.multi_label
     noisy = list(iterate_label_lists(info.split_files("noisy")))
     assert all(r["true"] and not r["verified_pos"] and not r["verified_neg"] for r in noisy)
@@ -119,8 +133,10 @@ def test_binary_builds_and_inspect_reports(tmp_path):
     assert 0.15 <= summary["false_annotation_share"] <= 0.40
     assert len(report["splits"]["clean"]["per_class"]) == 10
     # Against verified labels (no truth) the clean split gives the same shares.
-    assert report["splits"]["clean"]["summary"]["noisy_annotations_judged"] == \
-        report["splits"]["clean"]["summary"]["noisy_annotations"]
+    assert (
+        report["splits"]["clean"]["summary"]["noisy_annotations_judged"]
+        == report["splits"]["clean"]["summary"]["noisy_annotations"]
+    )
 
     proc = run_cli("inspect_dataset", str(tmp_path / "nothing"))
     assert proc.returncode == 1 and "dataset folder not found" in proc.stderr

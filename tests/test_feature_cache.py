@@ -5,9 +5,9 @@ import os
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from cli_util import run_cli
 from conftest import write_toy_dataset
+
 from nlr_tf.data import pipeline
 from nlr_tf.data.feature_cache import FeatureCacheError, extract_features, load_feature_cache
 from nlr_tf.data.parsing import iterate_label_lists
@@ -20,8 +20,16 @@ def toy(tmp_path_factory):
     root = tmp_path_factory.mktemp("fc")
     info, records = write_toy_dataset(root / "toy", {"noisy": 40, "clean": 10, "val": 6}, num_shards=3, with_true=True)
     backbone = build_backbone("small_cnn", image_size=16, trainable=False)
-    cache = extract_features(backbone, info, str(root / "cache"), backbone_name="small_cnn", backbone_source="test",
-                             image_size=16, num_shards=2, progress=False)
+    cache = extract_features(
+        backbone,
+        info,
+        str(root / "cache"),
+        backbone_name="small_cnn",
+        backbone_source="test",
+        image_size=16,
+        num_shards=2,
+        progress=False,
+    )
     return root, info, records, backbone, cache
 
 
@@ -29,7 +37,9 @@ def test_cache_holds_the_backbone_features_and_the_same_labels(toy):
     root, info, records, backbone, cache = toy
     assert cache.feature_dim == 128 and set(cache.splits) == {"noisy", "clean", "val"}
     assert cache.provenance["feature_cache"]["source_dataset"] == info.path
-    images = pipeline.make_split_dataset(info, "val", 6, backbone="small_cnn", image_size=16, training=False, with_ids=True)
+    images = pipeline.make_split_dataset(
+        info, "val", 6, backbone="small_cnn", image_size=16, training=False, with_ids=True
+    )
     batch = next(iter(images))
     want = dict(zip(batch["id"].numpy(), backbone(batch["image"], training=False).numpy()))
     cached = pipeline.make_split_dataset(cache, "val", 6, backbone="small_cnn", training=False, with_ids=True)
@@ -44,14 +54,23 @@ def test_cache_holds_the_backbone_features_and_the_same_labels(toy):
         for r in rows:
             src = by_id[r["id"]]
             assert (r["noisy"], r["verified_pos"], r["verified_neg"], r["true"]) == (
-                sorted(src.noisy), sorted(src.verified_pos), sorted(src.verified_neg), sorted(src.true))
+                sorted(src.noisy),
+                sorted(src.verified_pos),
+                sorted(src.verified_neg),
+                sorted(src.true),
+            )
 
 
 @pytest.mark.parametrize("method", ["noise_regularization", "label_cleaning", "ft_mixed"])
 def test_a_step_on_cached_features_equals_a_step_through_the_frozen_backbone(toy, method):
     root, info, _, backbone, cache = toy
-    images = next(iter(pipeline.make_train_dataset(info, 10, "9:1", backbone="small_cnn", image_size=16,
-                                                   deterministic=True, with_ids=True)))
+    images = next(
+        iter(
+            pipeline.make_train_dataset(
+                info, 10, "9:1", backbone="small_cnn", image_size=16, deterministic=True, with_ids=True
+            )
+        )
+    )
     cached_by_id = {}
     for split in ("noisy", "clean"):
         for b in pipeline.make_split_dataset(cache, split, 64, backbone="small_cnn", training=False, with_ids=True):
@@ -95,8 +114,14 @@ def test_train_builds_the_cache_once_and_reuses_it(toy, tmp_path):
     common = [f"--dataset={info.path}", "--backbone=small_cnn", "--image_size=16", "--batch_size=10", "--log_steps=5"]
     assert run_cli("train", "--method=noisy", f"--model_dir={noisy}", "--train_steps=5", *common).returncode == 0
     cache = tmp_path / "cache"
-    args = ["--method=noise_regularization", f"--init_checkpoint={noisy}", "--train_backbone=false",
-            f"--feature_cache={cache}", "--train_steps=5", *common]
+    args = [
+        "--method=noise_regularization",
+        f"--init_checkpoint={noisy}",
+        "--train_backbone=false",
+        f"--feature_cache={cache}",
+        "--train_steps=5",
+        *common,
+    ]
     first = run_cli("train", *args, f"--model_dir={tmp_path / 'a'}")
     assert first.returncode == 0, first.stderr
     assert "building the feature cache" in first.stderr
@@ -104,8 +129,16 @@ def test_train_builds_the_cache_once_and_reuses_it(toy, tmp_path):
     second = run_cli("train", *args, f"--model_dir={tmp_path / 'b'}")
     assert second.returncode == 0 and "building the feature cache" not in second.stderr
     assert os.path.getmtime(cache / "dataset.json") == stamp
-    proc = run_cli("extract_features", f"--model_dir={noisy}", f"--dataset={info.path}",
-                   f"--output_dir={tmp_path / 'c'}", "--splits=val", "--quiet")
+    proc = run_cli(
+        "extract_features",
+        f"--model_dir={noisy}",
+        f"--dataset={info.path}",
+        f"--output_dir={tmp_path / 'c'}",
+        "--splits=val",
+        "--quiet",
+    )
     assert proc.returncode == 0 and "128-d features" in proc.stdout and "val=6" in proc.stdout
-    bad = run_cli("train", *args[:-1], "--train_steps=6", f"--model_dir={tmp_path / 'd'}", f"--feature_cache={tmp_path / 'c'}")
+    bad = run_cli(
+        "train", *args[:-1], "--train_steps=6", f"--model_dir={tmp_path / 'd'}", f"--feature_cache={tmp_path / 'c'}"
+    )
     assert bad.returncode == 1 and "lacks the split(s) noisy, clean" in bad.stderr

@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from layer_test_util import run_layer_contract
+
 from nlr_tf.models.clean_residual_heads import CleanResidualHeads
 from nlr_tf.models.label_cleaning_layer import LabelCleaning
 
@@ -22,16 +22,27 @@ def _inputs(seed=0):
 def test_label_cleaning_layer_contract(tmp_path):
     labels, features = _inputs()
     run_layer_contract(
-        LabelCleaning, {"num_classes": D, "label_embedding_dim": 4, "feature_embedding_dim": 3, "hidden_dim": 5,
-                        "output_initializer": "glorot_uniform"},
-        [labels, features], tmp_path, expected_output_shape=(B, D),
+        LabelCleaning,
+        {
+            "num_classes": D,
+            "label_embedding_dim": 4,
+            "feature_embedding_dim": 3,
+            "hidden_dim": 5,
+            "output_initializer": "glorot_uniform",
+        },
+        [labels, features],
+        tmp_path,
+        expected_output_shape=(B, D),
     )
 
 
 def test_clean_residual_heads_contract(tmp_path):
     _, features = _inputs()
     run_layer_contract(
-        CleanResidualHeads, {"num_classes": D, "hidden_dim": 7, "activation": "tanh"}, features, tmp_path,
+        CleanResidualHeads,
+        {"num_classes": D, "hidden_dim": 7, "activation": "tanh"},
+        features,
+        tmp_path,
         expected_output_shape={"clean_logits": (B, D), "noisy_logits": (B, D)},
     )
 
@@ -60,14 +71,18 @@ def test_cleaned_labels_are_the_clipped_skip_sum():
     np.testing.assert_allclose(cleaned, np.clip(labels + residual, 0, 1), atol=1e-5)
 
 
-@pytest.mark.parametrize("activation,fn", [("sigmoid", lambda x: 1 / (1 + np.exp(-x))), ("tanh", np.tanh),
-                                           ("relu", lambda x: np.maximum(x, 0))])
+@pytest.mark.parametrize(
+    "activation,fn",
+    [("sigmoid", lambda x: 1 / (1 + np.exp(-x))), ("tanh", np.tanh), ("relu", lambda x: np.maximum(x, 0))],
+)
 def test_heads_compute_g_and_h_as_the_paper(activation, fn):
     _, features = _inputs()
     heads = CleanResidualHeads(D, hidden_dim=9, activation=activation)
     out = heads(features)
-    w = {name: (getattr(heads, name).kernel.numpy(), getattr(heads, name).bias.numpy())
-         for name in ("clean_hidden", "clean_output", "residual_hidden", "residual_output")}
+    w = {
+        name: (getattr(heads, name).kernel.numpy(), getattr(heads, name).bias.numpy())
+        for name in ("clean_hidden", "clean_output", "residual_hidden", "residual_output")
+    }
     dense = lambda x, name: x @ w[name][0] + w[name][1]  # noqa: E731
     c = dense(fn(dense(features, "clean_hidden")), "clean_output")
     r = dense(fn(dense(features, "residual_hidden")), "residual_output")

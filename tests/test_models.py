@@ -46,10 +46,10 @@ def test_label_cleaning_losses_reach_only_their_parts():
     batch = _batch()
     cleaning, classifier = model.part_variables("cleaning"), model.part_variables("classifier")
     clean_grads = _grads(lambda: model.losses_on_batch(batch)[0], cleaning + classifier)
-    assert _reaches(clean_grads[: len(cleaning)]) and not _reaches(clean_grads[len(cleaning):])
+    assert _reaches(clean_grads[: len(cleaning)]) and not _reaches(clean_grads[len(cleaning) :])
     classify_grads = _grads(lambda: model.losses_on_batch(batch)[1], cleaning + classifier)
     # stop-gradient: the classifier loss never reaches the cleaning network.
-    assert not _reaches(classify_grads[: len(cleaning)]) and _reaches(classify_grads[len(cleaning):])
+    assert not _reaches(classify_grads[: len(cleaning)]) and _reaches(classify_grads[len(cleaning) :])
 
 
 def test_noise_regularization_clean_loss_skips_the_residual_net():
@@ -59,9 +59,9 @@ def test_noise_regularization_clean_loss_skips_the_residual_net():
     clean_net = heads.clean_hidden.trainable_variables + heads.clean_output.trainable_variables
     residual_net = heads.residual_hidden.trainable_variables + heads.residual_output.trainable_variables
     grads = _grads(lambda: model.losses_on_batch(batch)[0], clean_net + residual_net)
-    assert _reaches(grads[: len(clean_net)]) and not _reaches(grads[len(clean_net):])
+    assert _reaches(grads[: len(clean_net)]) and not _reaches(grads[len(clean_net) :])
     grads = _grads(lambda: model.losses_on_batch(batch)[1], clean_net + residual_net)
-    assert _reaches(grads[: len(clean_net)]) and _reaches(grads[len(clean_net):])
+    assert _reaches(grads[: len(clean_net)]) and _reaches(grads[len(clean_net) :])
 
 
 @pytest.mark.parametrize("method", ["noise_regularization", "label_cleaning", "ft_mixed"])

@@ -9,9 +9,9 @@ import time
 
 import pytest
 import tensorflow as tf
-
 from cli_util import ROOT, run_cli
 from conftest import write_toy_dataset
+
 from nlr_tf.models.methods import METHODS
 from nlr_tf.training.trainer import ConfigError, TrainConfig, train
 
@@ -28,7 +28,9 @@ def dataset(tmp_path_factory):
 @pytest.fixture(scope="module")
 def noisy_run(dataset, tmp_path_factory):
     model_dir = str(tmp_path_factory.mktemp("runs") / "noisy")
-    proc = run_cli("train", "--method=noisy", f"--dataset={dataset}", f"--model_dir={model_dir}", "--train_steps=20", *COMMON)
+    proc = run_cli(
+        "train", "--method=noisy", f"--dataset={dataset}", f"--model_dir={model_dir}", "--train_steps=20", *COMMON
+    )
     assert proc.returncode == 0, proc.stderr
     return model_dir
 
@@ -74,9 +76,20 @@ def test_noisy_run_wrote_everything(noisy_run):
 
 def test_killed_run_resumes_and_ends_at_the_same_step(dataset, tmp_path):
     model_dir = str(tmp_path / "resume")
-    cmd = [sys.executable, "-m", "nlr_tf.cli.train", "--method=noisy", f"--dataset={dataset}",
-           f"--model_dir={model_dir}", "--train_steps=400", "--backbone=small_cnn", "--image_size=16",
-           "--batch_size=20", "--log_steps=5", "--checkpoint_steps=10"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "nlr_tf.cli.train",
+        "--method=noisy",
+        f"--dataset={dataset}",
+        f"--model_dir={model_dir}",
+        "--train_steps=400",
+        "--backbone=small_cnn",
+        "--image_size=16",
+        "--batch_size=20",
+        "--log_steps=5",
+        "--checkpoint_steps=10",
+    ]
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt_dir = os.path.join(model_dir, "checkpoints")
@@ -119,15 +132,28 @@ def test_bad_configurations_fail_at_start_with_one_clear_line(dataset, noisy_run
         (["--method=noise_regularization", "--batch_size=15"], "15"),
         (["--method=noise_regularization", "--cleaning_pretrain_steps=3"], "label_cleaning only"),
         (["--method=ft_last", f"--init_checkpoint={tmp_path}"], "no checkpoint"),
-        (["--method=noise_regularization", "--train_backbone=true", f"--feature_cache={tmp_path / 'fc'}"], "--train_backbone=false"),
+        (
+            ["--method=noise_regularization", "--train_backbone=true", f"--feature_cache={tmp_path / 'fc'}"],
+            "--train_backbone=false",
+        ),
         (["--backbone=resnet50", "--backbone_weights=/nope.h5"], "not found"),
     ]
     for extra, message in cases:
-        args = [f"--dataset={dataset}", f"--model_dir={tmp_path / 'bad'}", "--method=noisy", "--train_steps=5",
-                "--image_size=16", "--batch_size=20"] + extra
+        args = [
+            f"--dataset={dataset}",
+            f"--model_dir={tmp_path / 'bad'}",
+            "--method=noisy",
+            "--train_steps=5",
+            "--image_size=16",
+            "--batch_size=20",
+        ] + extra
         proc = run_cli("train", *args)
         assert proc.returncode != 0, extra
-        errors = [line for line in proc.stderr.splitlines() if "rror" in line and not line.startswith(("I0000", "W0000", "E0000"))]
+        errors = [
+            line
+            for line in proc.stderr.splitlines()
+            if "rror" in line and not line.startswith(("I0000", "W0000", "E0000"))
+        ]
         assert errors and message in errors[-1], (extra, proc.stderr[-2000:])
     assert not os.path.exists(tmp_path / "bad" / "checkpoints")
 

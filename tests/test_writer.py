@@ -5,8 +5,8 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import toy_records, write_toy_dataset
+
 from nlr_tf.data.parsing import iterate_label_lists
 from nlr_tf.data.schema import ClassInfo, DatasetError, load_dataset_info
 from tfrecords_tools.records import BadRow, Conversion, ConversionError, Record

@@ -171,7 +171,10 @@ def _transition_matrix(annotator, digits, targets, rng) -> np.ndarray:
     confusion = confusion**3  # sharpen: a class is confused mostly with one or two others
     confusion /= confusion.sum(axis=1, keepdims=True)
     spread = rng.uniform(-1.0, 1.0, NUM_CLASSES)
-    flip = SINGLE_LABEL_FLIP_MEAN + SINGLE_LABEL_FLIP_SPREAD * (spread - spread.mean()) / np.abs(spread - spread.mean()).max()
+    flip = (
+        SINGLE_LABEL_FLIP_MEAN
+        + SINGLE_LABEL_FLIP_SPREAD * (spread - spread.mean()) / np.abs(spread - spread.mean()).max()
+    )
     return (1.0 - flip)[:, None] * np.eye(NUM_CLASSES) + flip[:, None] * confusion
 
 
@@ -281,8 +284,14 @@ def convert(
             for i, (image, t, y) in enumerate(zip(images, true, noisy)):
                 image_id = f"{split}-{i:06d}"
                 yield Record(
-                    split, image_id, noisy=y, verified_pos=t, verified_neg=complement(t, NUM_CLASSES),
-                    true=t, image_array=image, origin=f"digits_mosaic:{image_id}",
+                    split,
+                    image_id,
+                    noisy=y,
+                    verified_pos=t,
+                    verified_neg=complement(t, NUM_CLASSES),
+                    true=t,
+                    image_array=image,
+                    origin=f"digits_mosaic:{image_id}",
                 )
 
     total = 2 * sizes["train"] + num_clean + sizes["val"] + sizes["test"]

@@ -60,7 +60,11 @@ def format_report(report: dict[str, Any], max_classes: int = 50) -> str:
     lines.append("from the noisy labels; judged against label/true where present, else verified labels.")
     for split, s in report["splits"].items():
         rows = s["per_class"]
-        lines += ["", f"per class, split {split}:", f"{'class':<24}{'noisy':>8}{'freq %':>8}{'quality %':>11}{'missed':>8}"]
+        lines += [
+            "",
+            f"per class, split {split}:",
+            f"{'class':<24}{'noisy':>8}{'freq %':>8}{'quality %':>11}{'missed':>8}",
+        ]
         for row in rows[:max_classes]:
             lines.append(
                 f"{row['name'][:23]:<24}{row['noisy_count']:>8}{100 * row['frequency']:>8.1f}"

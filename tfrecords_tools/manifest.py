@@ -13,12 +13,12 @@ A row naming an unknown class, missing its image path, or with the wrong
 number of CSV fields becomes a `BadRow` naming `file:line`.
 """
 
-import csv
 import json
 import os
 from collections.abc import Iterator
 from typing import Any
 
+from tfrecords_tools.inputs import csv_rows
 from tfrecords_tools.records import (
     BadRow,
     ClassIndex,
@@ -70,18 +70,8 @@ def _row_to_item(
 
 
 def _csv_rows(path: str) -> Iterator[tuple[str, Any]]:
-    with open(path, newline="", encoding="utf-8") as f:
-        reader = csv.DictReader(f, restkey="__extra__")
-        if reader.fieldnames is None or "image" not in reader.fieldnames:
-            raise ConversionError(f"{path}: the CSV header must name an `image` column, got {reader.fieldnames}")
-        for row in reader:
-            origin = f"{path}:{reader.line_num}"
-            if "__extra__" in row:
-                yield origin, BadRow(origin, f"{len(reader.fieldnames) + len(row['__extra__'])} fields, the header has {len(reader.fieldnames)}")
-            elif None in row.values():
-                yield origin, BadRow(origin, f"fewer fields than the header's {len(reader.fieldnames)}")
-            else:
-                yield origin, row
+    for item in csv_rows(path, required=["image"]):
+        yield (item.origin, item) if isinstance(item, BadRow) else item
 
 
 def _jsonl_rows(path: str) -> Iterator[tuple[str, Any]]:
@@ -137,7 +127,11 @@ def convert(
 
     def items() -> Iterator[Item]:
         for origin, row in rows(input_path):
-            yield row if isinstance(row, BadRow) else _row_to_item(row, origin, index, image_root, default_split, multi_label)
+            yield (
+                row
+                if isinstance(row, BadRow)
+                else _row_to_item(row, origin, index, image_root, default_split, multi_label)
+            )
 
     return Conversion(
         classes=classes,
@@ -145,5 +139,9 @@ def convert(
         items=items(),
         source="manifest",
         total=_count_rows(input_path),
-        details={"input": os.path.abspath(input_path), "classes": os.path.abspath(classes_path), "image_root": image_root},
+        details={
+            "input": os.path.abspath(input_path),
+            "classes": os.path.abspath(classes_path),
+            "image_root": image_root,
+        },
     )

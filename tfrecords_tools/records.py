@@ -138,9 +138,7 @@ def read_classes_file(path: str) -> list[ClassInfo]:
                 continue
             parts = [p.strip() for p in line.split(",")]
             if len(parts) > 2 or not parts[0]:
-                raise ConversionError(
-                    f"{path}:{lineno}: expected `name` or `name,category`, got {line!r}"
-                )
+                raise ConversionError(f"{path}:{lineno}: expected `name` or `name,category`, got {line!r}")
             name = parts[0]
             if name in seen:
                 raise ConversionError(f"{path}:{lineno}: class {name!r} is listed twice")

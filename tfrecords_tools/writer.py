@@ -254,11 +254,17 @@ def _write_into(
             return reject(BadRow(record.origin or record.id, problem))
         writer.ids.add(record.id)
         writer.stats.add(record.noisy, record.verified_pos, record.verified_neg, record.true)
-        writer.write(make_example(record.id, encoded, record.noisy, record.verified_pos, record.verified_neg, record.true))
+        writer.write(
+            make_example(record.id, encoded, record.noisy, record.verified_pos, record.verified_neg, record.true)
+        )
 
     window = 16 * num_workers
     bar = tqdm.tqdm(
-        total=conversion.total, unit="img", desc="writing", disable=not progress, file=sys.stderr,
+        total=conversion.total,
+        unit="img",
+        desc="writing",
+        disable=not progress,
+        file=sys.stderr,
         mininterval=0.1 if sys.stderr.isatty() else 5.0,
     )
     with concurrent.futures.ThreadPoolExecutor(num_workers) as pool:

@@ -24,7 +24,9 @@ _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Feature cache folder to c
 _MODEL_DIR = flags.DEFINE_string("model_dir", "", "A trained model dir (or checkpoint prefix) whose backbone to use.")
 _BACKBONE = flags.DEFINE_enum("backbone", None, list(BACKBONES), "Backbone, without --model_dir.")
 _BACKBONE_WEIGHTS = flags.DEFINE_string("backbone_weights", "imagenet", "imagenet or a .h5 file, without --model_dir.")
-_IMAGE_SIZE = flags.DEFINE_integer("image_size", 0, "Input side (0: the model's or the backbone's default).", lower_bound=0)
+_IMAGE_SIZE = flags.DEFINE_integer(
+    "image_size", 0, "Input side (0: the model's or the backbone's default).", lower_bound=0
+)
 _SPLITS = flags.DEFINE_list("splits", None, "Splits to cache (default: all).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per backbone call.", lower_bound=1)
 _NUM_SHARDS = flags.DEFINE_integer("num_shards", 4, "Shards per split.", lower_bound=1)
@@ -32,7 +34,6 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing cache.")
 _QUIET = flags.DEFINE_bool("quiet", False, "No progress bar.")
 
 flags.mark_flags_as_required(["dataset", "output_dir"])
-
 
 
 def main(argv):
@@ -67,9 +68,17 @@ def main(argv):
         else:
             raise app.UsageError("pass --model_dir (a trained model) or --backbone and --backbone_weights")
         cache = extract_features(
-            backbone, info, _OUTPUT_DIR.value, backbone_name=name, backbone_source=source, image_size=size,
-            splits=_SPLITS.value, batch_size=_BATCH_SIZE.value, num_shards=_NUM_SHARDS.value,
-            overwrite=_OVERWRITE.value, progress=not _QUIET.value,
+            backbone,
+            info,
+            _OUTPUT_DIR.value,
+            backbone_name=name,
+            backbone_source=source,
+            image_size=size,
+            splits=_SPLITS.value,
+            batch_size=_BATCH_SIZE.value,
+            num_shards=_NUM_SHARDS.value,
+            overwrite=_OVERWRITE.value,
+            progress=not _QUIET.value,
         )
     except (DatasetError, CheckpointError, ConversionError, ValueError) as e:
         print(f"nlr-extract-features: error: {e}", file=sys.stderr)

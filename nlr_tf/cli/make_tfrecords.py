@@ -14,7 +14,7 @@ once the whole dataset is written.
 
 import sys
 
-from absl import app, flags, logging
+from absl import app, flags
 
 from tfrecords_tools.records import ConversionError
 
@@ -34,8 +34,11 @@ _QUIET = flags.DEFINE_bool("quiet", False, "No progress bar.")
 _IMAGE_ROOT = flags.DEFINE_string("image_root", None, "Folder that image paths in the source are relative to.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for every random choice a converter makes.")
 _CLEAN_FRACTION = flags.DEFINE_float(
-    "clean_fraction", 0.1, "Share of training images given verified labels (digits_mosaic, coco).",
-    lower_bound=0.0, upper_bound=1.0,
+    "clean_fraction",
+    0.1,
+    "Share of training images given verified labels (digits_mosaic, coco).",
+    lower_bound=0.0,
+    upper_bound=1.0,
 )
 
 # === manifest ===
@@ -48,29 +51,42 @@ _MULTI_LABEL = flags.DEFINE_bool(
 
 # === digits_mosaic ===
 _VARIANT = flags.DEFINE_enum("variant", "multi_label", ["multi_label", "single_label"], "digits_mosaic: variant.")
-_NUM_TRAIN = flags.DEFINE_integer("num_train", None, "digits_mosaic: training images (default per variant).", lower_bound=10)
+_NUM_TRAIN = flags.DEFINE_integer(
+    "num_train", None, "digits_mosaic: training images (default per variant).", lower_bound=10
+)
 _NUM_VAL = flags.DEFINE_integer("num_val", None, "digits_mosaic: validation images.", lower_bound=10)
 _NUM_TEST = flags.DEFINE_integer("num_test", None, "digits_mosaic: test images.", lower_bound=10)
 
 # === openimages ===
 _OPENIMAGES_DIR = flags.DEFINE_string(
-    "openimages_dir", None,
+    "openimages_dir",
+    None,
     "openimages: v1 folder holding images_2016_08/, machine_ann_2016_08/, human_ann_2016_08/ and dict.csv.",
 )
 _OPENIMAGES_MIN_CONFIDENCE = flags.DEFINE_float(
-    "openimages_min_confidence", 0.5, "openimages: machine labels below this confidence are dropped.",
-    lower_bound=0.0, upper_bound=1.0,
+    "openimages_min_confidence",
+    0.5,
+    "openimages: machine labels below this confidence are dropped.",
+    lower_bound=0.0,
+    upper_bound=1.0,
 )
 _OPENIMAGES_CLEAN_SHARE = flags.DEFINE_float(
-    "openimages_clean_share", 0.25, "openimages: share of the validation set in `clean` (Veit et al.: a quarter).",
-    lower_bound=0.0, upper_bound=1.0,
+    "openimages_clean_share",
+    0.25,
+    "openimages: share of the validation set in `clean` (Veit et al.: a quarter).",
+    lower_bound=0.0,
+    upper_bound=1.0,
 )
 _OPENIMAGES_VAL_SHARE = flags.DEFINE_float(
-    "openimages_val_share", 0.5, "openimages: share of the other validation images in `val`; the rest go to `test`.",
-    lower_bound=0.0, upper_bound=1.0,
+    "openimages_val_share",
+    0.5,
+    "openimages: share of the other validation images in `val`; the rest go to `test`.",
+    lower_bound=0.0,
+    upper_bound=1.0,
 )
 _OPENIMAGES_CLASSES = flags.DEFINE_string(
-    "openimages_classes", None,
+    "openimages_classes",
+    None,
     "openimages: class mids, one per line (default: classes.txt or labelmap.txt in --openimages_dir, else dict.csv).",
 )
 _OPENIMAGES_CATEGORIES = flags.DEFINE_string("openimages_categories", None, "openimages: CSV of `mid,category` rows.")
@@ -79,7 +95,8 @@ _OPENIMAGES_CATEGORIES = flags.DEFINE_string("openimages_categories", None, "ope
 _COCO_INSTANCES_TRAIN = flags.DEFINE_string("coco_instances_train", None, "coco: instances_train2014.json.")
 _COCO_INSTANCES_VAL = flags.DEFINE_string("coco_instances_val", None, "coco: instances_val2014.json.")
 _COCO_PREDICTIONS = flags.DEFINE_string(
-    "coco_predictions", None,
+    "coco_predictions",
+    None,
     "coco: annotator predictions, CSV `image_id,label,score` or JSONL {image_id, predictions: [[label, score]]}.",
 )
 _COCO_CLASS_MAP = flags.DEFINE_string(

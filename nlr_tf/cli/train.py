@@ -26,7 +26,9 @@ from nlr_tf.training.strategies import STRATEGIES
 _METHOD = flags.DEFINE_enum("method", None, list(METHODS), "Method or baseline (see README).")
 _DATASET = flags.DEFINE_string("dataset", None, "Dataset folder made by nlr-make-tfrecords.")
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "Checkpoints, TensorBoard logs and the final model go here.")
-_INIT_CHECKPOINT = flags.DEFINE_string("init_checkpoint", "", "A trained `noisy` model dir (or checkpoint prefix) to start from.")
+_INIT_CHECKPOINT = flags.DEFINE_string(
+    "init_checkpoint", "", "A trained `noisy` model dir (or checkpoint prefix) to start from."
+)
 _NOISY_SPLIT = flags.DEFINE_string("noisy_split", "noisy", "Split with noisy labels.")
 _CLEAN_SPLIT = flags.DEFINE_string("clean_split", "clean", "Split with verified labels (clean_all: the upper bound).")
 
@@ -37,7 +39,9 @@ _IMAGE_SIZE = flags.DEFINE_integer("image_size", 0, "Input side (0: the backbone
 _TRAIN_BACKBONE = flags.DEFINE_bool(
     "train_backbone", None, "Train the backbone (default: the method's, or the papers' scheme for the data)."
 )
-_ACTIVATION = flags.DEFINE_enum("activation", "sigmoid", list(ACTIVATIONS), "noise_regularization: the nets' activation.")
+_ACTIVATION = flags.DEFINE_enum(
+    "activation", "sigmoid", list(ACTIVATIONS), "noise_regularization: the nets' activation."
+)
 _ALPHA = flags.DEFINE_float("alpha", 0.2, "noise_regularization: weight of L_clean (0 = h alone).", lower_bound=0.0)
 _HIDDEN_DIM = flags.DEFINE_integer("hidden_dim", 512, "noise_regularization: hidden width of each net.", lower_bound=1)
 
@@ -48,15 +52,23 @@ _BACKBONE_LEARNING_RATE = flags.DEFINE_float(
     "backbone_learning_rate", 0.0, "Learning rate of a trained backbone (0: --learning_rate).", lower_bound=0.0
 )
 _CLEANING_LEARNING_RATE = flags.DEFINE_float(
-    "cleaning_learning_rate", 0.015, "label_cleaning: cleaning network rate (joint, or while pretraining).", lower_bound=0.0
+    "cleaning_learning_rate",
+    0.015,
+    "label_cleaning: cleaning network rate (joint, or while pretraining).",
+    lower_bound=0.0,
 )
 _CLEANING_JOINT_LEARNING_RATE = flags.DEFINE_float(
     "cleaning_joint_learning_rate", 0.001, "label_cleaning: cleaning network rate after pretraining.", lower_bound=0.0
 )
 _CLEANING_PRETRAIN_STEPS = flags.DEFINE_integer(
-    "cleaning_pretrain_steps", 0, "label_cleaning: steps training the cleaning net alone first (0 = joint).", lower_bound=0
+    "cleaning_pretrain_steps",
+    0,
+    "label_cleaning: steps training the cleaning net alone first (0 = joint).",
+    lower_bound=0,
 )
-_LR_DECAY_RATE = flags.DEFINE_float("lr_decay_rate", 1.0, "Learning-rate decay factor (1 = none).", lower_bound=0.0, upper_bound=1.0)
+_LR_DECAY_RATE = flags.DEFINE_float(
+    "lr_decay_rate", 1.0, "Learning-rate decay factor (1 = none).", lower_bound=0.0, upper_bound=1.0
+)
 _LR_DECAY_EPOCHS = flags.DEFINE_float("lr_decay_epochs", 2.0, "Epochs between decays.", lower_bound=0.0)
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Global batch size.", lower_bound=1)
 _TRAIN_STEPS = flags.DEFINE_integer("train_steps", 1000, "Total training steps.", lower_bound=1)
@@ -81,19 +93,40 @@ def config_from_flags():
     from nlr_tf.training.trainer import TrainConfig
 
     return TrainConfig(
-        method=_METHOD.value, dataset=_DATASET.value, model_dir=_MODEL_DIR.value,
-        backbone=_BACKBONE.value, backbone_weights=_BACKBONE_WEIGHTS.value, image_size=_IMAGE_SIZE.value,
-        train_backbone=_TRAIN_BACKBONE.value, init_checkpoint=_INIT_CHECKPOINT.value,
-        activation=_ACTIVATION.value, alpha=_ALPHA.value, hidden_dim=_HIDDEN_DIM.value,
-        optimizer=_OPTIMIZER.value, learning_rate=_LEARNING_RATE.value,
-        backbone_learning_rate=_BACKBONE_LEARNING_RATE.value, cleaning_learning_rate=_CLEANING_LEARNING_RATE.value,
+        method=_METHOD.value,
+        dataset=_DATASET.value,
+        model_dir=_MODEL_DIR.value,
+        backbone=_BACKBONE.value,
+        backbone_weights=_BACKBONE_WEIGHTS.value,
+        image_size=_IMAGE_SIZE.value,
+        train_backbone=_TRAIN_BACKBONE.value,
+        init_checkpoint=_INIT_CHECKPOINT.value,
+        activation=_ACTIVATION.value,
+        alpha=_ALPHA.value,
+        hidden_dim=_HIDDEN_DIM.value,
+        optimizer=_OPTIMIZER.value,
+        learning_rate=_LEARNING_RATE.value,
+        backbone_learning_rate=_BACKBONE_LEARNING_RATE.value,
+        cleaning_learning_rate=_CLEANING_LEARNING_RATE.value,
         cleaning_joint_learning_rate=_CLEANING_JOINT_LEARNING_RATE.value,
-        cleaning_pretrain_steps=_CLEANING_PRETRAIN_STEPS.value, lr_decay_rate=_LR_DECAY_RATE.value,
-        lr_decay_epochs=_LR_DECAY_EPOCHS.value, batch_size=_BATCH_SIZE.value, train_steps=_TRAIN_STEPS.value,
-        mix_ratio=_MIX_RATIO.value, noisy_split=_NOISY_SPLIT.value, clean_split=_CLEAN_SPLIT.value,
-        checkpoint_steps=_CHECKPOINT_STEPS.value, log_steps=_LOG_STEPS.value, strategy=_STRATEGY.value,
-        tpu=_TPU.value, devices=tuple(_DEVICES.value), seed=_SEED.value, deterministic=_DETERMINISTIC.value,
-        augment=_AUGMENT.value, random_flip=_RANDOM_FLIP.value, feature_cache=_FEATURE_CACHE.value,
+        cleaning_pretrain_steps=_CLEANING_PRETRAIN_STEPS.value,
+        lr_decay_rate=_LR_DECAY_RATE.value,
+        lr_decay_epochs=_LR_DECAY_EPOCHS.value,
+        batch_size=_BATCH_SIZE.value,
+        train_steps=_TRAIN_STEPS.value,
+        mix_ratio=_MIX_RATIO.value,
+        noisy_split=_NOISY_SPLIT.value,
+        clean_split=_CLEAN_SPLIT.value,
+        checkpoint_steps=_CHECKPOINT_STEPS.value,
+        log_steps=_LOG_STEPS.value,
+        strategy=_STRATEGY.value,
+        tpu=_TPU.value,
+        devices=tuple(_DEVICES.value),
+        seed=_SEED.value,
+        deterministic=_DETERMINISTIC.value,
+        augment=_AUGMENT.value,
+        random_flip=_RANDOM_FLIP.value,
+        feature_cache=_FEATURE_CACHE.value,
     )
 
 

@@ -87,8 +87,14 @@ def extract_features(
     with atomic_output_dir(output_dir, overwrite) as tmp:
         for split in splits:
             ds = pipeline.make_split_dataset(
-                info, split, batch_size, backbone=backbone_name, image_size=image_size or None, training=False,
-                with_ids=True, with_true=True,
+                info,
+                split,
+                batch_size,
+                backbone=backbone_name,
+                image_size=image_size or None,
+                training=False,
+                with_ids=True,
+                with_true=True,
             )
             total = info.splits[split].num_records
             shards = max(1, min(num_shards, total))
@@ -96,7 +102,11 @@ def extract_features(
             writers = [tf.io.TFRecordWriter(os.path.join(tmp, n)) for n in names]
             count = 0
             bar = tqdm.tqdm(
-                total=total, desc=f"features {split}", unit="img", disable=not progress, file=sys.stderr,
+                total=total,
+                desc=f"features {split}",
+                unit="img",
+                disable=not progress,
+                file=sys.stderr,
                 mininterval=0.1 if sys.stderr.isatty() else 5.0,
             )
             for batch in ds:
@@ -104,7 +114,9 @@ def extract_features(
                 arrays = {k: v.numpy() for k, v in batch.items() if k != "image"}
                 for i in range(len(feats)):
                     noisy, pos, neg, true = _index_lists(arrays, i)
-                    example = make_example(arrays["id"][i].decode("utf-8"), None, noisy, pos, neg, true, features=feats[i])
+                    example = make_example(
+                        arrays["id"][i].decode("utf-8"), None, noisy, pos, neg, true, features=feats[i]
+                    )
                     writers[count % shards].write(example)
                     count += 1
                 bar.update(len(feats))
@@ -134,7 +146,9 @@ def extract_features(
     return schema.load_dataset_info(output_dir)
 
 
-def load_feature_cache(path: str, *, source_dataset: str, backbone_source: str, splits: Sequence[str] = ()) -> schema.DatasetInfo:
+def load_feature_cache(
+    path: str, *, source_dataset: str, backbone_source: str, splits: Sequence[str] = ()
+) -> schema.DatasetInfo:
     """Opens a cache and checks it was made from this dataset and backbone.
 
     Raises:

@@ -367,7 +367,9 @@ def _examples(
     # and each block's label index lists become dense vectors in one
     # scatter. A pattern of is_clean values needs whole blocks; otherwise
     # the last partial block (evaluation) is kept.
-    parser = _BlockParser(num_classes, is_clean=is_clean, with_ids=with_ids, with_true=with_true, feature_dim=feature_dim)
+    parser = _BlockParser(
+        num_classes, is_clean=is_clean, with_ids=with_ids, with_true=with_true, feature_dim=feature_dim
+    )
     ds = records.batch(block_size, drop_remainder=not isinstance(is_clean, bool))
     ds = ds.map(parser, num_parallel_calls=AUTOTUNE, deterministic=ordered).unbatch()
     if feature_dim:

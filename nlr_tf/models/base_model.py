@@ -88,9 +88,7 @@ class NoisyLabelModel(keras.Model):
 
     def get_config(self):
         config = super().get_config()
-        config.update(
-            {"backbone": keras.saving.serialize_keras_object(self.backbone), "num_classes": self.num_classes}
-        )
+        config.update({"backbone": keras.saving.serialize_keras_object(self.backbone), "num_classes": self.num_classes})
         return config
 
     @classmethod

@@ -52,22 +52,78 @@ class Method:
 METHODS = {
     m.name: m
     for m in (
-        Method("noisy", "classifier", "1:0", "none", (), True,
-               "backbone + sigmoid layer on all noisy labels (the starting point of the fine-tuning rows)"),
-        Method("clean", "classifier", "0:1", "none", (), True,
-               "backbone + sigmoid layer on clean labels only (the upper bound with --clean_split=clean_all)"),
-        Method("ft_whole", "classifier", "0:1", "required", ("backbone", "classifier"), True,
-               "noisy model, whole network fine-tuned on the clean set (Hu: Noisy-FT-W)"),
-        Method("ft_last", "classifier", "0:1", "required", ("backbone", "classifier"), False,
-               "noisy model, last layer fine-tuned on the clean set (Veit: fine-tuning with clean labels; Hu: Noisy-FT-L)"),
-        Method("ft_mixed", "classifier", "9:1", "required", ("backbone", "classifier"), False,
-               "noisy model, last layer fine-tuned on clean + noisy, 1:9 (Veit: mixed labels; Hu: Noisy-FT-M)"),
-        Method("label_cleaning", "label_cleaning", "9:1", "optional", ("backbone", "classifier"), False,
-               "Veit et al. 2017: label cleaning network + classifier"),
-        Method("noise_regularization", "noise_regularization", "9:1", "optional", ("backbone",), None,
-               "Hu et al. 2019: clean net + residual net"),
-        Method("g_only", "noise_regularization", "0:1", "optional", ("backbone",), None,
-               "Hu et al. 2019 ablation: g trained alone on the clean set"),
+        Method(
+            "noisy",
+            "classifier",
+            "1:0",
+            "none",
+            (),
+            True,
+            "backbone + sigmoid layer on all noisy labels (the starting point of the fine-tuning rows)",
+        ),
+        Method(
+            "clean",
+            "classifier",
+            "0:1",
+            "none",
+            (),
+            True,
+            "backbone + sigmoid layer on clean labels only (the upper bound with --clean_split=clean_all)",
+        ),
+        Method(
+            "ft_whole",
+            "classifier",
+            "0:1",
+            "required",
+            ("backbone", "classifier"),
+            True,
+            "noisy model, whole network fine-tuned on the clean set (Hu: Noisy-FT-W)",
+        ),
+        Method(
+            "ft_last",
+            "classifier",
+            "0:1",
+            "required",
+            ("backbone", "classifier"),
+            False,
+            "noisy model, last layer fine-tuned on the clean set (Veit: fine-tuning with clean labels; Hu: Noisy-FT-L)",
+        ),
+        Method(
+            "ft_mixed",
+            "classifier",
+            "9:1",
+            "required",
+            ("backbone", "classifier"),
+            False,
+            "noisy model, last layer fine-tuned on clean + noisy, 1:9 (Veit: mixed labels; Hu: Noisy-FT-M)",
+        ),
+        Method(
+            "label_cleaning",
+            "label_cleaning",
+            "9:1",
+            "optional",
+            ("backbone", "classifier"),
+            False,
+            "Veit et al. 2017: label cleaning network + classifier",
+        ),
+        Method(
+            "noise_regularization",
+            "noise_regularization",
+            "9:1",
+            "optional",
+            ("backbone",),
+            None,
+            "Hu et al. 2019: clean net + residual net",
+        ),
+        Method(
+            "g_only",
+            "noise_regularization",
+            "0:1",
+            "optional",
+            ("backbone",),
+            None,
+            "Hu et al. 2019 ablation: g trained alone on the clean set",
+        ),
     )
 }
 
@@ -97,8 +153,13 @@ def build_model(
         model = LabelCleaningModel(backbone, num_classes, name=method.name)
     else:
         model = NoiseRegularizationModel(
-            backbone, num_classes, hidden_dim=hidden_dim, activation=activation, alpha=alpha,
-            use_noisy=method.uses_noisy, name=method.name,
+            backbone,
+            num_classes,
+            hidden_dim=hidden_dim,
+            activation=activation,
+            alpha=alpha,
+            use_noisy=method.uses_noisy,
+            name=method.name,
         )
     model.build()
     return model

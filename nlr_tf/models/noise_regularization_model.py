@@ -36,7 +36,9 @@ class NoiseRegularizationModel(NoisyLabelModel):
 
     family = "noise_regularization"
 
-    def __init__(self, backbone, num_classes, hidden_dim=512, activation="sigmoid", alpha=0.2, use_noisy=True, **kwargs):
+    def __init__(
+        self, backbone, num_classes, hidden_dim=512, activation="sigmoid", alpha=0.2, use_noisy=True, **kwargs
+    ):
         super().__init__(backbone, num_classes, **kwargs)
         if alpha < 0:
             raise ValueError(f"`alpha` must be >= 0. Received: alpha={alpha}")

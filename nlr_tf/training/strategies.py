@@ -43,7 +43,9 @@ def _make_strategy(name: str, tpu: Optional[str], devices: Optional[list[str]]) 
     if name == "multi_worker_mirrored":
         config = os.environ.get("TF_CONFIG")
         if not config:
-            raise ValueError("--strategy=multi_worker_mirrored needs the TF_CONFIG environment variable (cluster and task)")
+            raise ValueError(
+                "--strategy=multi_worker_mirrored needs the TF_CONFIG environment variable (cluster and task)"
+            )
         try:
             json.loads(config)
         except json.JSONDecodeError as e:

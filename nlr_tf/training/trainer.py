@@ -254,7 +254,9 @@ def _feature_cache(config: TrainConfig, info: DatasetInfo, method: Method, model
     source = _backbone_source(config)
     if source in ("", "none"):
         raise ConfigError("a feature cache needs a trained backbone: pass --init_checkpoint or --backbone_weights")
-    splits = [s for s, used in ((config.noisy_split, method.uses_noisy), (config.clean_split, method.uses_clean)) if used]
+    splits = [
+        s for s, used in ((config.noisy_split, method.uses_noisy), (config.clean_split, method.uses_clean)) if used
+    ]
     path = config.feature_cache
     if not os.path.isfile(os.path.join(path, "dataset.json")):
         resolver = getattr(strategy, "cluster_resolver", None)
@@ -262,7 +264,11 @@ def _feature_cache(config: TrainConfig, info: DatasetInfo, method: Method, model
             raise ConfigError(f"--feature_cache={path} does not exist: build it first with nlr-extract-features")
         logging.info("building the feature cache %s from %s", path, source)
         extract_features(
-            model.backbone, info, path, backbone_name=config.backbone, backbone_source=source,
+            model.backbone,
+            info,
+            path,
+            backbone_name=config.backbone,
+            backbone_source=source,
             image_size=config.image_size,
         )
     try:
@@ -310,13 +316,21 @@ def train(config: TrainConfig, dataset_fn=None) -> dict[str, Any]:
     # === Model and checkpoint ===
     with strategy.scope():
         model = build_model(
-            method, info.num_classes, config.backbone, config.backbone_weights, config.image_size,
-            train_backbone=trains_backbone, activation=config.activation, alpha=config.alpha,
+            method,
+            info.num_classes,
+            config.backbone,
+            config.backbone_weights,
+            config.image_size,
+            train_backbone=trains_backbone,
+            activation=config.activation,
+            alpha=config.alpha,
             hidden_dim=config.hidden_dim,
         )
         model.set_part_optimizers(_part_optimizers(config, method, info, trains_backbone))
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-        checkpoint = tf.train.Checkpoint(model=model, step=step, **{f"{p}_optimizer": o for p, o in model.part_optimizers.items()})
+        checkpoint = tf.train.Checkpoint(
+            model=model, step=step, **{f"{p}_optimizer": o for p, o in model.part_optimizers.items()}
+        )
     checkpoint_dir = os.path.join(config.model_dir, CHECKPOINT_DIR)
     if not chief:  # every MWMS worker saves; only the chief's copy is kept
         checkpoint_dir = os.path.join(config.model_dir, ".workers", str(strategy.cluster_resolver.task_id))
@@ -330,17 +344,31 @@ def train(config: TrainConfig, dataset_fn=None) -> dict[str, Any]:
     # === Input ===
     data = _feature_cache(config, info, method, model, strategy) if config.feature_cache else info
     if dataset_fn is None:
+
         def dataset_fn(ctx):  # noqa: E306
             return pipeline.make_train_dataset(
-                data, config.batch_size, mix_ratio(config, method), backbone=config.backbone,
-                image_size=config.image_size or None, noisy_split=config.noisy_split,
-                clean_split=config.clean_split, input_context=ctx, seed=config.seed,
-                deterministic=config.deterministic, augment=config.augment, random_flip=config.random_flip,
+                data,
+                config.batch_size,
+                mix_ratio(config, method),
+                backbone=config.backbone,
+                image_size=config.image_size or None,
+                noisy_split=config.noisy_split,
+                clean_split=config.clean_split,
+                input_context=ctx,
+                seed=config.seed,
+                deterministic=config.deterministic,
+                augment=config.augment,
+                random_flip=config.random_flip,
             )
+
     iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
 
     # === Loop ===
-    writer = tf.summary.create_file_writer(os.path.join(config.model_dir, "train")) if chief else tf.summary.create_noop_writer()
+    writer = (
+        tf.summary.create_file_writer(os.path.join(config.model_dir, "train"))
+        if chief
+        else tf.summary.create_noop_writer()
+    )
     loops = {}
     logs: dict[str, Any] = {}
     while int(step.numpy()) < config.train_steps:
