@@ -118,24 +118,31 @@ def _render(digit: np.ndarray, size: int, intensity: float) -> np.ndarray:
     return np.asarray(img.resize((size, size), Image.BILINEAR), np.float32) * intensity
 
 
+def _background(rng: np.random.Generator) -> np.ndarray:
+    return np.clip(rng.normal(0.0, 6.0, (IMAGE_SIZE, IMAGE_SIZE)), 0, 255).astype(np.float32)
+
+
+def _paste(canvas: np.ndarray, digit: np.ndarray, size: int, y0: int, x0: int, rng: np.random.Generator) -> None:
+    """Draws `digit` at `size` px with its top-left corner at (y0, x0), brighter pixel wins."""
+    region = canvas[y0 : y0 + size, x0 : x0 + size]
+    np.maximum(region, _render(digit, size, rng.uniform(0.6, 1.0)), out=region)
+
+
 def _mosaic(digits: np.ndarray, cells: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    canvas = np.clip(rng.normal(0.0, 6.0, (IMAGE_SIZE, IMAGE_SIZE)), 0, 255).astype(np.float32)
+    canvas = _background(rng)
     half = IMAGE_SIZE // 2
     for digit, cell in zip(digits, cells):
         size = int(rng.integers(12, 15))
         dy, dx = rng.integers(0, half - size + 1, size=2)
-        y0, x0 = (cell // 2) * half + dy, (cell % 2) * half + dx
-        patch = _render(digit, size, rng.uniform(0.6, 1.0))
-        canvas[y0 : y0 + size, x0 : x0 + size] = np.maximum(canvas[y0 : y0 + size, x0 : x0 + size], patch)
+        _paste(canvas, digit, size, (cell // 2) * half + dy, (cell % 2) * half + dx, rng)
     return np.clip(canvas, 0, 255).astype(np.uint8)
 
 
 def _single(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    canvas = np.clip(rng.normal(0.0, 6.0, (IMAGE_SIZE, IMAGE_SIZE)), 0, 255).astype(np.float32)
+    canvas = _background(rng)
     size = int(rng.integers(22, 29))
     y0, x0 = rng.integers(0, IMAGE_SIZE - size + 1, size=2)
-    patch = _render(digit, size, rng.uniform(0.6, 1.0))
-    canvas[y0 : y0 + size, x0 : x0 + size] = np.maximum(canvas[y0 : y0 + size, x0 : x0 + size], patch)
+    _paste(canvas, digit, size, y0, x0, rng)
     return np.clip(canvas, 0, 255).astype(np.uint8)
 
 
