@@ -1,0 +1,1 @@
+"""Evaluation: the papers' metrics, shared by training, nlr-eval and the benchmark."""
