@@ -2,10 +2,9 @@
 
 import os
 import re
-import subprocess
-import sys
 
 import pytest
+from cli_util import run_cli
 from PIL import Image
 
 from nlr_tf.data.parsing import iterate_label_lists
@@ -153,19 +152,12 @@ def test_missing_file(tmp_path):
 def test_cli(tmp_path):
     root = make_clothing1m(tmp_path / "clothing1M")
     out = tmp_path / "out"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nlr_tf.cli.make_tfrecords",
-            "--source=clothing1m",
-            f"--clothing1m_dir={root}",
-            f"--output_dir={out}",
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = run_cli(
+        "make_tfrecords",
+        "--source=clothing1m",
+        f"--clothing1m_dir={root}",
+        f"--output_dir={out}",
+        "--quiet",
     )
     assert result.returncode == 0, result.stderr
     assert f"wrote {out}: 14 classes, clean=2, noisy=5, test=2, val=2; 0 bad rows skipped" in result.stdout

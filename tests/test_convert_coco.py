@@ -4,10 +4,9 @@ import csv
 import json
 import os
 import re
-import subprocess
-import sys
 
 import pytest
+from cli_util import run_cli
 from PIL import Image
 
 from nlr_tf.data.parsing import iterate_label_lists
@@ -229,25 +228,18 @@ def test_whole_input_problems(tmp_path):
 def test_cli(tmp_path):
     paths = make_coco(str(tmp_path / "coco"))
     out = tmp_path / "out"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nlr_tf.cli.make_tfrecords",
-            "--source=coco",
-            f"--coco_instances_train={paths['instances_train']}",
-            f"--coco_instances_val={paths['instances_val']}",
-            f"--coco_predictions={paths['predictions']}",
-            f"--coco_class_map={paths['class_map']}",
-            f"--coco_annotator_map={paths['annotator_map']}",
-            "--coco_top_k=2",
-            "--clean_fraction=0.25",
-            f"--output_dir={out}",
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = run_cli(
+        "make_tfrecords",
+        "--source=coco",
+        f"--coco_instances_train={paths['instances_train']}",
+        f"--coco_instances_val={paths['instances_val']}",
+        f"--coco_predictions={paths['predictions']}",
+        f"--coco_class_map={paths['class_map']}",
+        f"--coco_annotator_map={paths['annotator_map']}",
+        "--coco_top_k=2",
+        "--clean_fraction=0.25",
+        f"--output_dir={out}",
+        "--quiet",
     )
     assert result.returncode == 0, result.stderr
     assert f"wrote {out}: 3 classes, clean=2, noisy=8, test=3, val=3; 0 bad rows skipped" in result.stdout

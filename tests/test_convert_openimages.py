@@ -3,10 +3,9 @@
 import csv
 import os
 import re
-import subprocess
-import sys
 
 import pytest
+from cli_util import run_cli
 from PIL import Image
 
 from nlr_tf.data.parsing import iterate_label_lists
@@ -235,23 +234,16 @@ def test_whole_input_problems(tmp_path):
 def test_cli(tmp_path):
     oi_dir, image_root = make_openimages(tmp_path / "oi")
     out = tmp_path / "out"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nlr_tf.cli.make_tfrecords",
-            "--source=openimages",
-            f"--openimages_dir={oi_dir}",
-            f"--image_root={image_root}",
-            f"--output_dir={out}",
-            "--openimages_categories",
-            os.path.join(oi_dir, "categories.csv"),
-            "--quiet",
-            "--num_shards=1",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = run_cli(
+        "make_tfrecords",
+        "--source=openimages",
+        f"--openimages_dir={oi_dir}",
+        f"--image_root={image_root}",
+        f"--output_dir={out}",
+        "--openimages_categories",
+        os.path.join(oi_dir, "categories.csv"),
+        "--quiet",
+        "--num_shards=1",
     )
     assert result.returncode == 0, result.stderr
     assert f"wrote {out}: 6 classes, clean=2, noisy=4, test=3, val=3; 0 bad rows skipped" in result.stdout

@@ -1,12 +1,11 @@
 """TFDS converter on a tiny dataset prepared on disk, and on tfds mock data."""
 
 import re
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
+from cli_util import run_cli
 
 from nlr_tf.data.parsing import iterate_label_lists
 from tfrecords_tools import tfds_source
@@ -155,23 +154,16 @@ def test_mock_data(tmp_path, name, label_key, num_classes, multi_label):
 
 def test_cli(tmp_path, data_dir):
     out = tmp_path / "out"
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nlr_tf.cli.make_tfrecords",
-            "--source=tfds",
-            "--tfds_name=tiny_tagged",
-            f"--tfds_data_dir={data_dir}",
-            "--tfds_split_map=noisy=train[:6],clean=train[6:],test=test",
-            "--tfds_noisy_label_key=noisy_label",
-            "--skip_bad",
-            f"--output_dir={out}",
-            "--quiet",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
+    result = run_cli(
+        "make_tfrecords",
+        "--source=tfds",
+        "--tfds_name=tiny_tagged",
+        f"--tfds_data_dir={data_dir}",
+        "--tfds_split_map=noisy=train[:6],clean=train[6:],test=test",
+        "--tfds_noisy_label_key=noisy_label",
+        "--skip_bad",
+        f"--output_dir={out}",
+        "--quiet",
     )
     assert result.returncode == 0, result.stderr
     assert f"wrote {out}: 4 classes, clean=2, noisy=6, test=2; 1 bad rows skipped" in result.stdout
