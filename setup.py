@@ -31,6 +31,7 @@ setuptools.setup(
             "nlr-inspect=nlr_tf.cli.inspect_dataset:run",
             "nlr-train=nlr_tf.cli.train:run",
             "nlr-extract-features=nlr_tf.cli.extract_features:run",
+            "nlr-eval=nlr_tf.cli.evaluate:run",
         ],
     },
 )
