@@ -32,6 +32,7 @@ setuptools.setup(
             "nlr-train=nlr_tf.cli.train:run",
             "nlr-extract-features=nlr_tf.cli.extract_features:run",
             "nlr-eval=nlr_tf.cli.evaluate:run",
+            "nlr-export=nlr_tf.cli.export:run",
         ],
     },
 )

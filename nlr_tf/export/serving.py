@@ -1,0 +1,69 @@
+"""A trained model as a SavedModel that TF Serving loads.
+
+Signatures:
+
+- `serving_default`: `image_bytes` (tf.string [None], encoded JPEG or PNG)
+  -> `scores` [None, d], `top_k_indices` [None, k] (int32) and
+  `top_k_names` [None, k] (tf.string). Decoding and resizing happen in the
+  graph, exactly as in the input pipeline; the backbone's own scaling is
+  the model's first layer. Bytes that are neither JPEG nor PNG fail the
+  request with an error that says so, never with scores.
+- `serve_images`: `images` (float32 [None, S, S, 3], RGB in [0, 255]) ->
+  the same outputs.
+
+Built with `keras.export.ExportArchive`.
+"""
+
+import keras
+import tensorflow as tf
+
+from nlr_tf.data import preprocessing
+
+
+def _is_jpeg_or_png(data: tf.Tensor) -> tf.Tensor:
+    jpeg = tf.strings.substr(data, 0, 3) == b"\xff\xd8\xff"
+    png = tf.strings.substr(data, 0, 8) == b"\x89PNG\r\n\x1a\n"
+    return tf.logical_or(jpeg, png)
+
+
+def export_saved_model(model: keras.Model, export_dir: str, *, image_size: int, class_names, top_k: int = 5) -> None:
+    """Writes `model` (images in [0, 255] -> scores) as a SavedModel at `export_dir`.
+
+    Args:
+        model: `keras.Model`. A trained method model.
+        export_dir: str. Output folder.
+        image_size: int. The model's input side.
+        class_names: list of str. Names of the d classes, in order.
+        top_k: int. Number of top classes returned. Defaults to 5.
+    """
+    k = min(top_k, len(class_names))
+    names = tf.constant(list(class_names))
+
+    def outputs(images):
+        scores = model(images, training=False)
+        top = tf.math.top_k(scores, k=k)
+        return {"scores": scores, "top_k_indices": top.indices, "top_k_names": tf.gather(names, top.indices)}
+
+    def decode(data):
+        check = tf.debugging.Assert(_is_jpeg_or_png(data), ["image_bytes holds an image that is neither JPEG nor PNG"])
+        with tf.control_dependencies([check]):
+            image = preprocessing.decode_image(data, dtype=tf.uint8)
+        return preprocessing.resize(image, (image_size, image_size))
+
+    def serve_bytes(image_bytes):
+        images = tf.map_fn(
+            decode, image_bytes, fn_output_signature=tf.TensorSpec([image_size, image_size, 3], tf.float32)
+        )
+        return outputs(images)
+
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+    archive.add_endpoint(
+        name="serving_default", fn=serve_bytes, input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")]
+    )
+    archive.add_endpoint(
+        name="serve_images",
+        fn=outputs,
+        input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")],
+    )
+    archive.write_out(export_dir)
