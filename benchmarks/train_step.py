@@ -67,7 +67,7 @@ def _method_runner(method, batch, steps):
     )
     parts = {p: build_optimizer("adam", 1e-4, f"{p}_opt") for p in model.part_layers()}
     model.set_part_optimizers(parts)
-    loop = trainer._make_loop(strategy, model.train_step, trainer._loss_names(model, "train"))
+    loop = trainer._make_loop(strategy, model.train_step, model.loss_names)
     iterator = iter(tf.data.Dataset.from_tensors(batch).repeat())
     n = tf.constant(steps)
     return lambda: loop(iterator, n)["loss"].numpy()

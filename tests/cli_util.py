@@ -18,3 +18,19 @@ def run_cli(module: str, *args: str, timeout: int = 300) -> subprocess.Completed
         env=env,
         cwd=ROOT,
     )
+
+
+def train_noisy_then_heads(root, args, *head_args) -> None:
+    """Trains `noisy` into ROOT/noisy, then noise_regularization heads on its frozen backbone into ROOT/nr."""
+    proc = run_cli("train", "--method=noisy", f"--model_dir={root / 'noisy'}", *args)
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli(
+        "train",
+        "--method=noise_regularization",
+        f"--model_dir={root / 'nr'}",
+        f"--init_checkpoint={root / 'noisy'}",
+        "--train_backbone=false",
+        *args,
+        *head_args,
+    )
+    assert proc.returncode == 0, proc.stderr

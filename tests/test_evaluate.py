@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from cli_util import run_cli
+from cli_util import run_cli, train_noisy_then_heads
 from conftest import write_toy_dataset
 
 from nlr_tf.data.schema import load_dataset_info
@@ -16,17 +16,7 @@ def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("eval")
     info, _ = write_toy_dataset(root / "toy", {"noisy": 60, "clean": 20, "test": 15}, num_shards=2, with_true=True)
     common = [f"--dataset={info.path}", "--image_size=16", "--batch_size=20", "--log_steps=5", "--train_steps=5"]
-    assert run_cli("train", "--method=noisy", f"--model_dir={root / 'noisy'}", *common).returncode == 0
-    proc = run_cli(
-        "train",
-        "--method=noise_regularization",
-        f"--model_dir={root / 'nr'}",
-        f"--init_checkpoint={root / 'noisy'}",
-        "--train_backbone=false",
-        f"--feature_cache={root / 'fc'}",
-        *common,
-    )
-    assert proc.returncode == 0, proc.stderr
+    train_noisy_then_heads(root, common, f"--feature_cache={root / 'fc'}")
     return root, info
 
 

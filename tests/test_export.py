@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import sklearn.datasets
-from cli_util import ROOT, run_cli
+from cli_util import ROOT, run_cli, train_noisy_then_heads
 from conftest import write_toy_dataset
 
 SAMPLE_JPEG = os.path.join(os.path.dirname(sklearn.datasets.__file__), "images", "china.jpg")
@@ -39,16 +39,7 @@ def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
     info, _ = write_toy_dataset(root / "toy", {"noisy": 40, "clean": 10})
     args = [f"--dataset={info.path}", "--image_size=24", "--batch_size=20", "--train_steps=3", "--log_steps=3"]
-    assert run_cli("train", "--method=noisy", f"--model_dir={root / 'noisy'}", *args).returncode == 0
-    proc = run_cli(
-        "train",
-        "--method=noise_regularization",
-        f"--model_dir={root / 'nr'}",
-        f"--init_checkpoint={root / 'noisy'}",
-        "--train_backbone=false",
-        *args,
-    )
-    assert proc.returncode == 0, proc.stderr
+    train_noisy_then_heads(root, args)
     proc = run_cli("export", f"--model_dir={root / 'nr'}", f"--export_dir={root / 'saved' / '1'}", "--top_k=3")
     assert proc.returncode == 0, proc.stderr
     return root

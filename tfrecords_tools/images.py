@@ -9,7 +9,6 @@ colour modes TensorFlow cannot decode (CMYK, YCCK) are re-encoded as RGB.
 
 import io
 import os
-from typing import Optional
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -104,11 +103,3 @@ def read_record_image(record: Record, max_side: int = 0) -> bytes:
         return check_image_bytes(data, max_side)
     except ImageError as e:
         raise ImageError(f"{path}: {e}") from None
-
-
-def guess_format(data: bytes) -> Optional[str]:
-    if data[:3] == b"\xff\xd8\xff":
-        return "jpeg"
-    if data[:8] == b"\x89PNG\r\n\x1a\n":
-        return "png"
-    return None

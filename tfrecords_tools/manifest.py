@@ -18,7 +18,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from tfrecords_tools.inputs import csv_rows
+from tfrecords_tools.inputs import count_data_lines, csv_rows
 from tfrecords_tools.records import (
     BadRow,
     ClassIndex,
@@ -91,12 +91,6 @@ def _jsonl_rows(path: str) -> Iterator[tuple[str, Any]]:
                 yield origin, row
 
 
-def _count_rows(path: str) -> int:
-    with open(path, "rb") as f:
-        lines = sum(1 for line in f if line.strip())
-    return lines - 1 if path.lower().endswith(".csv") else lines
-
-
 def convert(
     input_path: str, classes_path: str, image_root: str = "", default_split: str = "noisy", multi_label: bool = True
 ) -> Conversion:
@@ -138,7 +132,7 @@ def convert(
         multi_label=multi_label,
         items=items(),
         source="manifest",
-        total=_count_rows(input_path),
+        total=count_data_lines(input_path) + (0 if rows is _csv_rows else 1),
         details={
             "input": os.path.abspath(input_path),
             "classes": os.path.abspath(classes_path),

@@ -7,7 +7,7 @@ one-line error, or (with `--skip_bad`) a skipped and counted row.
 
 import dataclasses
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Optional, Union
 
 import numpy as np
@@ -154,8 +154,3 @@ def complement(positives: Iterable[int], num_classes: int) -> list[int]:
     """All classes not in `positives`: the verified negatives of a fully verified image."""
     pos = set(positives)
     return [c for c in range(num_classes) if c not in pos]
-
-
-def iter_with_origin(path: str, rows: Iterable[Any], start: int = 1) -> Iterator[tuple[str, Any]]:
-    for i, row in enumerate(rows, start):
-        yield f"{path}:{i}", row

@@ -8,7 +8,6 @@ JSON files and validates them; it imports no TensorFlow.
 import dataclasses
 import json
 import os
-import re
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -22,14 +21,11 @@ LABEL_VERIFIED_NEG = "label/verified_neg"
 # Only where the truth is known (the built-in benchmark). Training never reads it.
 LABEL_TRUE = "label/true"
 
-LABEL_KEYS = (LABEL_NOISY, LABEL_VERIFIED_POS, LABEL_VERIFIED_NEG, LABEL_TRUE)
 # In a feature cache, pooled backbone features take the place of the image.
 FEATURES = "features"
 
 DATASET_JSON = "dataset.json"
 LABEL_MAP_JSON = "label_map.json"
-STANDARD_SPLITS = ("noisy", "clean", "val", "test")
-_SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<index>\d{5})-of-(?P<total>\d{5})\.tfrecord$")
 
 
 def shard_name(split: str, index: int, total: int) -> str:

@@ -25,6 +25,10 @@ class NoisyLabelModel(keras.Model):
     """
 
     family = ""
+    # The keys of the dict `train_step` returns (and `pretrain_step`, where
+    # a family has one); the trainer averages and logs them.
+    loss_names: tuple[str, ...] = ("loss",)
+    pretrain_loss_names: tuple[str, ...] = ()
 
     def __init__(self, backbone, num_classes, **kwargs):
         super().__init__(**kwargs)
@@ -42,7 +46,7 @@ class NoisyLabelModel(keras.Model):
         return self.backbone(batch["image"], training=training and self.backbone.trainable)
 
     def scores_from_features(self, features):
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define scores_from_features (features -> scores)")
 
     def call(self, images, training=False):
         return self.scores_from_features(self.backbone(images, training=training and self.backbone.trainable))
@@ -50,7 +54,7 @@ class NoisyLabelModel(keras.Model):
     # === Parts and optimizers ===
     def part_layers(self) -> dict[str, list[keras.layers.Layer]]:
         """Named groups of layers, each with its own optimizer."""
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define part_layers (part name -> layers)")
 
     def part_variables(self, part: str) -> list:
         return [v for layer in self.part_layers()[part] for v in layer.trainable_variables]

@@ -42,6 +42,8 @@ class LabelCleaningModel(NoisyLabelModel):
     """
 
     family = "label_cleaning"
+    loss_names = ("loss", "clean_loss", "classify_loss")
+    pretrain_loss_names = ("loss", "clean_loss")
 
     def __init__(
         self, backbone, num_classes, label_embedding_dim=128, feature_embedding_dim=128, hidden_dim=256, **kwargs

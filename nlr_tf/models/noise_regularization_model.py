@@ -35,6 +35,7 @@ class NoiseRegularizationModel(NoisyLabelModel):
     """
 
     family = "noise_regularization"
+    loss_names = ("loss", "clean_loss", "noise_loss")
 
     def __init__(
         self, backbone, num_classes, hidden_dim=512, activation="sigmoid", alpha=0.2, use_noisy=True, **kwargs

@@ -205,16 +205,6 @@ def _make_loop(strategy, step_fn, loss_names):
     return loop
 
 
-def _loss_names(model, phase: str) -> tuple[str, ...]:
-    if phase == "pretrain":
-        return ("loss", "clean_loss")
-    return {
-        "classifier": ("loss",),
-        "label_cleaning": ("loss", "clean_loss", "classify_loss"),
-        "noise_regularization": ("loss", "clean_loss", "noise_loss"),
-    }[model.family]
-
-
 def _write_run_config(config: TrainConfig, info: DatasetInfo, method: Method, trains_backbone: bool) -> dict:
     run_config = dataclasses.asdict(config)
     run_config.update(
@@ -282,14 +272,11 @@ def weights_checksum(model) -> float:
     return float(sum(tf.reduce_sum(tf.abs(tf.cast(v, tf.float64))) for v in model.weights))
 
 
-def train(config: TrainConfig, dataset_fn=None) -> dict[str, Any]:
+def train(config: TrainConfig) -> dict[str, Any]:
     """Trains `config.method`; returns the final losses and step count.
 
     Args:
         config: `TrainConfig`.
-        dataset_fn: optional callable(input_context) -> tf.data.Dataset of
-            mixed batches, replacing the image pipeline (the feature cache
-            uses it).
     """
     info, method = check_config(config)
     trains_backbone = train_backbone(config, method, info)
@@ -343,25 +330,21 @@ def train(config: TrainConfig, dataset_fn=None) -> dict[str, Any]:
 
     # === Input ===
     data = _feature_cache(config, info, method, model, strategy) if config.feature_cache else info
-    if dataset_fn is None:
-
-        def dataset_fn(ctx):  # noqa: E306
-            return pipeline.make_train_dataset(
-                data,
-                config.batch_size,
-                mix_ratio(config, method),
-                backbone=config.backbone,
-                image_size=config.image_size or None,
-                noisy_split=config.noisy_split,
-                clean_split=config.clean_split,
-                input_context=ctx,
-                seed=config.seed,
-                deterministic=config.deterministic,
-                augment=config.augment,
-                random_flip=config.random_flip,
-            )
-
-    iterator = iter(strategy.distribute_datasets_from_function(dataset_fn))
+    dataset = pipeline.distribute_train_dataset(
+        strategy,
+        data,
+        config.batch_size,
+        mix_ratio(config, method),
+        backbone=config.backbone,
+        image_size=config.image_size or None,
+        noisy_split=config.noisy_split,
+        clean_split=config.clean_split,
+        seed=config.seed,
+        deterministic=config.deterministic,
+        augment=config.augment,
+        random_flip=config.random_flip,
+    )
+    iterator = iter(dataset)
 
     # === Loop ===
     writer = (
@@ -379,7 +362,8 @@ def train(config: TrainConfig, dataset_fn=None) -> dict[str, Any]:
         num_steps = min(config.log_steps, boundary - current, next_checkpoint - current)
         if phase not in loops:
             step_fn = model.pretrain_step if phase == "pretrain" else model.train_step
-            loops[phase] = _make_loop(strategy, step_fn, _loss_names(model, phase))
+            names = model.pretrain_loss_names if phase == "pretrain" else model.loss_names
+            loops[phase] = _make_loop(strategy, step_fn, names)
         start = time.perf_counter()
         logs = {k: float(v) for k, v in loops[phase](iterator, tf.constant(num_steps)).items()}
         elapsed = time.perf_counter() - start
