@@ -20,6 +20,10 @@ LABEL_VERIFIED_POS = "label/verified_pos"
 LABEL_VERIFIED_NEG = "label/verified_neg"
 # Only where the truth is known (the built-in benchmark). Training never reads it.
 LABEL_TRUE = "label/true"
+# Optional, float list of length d: the raw cleaned labels (Veit's c-hat, in
+# [0, 1]) of a split written by `nlr-clean-labels`, whose `label/noisy` then
+# holds the thresholded c-hat. Training never reads it.
+LABEL_CLEANED_SCORES = "label/cleaned_scores"
 
 # In a feature cache, pooled backbone features take the place of the image.
 FEATURES = "features"

@@ -2,11 +2,18 @@
 
 Scores come from the model dir's `model.keras` on the split's images (or,
 for a head trained on a feature cache, on that cache's features: the
-backbone inside the saved model is skipped). Metrics compare the scores
-with the verified labels, ignoring unverified entries, as Veit evaluates
-Open Images.
+backbone inside the saved model is skipped; `run_evaluation` reads a cache
+only for a run whose backbone made it, else the cache's source images).
+Metrics compare the scores with the verified labels, ignoring unverified
+entries, as Veit evaluates Open Images.
+
+`run_evaluation` is `nlr-eval`: the metrics, and with them the reports of
+`nlr_tf.evaluation.reports` (gain over a baseline by class frequency and
+annotation quality, PR curves, an examples grid) as metrics.json, PNGs and
+TensorBoard events.
 """
 
+import dataclasses
 import json
 import os
 from typing import Any, Optional
@@ -16,10 +23,11 @@ import numpy as np
 import tensorflow as tf
 
 from nlr_tf.data import pipeline
-from nlr_tf.data.schema import DatasetInfo
-from nlr_tf.evaluation import metrics
+from nlr_tf.data.schema import DatasetError, DatasetInfo, load_dataset_info
+from nlr_tf.evaluation import metrics, reports
 from nlr_tf.models import methods as _methods  # noqa: F401  (registers the model classes for loading)
-from nlr_tf.training.checkpoints import CONFIG_FILE, MODEL_FILE
+from nlr_tf.training.checkpoints import CONFIG_FILE, MODEL_FILE, CheckpointError, resolve_checkpoint
+from nlr_tf.training.trainer import RESULT_FILE
 
 
 class EvalError(ValueError):
@@ -82,6 +90,11 @@ def evaluate(model, info: DatasetInfo, split: str, *, backbone: str, image_size:
     if info.num_classes != model.num_classes:
         raise EvalError(f"the model has {model.num_classes} classes but dataset {info.path!r} has {info.num_classes}")
     p = predict(model, info, split, backbone=backbone, image_size=image_size, batch_size=batch_size)
+    return metrics_of_predictions(p, info, split)[0]
+
+
+def metrics_of_predictions(p: dict[str, np.ndarray], info: DatasetInfo, split: str):
+    """The metrics dict of predictions `p` of `split`, and the `metrics.Report` against verified labels."""
     report = metrics.evaluate(p["scores"], p["verified_labels"], p["verified_mask"])
     result = {
         "split": split,
@@ -95,4 +108,230 @@ def evaluate(model, info: DatasetInfo, split: str, *, backbone: str, image_size:
         # The built-in benchmark knows the truth of every entry.
         truth = metrics.evaluate(p["scores"], p["true_labels"])
         result["against_truth"] = {"mAP": truth.map, "APall": truth.ap_all, "top1": truth.top1}
-    return result
+    return result, report
+
+
+# === nlr-eval: metrics, the papers' reports, TensorBoard ===
+@dataclasses.dataclass
+class EvalConfig:
+    """What `nlr-eval` varies. See `nlr_tf/cli/evaluate.py` for each field's flag."""
+
+    model_dir: str
+    dataset: str
+    split: str = "test"
+    batch_size: int = 64
+    output: str = ""
+    baseline_model_dir: str = ""
+    num_examples: int = 16
+
+
+@dataclasses.dataclass
+class EvalOutputs:
+    """What `run_evaluation` wrote.
+
+    Args:
+        result: dict. The contents of metrics.json.
+        output: str. The metrics.json path; PNGs and TensorBoard events are
+            in its folder.
+        files: list of str. The PNG files written.
+        notes: list of str. What was left out and why, or read elsewhere.
+    """
+
+    result: dict[str, Any]
+    output: str
+    files: list[str]
+    notes: list[str]
+
+
+def images_dataset(info: DatasetInfo) -> tuple[Optional[DatasetInfo], str]:
+    """The dataset of images behind `info` (itself, or a feature cache's source), or None and why not."""
+    if not info.feature_dim:
+        return info, ""
+    source = info.provenance["feature_cache"].get("source_dataset", "")
+    try:
+        return load_dataset_info(source), ""
+    except DatasetError as e:
+        return None, str(e)
+
+
+def backbone_source(model_dir: str, run_config: dict[str, Any]) -> str:
+    """What a run's backbone weights are: its last checkpoint if it trained them, else what it loaded."""
+    if run_config.get("train_backbone"):
+        return resolve_checkpoint(model_dir)[0]
+    if run_config.get("init_checkpoint"):
+        return resolve_checkpoint(run_config["init_checkpoint"])[0]
+    return run_config.get("backbone_weights", "none")
+
+
+def _matches_cache(cache: DatasetInfo, model_dir: str, run_config: dict[str, Any]) -> bool:
+    """Whether the cache's features are the ones the run's own backbone computes (same weights, same input size)."""
+    meta = cache.provenance["feature_cache"]
+    try:
+        mine = backbone_source(model_dir, run_config)
+    except CheckpointError:
+        return False
+    norm = lambda s: s if s in ("none", "imagenet") else os.path.abspath(s)  # noqa: E731
+    same_size = int(meta.get("image_size", 0)) == int(run_config.get("image_size", 0))
+    return same_size and norm(mine) == norm(meta.get("backbone_source", ""))
+
+
+def _predict_run(model, run_config, model_dir, info, split, batch_size, notes):
+    """Predictions of a run on `split`: on the feature cache if its backbone made it, else on the images."""
+    data = info
+    if info.feature_dim and not _matches_cache(info, model_dir, run_config):
+        data, why = images_dataset(info)
+        if data is None:
+            raise EvalError(
+                f"the backbone of {model_dir!r} did not make the features of cache {info.path!r}, and the "
+                f"cache's source dataset cannot be read: {why}"
+            )
+        notes.append(f"{model_dir}: evaluated on the images of {data.path} (its backbone did not make the cache)")
+    return predict(
+        model,
+        data,
+        split,
+        backbone=run_config["backbone"],
+        image_size=run_config.get("image_size", 0),
+        batch_size=batch_size,
+    )
+
+
+def _aligned(p: dict[str, np.ndarray], ids: np.ndarray, what: str) -> dict[str, np.ndarray]:
+    """Predictions reordered to the image ids `ids`."""
+    index = {image_id: i for i, image_id in enumerate(p["id"])}
+    missing = [i for i in ids if i not in index]
+    if missing or len(index) != len(ids):
+        raise EvalError(f"{what} was evaluated on other images ({len(missing)} ids missing)")
+    order = np.array([index[i] for i in ids])
+    return {k: v[order] for k, v in p.items()}
+
+
+def _training_step(model_dir: str) -> int:
+    """The step the run ended at (TensorBoard's x axis for the eval scalars)."""
+    path = os.path.join(model_dir, RESULT_FILE)
+    if os.path.isfile(path):
+        with open(path) as f:
+            return int(json.load(f).get("step", 0))
+    return 0
+
+
+def _gain_tables(stats: reports.ClassStatistics, model_ap, baseline_ap, class_names) -> dict[str, Any]:
+    frequency = reports.gain_by_group(stats.frequency, model_ap, baseline_ap, class_names)
+    frequency.update({"statistic": "noisy annotations of the class", "split": stats.noisy_split})
+    about = {
+        "statistic": "share of the class's noisy annotations that are correct (judged against label/true where a "
+        "record has it, else against its verified labels)",
+        "split": stats.quality_split,
+        "judged_annotations": stats.judged,
+    }
+    if stats.judged:
+        quality = {**reports.gain_by_group(stats.quality, model_ap, baseline_ap, class_names), **about}
+    else:
+        quality = {**about, "skipped": "no noisy annotation of the training splits has a known truth or verification"}
+    return {"gain_by_frequency": frequency, "gain_by_quality": quality}
+
+
+def run_evaluation(config: EvalConfig) -> EvalOutputs:
+    """Evaluates a run on a split and writes every report `nlr-eval` writes.
+
+    Writes metrics.json (mAP, APall, top-1, per-class AP, per-category mAP,
+    and with a baseline its metrics and the gain tables by class frequency
+    and annotation quality), the PNGs `pr_curves.png`, `examples.png` and
+    `gain_by_frequency.png` / `gain_by_quality.png` beside it, and
+    TensorBoard events in its folder (eval scalars, PR curves and the
+    examples image at the run's final training step).
+
+    Raises:
+        EvalError, DatasetError: one-line reasons the evaluation cannot run.
+    """
+    notes: list[str] = []
+    info = load_dataset_info(config.dataset)
+    info.split_files(config.split)
+    model, run_config = load_trained_model(config.model_dir)
+    if info.num_classes != model.num_classes:
+        raise EvalError(f"the model has {model.num_classes} classes but dataset {info.path!r} has {info.num_classes}")
+    baseline = stats = None
+    if config.baseline_model_dir:
+        baseline, baseline_config = load_trained_model(config.baseline_model_dir)
+        if baseline.num_classes != model.num_classes:
+            raise EvalError(
+                f"baseline {config.baseline_model_dir!r} has {baseline.num_classes} classes but the model "
+                f"{config.model_dir!r} has {model.num_classes}"
+            )
+        # The training labels' statistics; a feature cache holds the same label lists as its source.
+        labels_info = images_dataset(info)[0] or info
+        stats = reports.class_statistics(
+            labels_info, run_config.get("noisy_split", "noisy"), run_config.get("clean_split", "clean")
+        )
+
+    # === Predictions and metrics ===
+    p = _predict_run(model, run_config, config.model_dir, info, config.split, config.batch_size, notes)
+    result, report = metrics_of_predictions(p, info, config.split)
+    base_p = None
+    if baseline is not None:
+        base_p = _predict_run(
+            baseline, baseline_config, config.baseline_model_dir, info, config.split, config.batch_size, notes
+        )
+        base_p = _aligned(base_p, p["id"], f"baseline {config.baseline_model_dir!r}")
+        base_result, base_report = metrics_of_predictions(base_p, info, config.split)
+        result["baseline"] = {
+            "model_dir": config.baseline_model_dir,
+            **{k: base_result[k] for k in ("mAP", "APall", "top1", "per_category_mAP", "per_class_AP")},
+        }
+        result.update(_gain_tables(stats, report.per_class_ap, base_report.per_class_ap, info.class_names))
+
+    # === Files beside metrics.json ===
+    output = config.output or os.path.join(config.model_dir, f"eval_{config.split}", "metrics.json")
+    out_dir = os.path.dirname(os.path.abspath(output))
+    os.makedirs(out_dir, exist_ok=True)
+    for name in reports.PNG_FILES:  # an earlier evaluation's; each is written again if it applies
+        if os.path.isfile(os.path.join(out_dir, name)):
+            os.remove(os.path.join(out_dir, name))
+    files = []
+    gain_plots = (("gain_by_frequency", "noisy annotations per class"), ("gain_by_quality", "annotation quality"))
+    for key, xlabel in gain_plots:
+        if result.get(key, {}).get("groups"):
+            path = os.path.join(out_dir, f"{key}.png")
+            title = f"AP gain over the baseline in {result[key]['num_groups']} groups of classes by {xlabel}"
+            reports.plot_gain(result[key], path, title, xlabel, percent_range=key == "gain_by_quality")
+            files.append(path)
+    categories = [c.category for c in info.classes]
+    mask = p["verified_mask"]
+    curves = reports.pr_curves(p["scores"], p["verified_labels"], mask, categories)
+    base_curves = None
+    if base_p is not None:
+        base_curves = reports.pr_curves(base_p["scores"], base_p["verified_labels"], mask, categories)
+    files.append(os.path.join(out_dir, "pr_curves.png"))
+    reports.plot_pr_curves(curves, files[-1], base_curves)
+    grid = _examples_grid(p, base_p, info, config, notes)
+    if grid is not None:
+        files.append(os.path.join(out_dir, "examples.png"))
+        reports.save_png(grid, files[-1])
+    # The tags of the trainer's periodic evaluation (--eval_split), so the final point joins its curve.
+    scalars = {k: result[k] for k in ("mAP", "APall", "top1")}
+    scalars.update({f"per_category_mAP/{k}": v for k, v in result["per_category_mAP"].items()})
+    scalars.update({f"against_truth/{k}": v for k, v in result.get("against_truth", {}).items()})
+    reports.write_tensorboard(out_dir, _training_step(config.model_dir), scalars, curves, grid)
+    with open(output, "w") as f:
+        json.dump(result, f, indent=1)
+    return EvalOutputs(result=result, output=output, files=files, notes=notes)
+
+
+def _examples_grid(p, base_p, info: DatasetInfo, config: EvalConfig, notes: list[str]) -> Optional[np.ndarray]:
+    """The split's first `num_examples` images (in file order) with their top-5 predictions, or None and a note."""
+    if config.num_examples <= 0:
+        return None
+    images_info, why = images_dataset(info)
+    if images_info is None or not images_info.has_split(config.split):
+        why = why or f"dataset {images_info.path!r} has no split {config.split!r}"
+        notes.append(f"examples.png skipped: the feature cache's images are not readable ({why})")
+        return None
+    index = {image_id.decode("utf-8"): i for i, image_id in enumerate(p["id"])}
+    first = reports.first_images(images_info, config.split, config.num_examples)
+    shown = [(index[image_id], image) for image_id, image in first if image_id in index]
+    if len(shown) < len(first):
+        notes.append(f"examples.png skipped: the images of {images_info.path!r} are not the evaluated records")
+        return None
+    return reports.render_examples(
+        [image for _, image in shown], p, [i for i, _ in shown], info.class_names, baseline=base_p
+    )

@@ -1,0 +1,553 @@
+"""Cleaned labels and suspected label errors of a split, from a trained model.
+
+What `nlr-clean-labels` writes into its output folder:
+
+- `suspected_errors.csv` (every method): the split's (image, class) entries
+  ranked as candidate label errors by the model's class scores (see
+  `suspects.py`): noisy positives it finds unlikely (`false_annotation`,
+  suspicion 1 - score) and noisy negatives it finds likely (`missed_label`,
+  suspicion = score), in one list, most suspicious first, cut at
+  `max_suspects` rows. Columns: `rank`, `image_id`, `class_index`,
+  `class_id`, `class_name`, `kind`, `kind_rank` (rank within its kind: a
+  list filtered by kind keeps its own ranking), `suspicion`, `score`,
+  `cleaned_score` (c-hat; label_cleaning models only), `verified`
+  (`present` / `absent` where the record verifies the class, else empty:
+  `absent` on a false annotation or `present` on a missed label is a
+  confirmed error, the other way round a confirmed correct label) and
+  `is_error` (1 / 0 against `label/true`, empty where the truth is not
+  known). For a `label_cleaning` model the score is the classifier's p-hat.
+- For a `label_cleaning` model (Veit et al. 2017 output the cleaned labels
+  of the whole noisy set), the folder is also a dataset in the usual schema:
+  the cleaned split's records are copied unchanged except `label/noisy`,
+  which holds the thresholded c-hat, and the new `label/cleaned_scores`
+  (raw c-hat); the other splits are copied as they are. It feeds straight
+  back into `nlr-train --dataset=...`. `cleaned_labels.csv` has one row per
+  image: `image_id`, `noisy_labels`, `cleaned_labels`, `removed`, `added`
+  (class names joined by `;`) and `cleaned_score/<class name>` per class.
+- `cleaning_report.json`: counts and, where every image has `label/true`,
+  the precision of the ranked suspects per kind (`suspect_precision`) and
+  how much the cleaned labels reduce false and missed annotations
+  (`cleaning_effect`).
+
+The folder appears only once complete. Predictions come from the split's
+images, or from a feature cache of them passed as the dataset (the records
+to copy then come from the cache's source dataset; a few images are scored
+from pixels to prove the cache holds this model's features). Scores of the
+whole split are held in memory, as `nlr-eval` does.
+"""
+
+import csv
+import datetime
+import json
+import os
+import shutil
+import sys
+from collections.abc import Sequence
+from typing import Any, Optional
+
+import numpy as np
+import tensorflow as tf
+import tqdm
+
+from nlr_tf.data import pipeline, schema
+from nlr_tf.evaluation import suspects as suspects_lib
+from nlr_tf.evaluation.evaluator import load_trained_model
+from nlr_tf.models.label_cleaning_model import LabelCleaningModel
+from tfrecords_tools.inspection import split_stats
+from tfrecords_tools.writer import atomic_output_dir
+
+SUSPECTS_CSV = "suspected_errors.csv"
+CLEANED_LABELS_CSV = "cleaned_labels.csv"
+REPORT_JSON = "cleaning_report.json"
+DEFAULT_DEPTHS = (100, 500, 1000)
+
+# Images whose scores are recomputed from pixels to prove that a feature
+# cache holds this model's backbone features.
+_CACHE_CHECK_IMAGES = 16
+_CACHE_CHECK_TOLERANCE = 1e-3
+
+
+class CleaningError(ValueError):
+    """A model, dataset and output folder that cannot be used together."""
+
+
+# === Predictions ===
+
+
+def predict_labels(
+    model,
+    info: schema.DatasetInfo,
+    split: str,
+    *,
+    backbone: str,
+    image_size: int = 0,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """Class scores, cleaned labels and labels of every record of `split`.
+
+    Features come from the backbone on the images, or from `info` itself
+    when it is a feature cache.
+
+    Returns:
+        dict of numpy arrays in the split's evaluation order: `id` [N]
+        (str), `noisy_labels`, `verified_labels`, `verified_mask`,
+        `true_labels` and `scores` [N, d], `has_true` [N], and for a
+        `LabelCleaningModel` `cleaned` [N, d] (c-hat).
+    """
+    ds = pipeline.make_split_dataset(
+        info,
+        split,
+        batch_size,
+        backbone=backbone,
+        image_size=image_size or None,
+        training=False,
+        with_ids=True,
+        with_true=True,
+    )
+    cleaning = isinstance(model, LabelCleaningModel)
+
+    @tf.function(reduce_retracing=True)
+    def forward(batch):
+        features = model.features(batch, training=False)
+        out = {"scores": model.scores_from_features(features)}
+        if cleaning:
+            out["cleaned"] = model.clean_labels(batch["noisy_labels"], features)
+        return out
+
+    label_keys = ("id", "noisy_labels", "verified_labels", "verified_mask", "true_labels", "has_true")
+    parts: dict[str, list] = {k: [] for k in (*label_keys, "scores", "cleaned")}
+    bar = _progress(info.splits[split].num_records, f"predicting {split}", progress)
+    for batch in ds:
+        for key, value in forward(batch).items():
+            parts[key].append(value.numpy())
+        for key in label_keys:
+            parts[key].append(batch[key].numpy())
+        bar.update(len(parts["id"][-1]))
+    bar.close()
+    out = {k: np.concatenate(v) for k, v in parts.items() if v}
+    out["id"] = np.array([i.decode("utf-8") for i in out["id"]], dtype=object)
+    return out
+
+
+def threshold_cleaned(cleaned: np.ndarray, threshold: float, multi_label: bool = True) -> np.ndarray:
+    """Cleaned labels {0, 1} [N, d] from c-hat [N, d].
+
+    Multi-label: every class with c-hat > `threshold`. Single-label: the
+    class of highest c-hat if it is > `threshold` (at most one label).
+    """
+    cleaned = np.asarray(cleaned)
+    if multi_label:
+        return (cleaned > threshold).astype(np.float32)
+    rows, top = np.arange(len(cleaned)), np.argmax(cleaned, axis=1)
+    out = np.zeros_like(cleaned, np.float32)
+    out[rows, top] = cleaned[rows, top] > threshold
+    return out
+
+
+def _progress(total: int, desc: str, enabled: bool) -> tqdm.tqdm:
+    return tqdm.tqdm(
+        total=total,
+        desc=desc,
+        unit="img",
+        disable=not enabled,
+        file=sys.stderr,
+        mininterval=0.1 if sys.stderr.isatty() else 5.0,
+    )
+
+
+# === Checks ===
+
+
+def _images_dataset(info: schema.DatasetInfo, split: str) -> schema.DatasetInfo:
+    """The dataset of images whose records are copied: `info`, or a cache's source."""
+    if not info.feature_dim:
+        return info
+    source = info.provenance.get("feature_cache", {}).get("source_dataset", "")
+    try:
+        images = schema.load_dataset_info(source)
+    except schema.DatasetError as e:
+        raise CleaningError(f"{info.path!r} is a feature cache whose dataset of images cannot be read: {e}") from None
+    images.split_files(split)
+    if images.splits[split].num_records != info.splits[split].num_records:
+        raise CleaningError(
+            f"feature cache {info.path!r} holds {info.splits[split].num_records} records of split {split!r} but its "
+            f"dataset {images.path!r} holds {images.splits[split].num_records}: rebuild the cache"
+        )
+    return images
+
+
+def _check_model_fits(model, run_config: dict[str, Any], info: schema.DatasetInfo) -> None:
+    if info.num_classes != model.num_classes:
+        raise CleaningError(
+            f"the model has {model.num_classes} classes but dataset {info.path!r} has {info.num_classes}"
+        )
+    trained_on = run_config.get("class_names")
+    if trained_on and list(trained_on) != info.class_names:
+        raise CleaningError(
+            f"the model was trained on the classes {trained_on} but dataset {info.path!r} has {info.class_names}"
+        )
+    feature_dim = int(model.backbone.output.shape[-1])
+    if info.feature_dim and info.feature_dim != feature_dim:
+        raise CleaningError(
+            f"feature cache {info.path!r} holds {info.feature_dim}-d features but the model's backbone "
+            f"gives {feature_dim}-d ones"
+        )
+
+
+def _check_cache_scores(model, images: schema.DatasetInfo, split: str, predictions, *, backbone: str, image_size: int):
+    """Proves a feature cache holds this model's features: scores from pixels agree."""
+    ds = pipeline.make_split_dataset(
+        images,
+        split,
+        _CACHE_CHECK_IMAGES,
+        backbone=backbone,
+        image_size=image_size or None,
+        training=False,
+        with_ids=True,
+    )
+    batch = next(iter(ds))
+    index = {image_id: i for i, image_id in enumerate(predictions["id"])}
+    rows = [index.get(i.decode("utf-8"), -1) for i in batch["id"].numpy()]
+    if min(rows) < 0:
+        raise CleaningError(f"the feature cache lacks images of split {split!r} of {images.path!r}: rebuild the cache")
+    from_pixels = model(batch["image"], training=False).numpy()
+    gap = float(np.max(np.abs(from_pixels - predictions["scores"][rows])))
+    if gap > _CACHE_CHECK_TOLERANCE:
+        raise CleaningError(
+            f"the feature cache's features are not this model's backbone features (scores differ by up to {gap:.3g} "
+            f"from scores computed on the images of {images.path!r}): pass the dataset of images"
+        )
+
+
+# === Writing ===
+
+
+def _names(classes: Sequence[schema.ClassInfo], labels: np.ndarray) -> str:
+    return ";".join(classes[c].name for c in np.flatnonzero(labels))
+
+
+def _copy_cleaned_split(
+    images: schema.DatasetInfo, split: str, predictions, labels: np.ndarray, directory: str
+) -> tuple[schema.SplitInfo, list[int]]:
+    """Writes the split's records with cleaned labels, shard for shard.
+
+    Returns:
+        The split's `SplitInfo` and the prediction row of each written
+        record, in writing order.
+    """
+    ids = predictions["id"]
+    index = {image_id: i for i, image_id in enumerate(ids)}
+    if len(index) != len(ids):
+        raise CleaningError(f"split {split!r} of {images.path!r} has duplicate image ids: cannot match its records")
+    cleaned = predictions["cleaned"]
+    written: list[int] = []
+    for name in images.splits[split].files:
+        with tf.io.TFRecordWriter(os.path.join(directory, name)) as writer:
+            records = tf.data.TFRecordDataset(os.path.join(images.path, name)).batch(256)
+            for block in records.as_numpy_iterator():
+                for serialized in block:
+                    example = tf.train.Example.FromString(serialized)
+                    feature = example.features.feature
+                    value = feature[schema.IMAGE_ID].bytes_list.value
+                    row = index.get(value[0].decode("utf-8") if value else "")
+                    if row is None:
+                        raise CleaningError(f"record {list(value)!r} of {name!r} in {images.path!r} has no prediction")
+                    noisy = tf.train.Int64List(value=np.flatnonzero(labels[row]).tolist())
+                    feature[schema.LABEL_NOISY].CopyFrom(tf.train.Feature(int64_list=noisy))
+                    scores = tf.train.FloatList(value=cleaned[row].tolist())
+                    feature[schema.LABEL_CLEANED_SCORES].CopyFrom(tf.train.Feature(float_list=scores))
+                    writer.write(example.SerializeToString())
+                    written.append(row)
+    if len(written) != len(ids) or len(set(written)) != len(ids):
+        raise CleaningError(
+            f"split {split!r} of {images.path!r} holds {len(written)} records ({len(set(written))} distinct) "
+            f"but {len(ids)} were predicted"
+        )
+    files = list(images.splits[split].files)
+    return schema.SplitInfo(num_records=len(written), num_shards=len(files), files=files), written
+
+
+def write_cleaned_dataset(
+    images: schema.DatasetInfo,
+    split: str,
+    predictions,
+    labels: np.ndarray,
+    directory: str,
+    *,
+    copy_other_splits: bool,
+    provenance: dict[str, Any],
+) -> tuple[schema.DatasetInfo, list[int]]:
+    """Writes the dataset folder with `split` cleaned into `directory`.
+
+    Returns:
+        Its `DatasetInfo` (fresh noise statistics in the provenance) and the
+        prediction row of each record of the cleaned split, in file order.
+    """
+    splits = {}
+    splits[split], order = _copy_cleaned_split(images, split, predictions, labels, directory)
+    if copy_other_splits:
+        for name, info in images.splits.items():
+            if name != split:
+                for f in info.files:
+                    shutil.copyfile(os.path.join(images.path, f), os.path.join(directory, f))
+                splits[name] = info
+    out = schema.DatasetInfo(
+        num_classes=images.num_classes,
+        multi_label=images.multi_label,
+        splits=splits,
+        classes=images.classes,
+        provenance=provenance,
+        skipped=images.skipped,
+        path=directory,
+    )
+    out.provenance["noise_statistics"] = {name: split_stats(out, name).summary() for name in sorted(splits)}
+    out.write(directory)
+    return out, order
+
+
+def write_cleaned_labels_csv(
+    path: str, classes: Sequence[schema.ClassInfo], predictions, labels: np.ndarray, rows: Sequence[int]
+) -> None:
+    """One row per image: noisy and cleaned label names, removed and added ones, c-hat per class."""
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(
+            ["image_id", "noisy_labels", "cleaned_labels", "removed", "added"]
+            + [f"cleaned_score/{c.name}" for c in classes]
+        )
+        noisy, cleaned = predictions["noisy_labels"] > 0, labels > 0
+        for i in rows:
+            out.writerow(
+                [
+                    predictions["id"][i],
+                    _names(classes, noisy[i]),
+                    _names(classes, cleaned[i]),
+                    _names(classes, noisy[i] & ~cleaned[i]),
+                    _names(classes, cleaned[i] & ~noisy[i]),
+                ]
+                + [f"{v:.6g}" for v in predictions["cleaned"][i]]
+            )
+
+
+def write_suspects_csv(
+    path: str, classes: Sequence[schema.ClassInfo], predictions, ranked: suspects_lib.Suspects, max_rows: int
+) -> int:
+    """The ranked suspects (the first `max_rows`; 0: all); returns the rows written."""
+    n = len(ranked) if max_rows == 0 else min(max_rows, len(ranked))
+    with_cleaned = "cleaned" in predictions
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        out = csv.writer(f)
+        out.writerow(
+            ["rank", "image_id", "class_index", "class_id", "class_name", "kind", "kind_rank", "suspicion", "score"]
+            + (["cleaned_score"] if with_cleaned else [])
+            + ["verified", "is_error"]
+        )
+        for r in range(n):
+            i, c = int(ranked.row[r]), int(ranked.cls[r])
+            verified = ""
+            if predictions["verified_mask"][i, c] > 0:
+                verified = "present" if predictions["verified_labels"][i, c] > 0 else "absent"
+            error = int(ranked.is_error[r])
+            out.writerow(
+                [
+                    r + 1,
+                    predictions["id"][i],
+                    c,
+                    classes[c].id,
+                    classes[c].name,
+                    suspects_lib.KINDS[ranked.kind[r]],
+                    int(ranked.kind_rank[r]),
+                    f"{ranked.suspicion[r]:.6g}",
+                    f"{predictions['scores'][i, c]:.6g}",
+                ]
+                + ([f"{predictions['cleaned'][i, c]:.6g}"] if with_cleaned else [])
+                + [verified, "" if error < 0 else error]
+            )
+    return n
+
+
+# === The whole run ===
+
+
+def clean_labels(
+    model_dir: str,
+    dataset: str,
+    output_dir: str,
+    *,
+    split: str = "noisy",
+    threshold: float = 0.5,
+    max_suspects: int = 10000,
+    precision_depths: Sequence[int] = DEFAULT_DEPTHS,
+    batch_size: int = 64,
+    copy_other_splits: bool = True,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Writes a split's suspected label errors (and cleaned labels) to `output_dir`.
+
+    Args:
+        model_dir: str. A finished `nlr-train` run.
+        dataset: str. The dataset of images, or a feature cache of it.
+        output_dir: str. Folder to create (appears only when complete).
+        split: str. Split to clean. Defaults to "noisy".
+        threshold: float. c-hat above it is a cleaned label. Defaults to 0.5.
+        max_suspects: int. Rows of the suspects CSV (0: all). Defaults to
+            10,000.
+        precision_depths: ints. Depths of the suspects' precision. Defaults
+            to 100, 500, 1000 (K, the number of errors, is always added).
+        batch_size: int. Images per step. Defaults to 64.
+        copy_other_splits: bool. Copy the other splits into the cleaned
+            dataset (needed to train on it with clean examples). Defaults
+            to True.
+        overwrite: bool. Replace an existing `output_dir`. Defaults to False.
+        progress: bool. Progress bars on stderr. Defaults to False.
+
+    Returns:
+        The report written to `cleaning_report.json`.
+
+    Raises:
+        CleaningError, DatasetError, EvalError: one line naming the problem.
+    """
+    info = schema.load_dataset_info(dataset)
+    info.split_files(split)
+    images = _images_dataset(info, split)
+    output_dir = os.path.abspath(output_dir)
+    if output_dir in (info.path, images.path, os.path.abspath(model_dir)):
+        raise CleaningError(f"--output_dir={output_dir} must be a new folder, not the dataset or the model dir")
+    if os.path.exists(output_dir) and not overwrite:
+        raise CleaningError(f"output folder {output_dir!r} already exists (pass --overwrite to replace it)")
+    model, run_config = load_trained_model(model_dir)
+    _check_model_fits(model, run_config, info)
+    backbone, image_size = run_config["backbone"], run_config.get("image_size", 0)
+
+    # === Predictions and suspects ===
+    p = predict_labels(
+        model, info, split, backbone=backbone, image_size=image_size, batch_size=batch_size, progress=progress
+    )
+    if info.feature_dim:
+        _check_cache_scores(model, images, split, p, backbone=backbone, image_size=image_size)
+    all_true = bool(p["has_true"].all())
+    ranked = suspects_lib.rank_suspects(p["scores"], p["noisy_labels"], p["true_labels"], p["has_true"])
+    cleaning = "cleaned" in p
+    report: dict[str, Any] = {
+        "model_dir": os.path.abspath(model_dir),
+        "method": run_config.get("method"),
+        "dataset": info.path,
+        "split": split,
+        "features": "feature cache" if info.feature_dim else "images",
+        "num_images": int(len(p["id"])),
+        "output_dir": output_dir,
+        "suspects": {
+            "file": SUSPECTS_CSV,
+            "ranked_by": "1 - score for noisy positives, score for noisy negatives; score = "
+            + ("the classifier's p-hat (c-hat is the cleaned_score column)" if cleaning else "the model's class score"),
+            "candidates": {kind: ranked.count(kind) for kind in suspects_lib.KINDS},
+        },
+        "suspect_precision": suspects_lib.suspect_precision(ranked, precision_depths) if all_true else None,
+        "cleaned_labels": None,
+    }
+    if not cleaning:
+        report["note"] = (
+            f"cleaned labels need a label_cleaning model; {model_dir} is a {run_config.get('method')!r} run: "
+            "wrote only the suspected errors"
+        )
+
+    # === Outputs, all or nothing ===
+    with atomic_output_dir(output_dir, overwrite) as tmp:
+        report["suspects"]["written"] = write_suspects_csv(
+            os.path.join(tmp, SUSPECTS_CSV), info.classes, p, ranked, max_suspects
+        )
+        if cleaning:
+            labels = threshold_cleaned(p["cleaned"], threshold, info.multi_label)
+            provenance = {
+                "source": "nlr-clean-labels",
+                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+                "cleaned_labels": {
+                    "model_dir": report["model_dir"],
+                    "method": run_config.get("method"),
+                    "source_dataset": images.path,
+                    "features_from": info.path,
+                    "split": split,
+                    "threshold": threshold,
+                    "rule": "c_hat > threshold" if info.multi_label else "argmax c_hat, if > threshold",
+                    "scores_key": schema.LABEL_CLEANED_SCORES,
+                },
+                "source_provenance": images.provenance,
+            }
+            cleaned_info, rows = write_cleaned_dataset(
+                images, split, p, labels, tmp, copy_other_splits=copy_other_splits, provenance=provenance
+            )
+            write_cleaned_labels_csv(os.path.join(tmp, CLEANED_LABELS_CSV), info.classes, p, labels, rows)
+            noisy = p["noisy_labels"] > 0
+            report["cleaned_labels"] = {
+                "file": CLEANED_LABELS_CSV,
+                "dataset": output_dir,
+                "splits": sorted(cleaned_info.splits),
+                "threshold": threshold,
+                "annotations_before": int(noisy.sum()),
+                "annotations_after": int(labels.sum()),
+                "removed": int((noisy & (labels == 0)).sum()),
+                "added": int((~noisy & (labels > 0)).sum()),
+                "noise_statistics": cleaned_info.provenance["noise_statistics"][split],
+            }
+            if all_true:
+                report["cleaning_effect"] = suspects_lib.cleaning_effect(p["noisy_labels"], labels, p["true_labels"])
+        with open(os.path.join(tmp, REPORT_JSON), "w") as f:
+            json.dump(report, f, indent=1)
+    return report
+
+
+# === Printing ===
+
+
+def _pct(x: Optional[float]) -> str:
+    return "-" if x is None else f"{100 * x:.1f}"
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as a few lines of text."""
+    s = report["suspects"]
+    cands = s["candidates"]
+    lines = [
+        f"{report['split']}: {report['num_images']} images (features from {report['features']}); "
+        f"{cands['false_annotation']} noisy positives and {cands['missed_label']} noisy negatives ranked; "
+        f"wrote the {s['written']} most suspicious to {os.path.join(report['output_dir'], s['file'])}"
+    ]
+    precision = report.get("suspect_precision")
+    if precision:
+        depths = list(precision["all"]["precision_at"])
+        lines.append(f"precision (%) of the ranked suspects against label/true; ranked by {s['ranked_by']}")
+        lines.append(
+            f"  {'kind':<17}{'errors':>8}{'base':>7}" + "".join(f"{'@' + d:>8}" for d in depths) + f"{'@K':>8}{'AP':>7}"
+        )
+        for kind, r in precision.items():
+            lines.append(
+                f"  {kind:<17}{r['num_errors']:>8}{_pct(r['base_rate']):>7}"
+                + "".join(f"{_pct(r['precision_at'][d]):>8}" for d in depths)
+                + f"{_pct(r['precision_at_K']):>8}{_pct(r['average_precision']):>7}"
+            )
+    cleaned = report.get("cleaned_labels")
+    if cleaned:
+        lines.append(
+            f"cleaned labels (threshold {cleaned['threshold']}): dataset {cleaned['dataset']} "
+            f"(splits {', '.join(cleaned['splits'])}), {cleaned['file']}; annotations "
+            f"{cleaned['annotations_before']} -> {cleaned['annotations_after']} "
+            f"({cleaned['removed']} removed, {cleaned['added']} added)"
+        )
+    effect = report.get("cleaning_effect")
+    if effect:
+        b, a, red = effect["before"], effect["after"], effect["relative_reduction"]
+        lines.append(
+            f"  false-annotation share {_pct(b['false_annotation_share'])}% -> {_pct(a['false_annotation_share'])}% "
+            f"(relative reduction {_pct(red['false_annotation_share'])}%); missed-label share "
+            f"{_pct(b['missed_label_share'])}% -> {_pct(a['missed_label_share'])}% "
+            f"(relative reduction {_pct(red['missed_label_share'])}%)"
+        )
+        lines.append(
+            f"  removed {effect['removed']['count']} annotations ({effect['removed']['false']} of them false), "
+            f"added {effect['added']['count']} ({effect['added']['true']} of them true)"
+        )
+    if report.get("note"):
+        lines.append(f"note: {report['note']}")
+    return "\n".join(lines)
