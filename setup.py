@@ -33,6 +33,8 @@ setuptools.setup(
             "nlr-extract-features=nlr_tf.cli.extract_features:run",
             "nlr-eval=nlr_tf.cli.evaluate:run",
             "nlr-export=nlr_tf.cli.export:run",
+            "nlr-clean-labels=nlr_tf.cli.clean_labels:run",
+            "nlr-reproduce=nlr_tf.cli.reproduce:run",
         ],
     },
 )

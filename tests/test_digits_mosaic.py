@@ -87,6 +87,28 @@ def test_deterministic_and_clean_sets_nested():
     assert a["train"][2] != c["train"][2]
 
 
+def test_nested_clean_splits_equal_the_clean_split_at_that_fraction(tmp_path):
+    from tfrecords_tools.writer import write_dataset
+
+    sizes = dict(num_train=200, num_val=20, num_test=20)
+    both = write_dataset(
+        digits_mosaic.convert("single_label", 0.05, 2, nested_fractions=(0.05, 0.1), **sizes),
+        str(tmp_path / "nested"),
+        progress=False,
+    )
+    at10 = write_dataset(digits_mosaic.convert("single_label", 0.1, 2, **sizes), str(tmp_path / "at10"), progress=False)
+
+    def records(info, split):
+        return sorted((r["id"], r["noisy"], r["verified_pos"]) for r in iterate_label_lists(info.split_files(split)))
+
+    assert both.splits["clean_05"].num_records == 10 and both.splits["clean_10"].num_records == 20
+    assert records(both, "clean_05") == records(both, "clean")
+    assert records(both, "clean_10") == records(at10, "clean")
+    assert records(both, "noisy") == records(at10, "noisy")
+    with pytest.raises(ValueError, match="nested clean fractions"):
+        digits_mosaic.convert("single_label", 0.1, 2, nested_fractions=(1.5,), **sizes)
+
+
 def test_bad_arguments():
     with pytest.raises(ValueError, match="unknown digits_mosaic variant"):
         digits_mosaic.convert("three_label")

@@ -248,9 +248,15 @@ def build(
         for name in ("train", "val", "test"):
             built[name] = _single_label_images(sizes[name], pools[name], digits, targets, transition, rng)
     num_clean = max(1, int(round(clean_fraction * sizes["train"])))
-    clean_ids = set(rng.permutation(sizes["train"])[:num_clean].tolist())
+    order = rng.permutation(sizes["train"])
     details["num_clean"] = num_clean
-    return built, clean_ids, details
+    details["clean_order"] = order
+    return built, set(order[:num_clean].tolist()), details
+
+
+def nested_split_name(fraction: float) -> str:
+    """Split name of an extra clean set: 0.05 -> `clean_05`."""
+    return f"clean_{int(round(fraction * 100)):02d}"
 
 
 def convert(
@@ -260,6 +266,7 @@ def convert(
     num_train: Optional[int] = None,
     num_val: Optional[int] = None,
     num_test: Optional[int] = None,
+    nested_fractions: tuple[float, ...] = (),
 ) -> Conversion:
     """A digits_mosaic dataset as a `Conversion`.
 
@@ -269,13 +276,25 @@ def convert(
             split; the papers' settings are 0.05, 0.10 and 0.20.
         seed: int. Every random choice derives from it. Defaults to 0.
         num_train, num_val, num_test: int. Split sizes; default per variant.
+        nested_fractions: tuple of float. Extra clean splits, one per
+            fraction, named by `nested_split_name` (0.05 -> `clean_05`): the
+            same nested sets the `clean` split is at that `clean_fraction`,
+            so one dataset (and one feature cache) serves several fractions.
 
     Returns:
-        A `Conversion` of splits noisy, clean, clean_all, val and test.
+        A `Conversion` of splits noisy, clean, clean_all, val and test (and
+        the nested clean splits).
     """
     built, clean_ids, details = build(variant, clean_fraction, seed, num_train, num_val, num_test)
     sizes = details["sizes"]
     num_clean = details["num_clean"]
+    order = details.pop("clean_order")
+    nested = {}
+    for fraction in nested_fractions:
+        if not 0.0 < fraction <= 1.0:
+            raise ConversionError(f"nested clean fractions must be in (0, 1], got {fraction}")
+        nested[nested_split_name(fraction)] = set(order[: max(1, int(round(fraction * sizes["train"])))].tolist())
+    details["nested_clean_splits"] = {name: len(ids) for name, ids in nested.items()}
 
     def items() -> Iterator[Record]:
         images, true, noisy, _ = built["train"]
@@ -285,6 +304,9 @@ def convert(
             yield Record("noisy", image_id, noisy=y, true=t, image_array=image, origin=f"digits_mosaic:{image_id}")
             if i in clean_ids:
                 yield Record("clean", image_id, noisy=y, true=t, image_array=image, **verified)
+            for name, ids in nested.items():
+                if i in ids:
+                    yield Record(name, image_id, noisy=y, true=t, image_array=image, **verified)
             yield Record("clean_all", image_id, noisy=y, true=t, image_array=image, **verified)
         for split in ("val", "test"):
             images, true, noisy, _ = built[split]
@@ -301,7 +323,7 @@ def convert(
                     origin=f"digits_mosaic:{image_id}",
                 )
 
-    total = 2 * sizes["train"] + num_clean + sizes["val"] + sizes["test"]
+    total = 2 * sizes["train"] + num_clean + sum(map(len, nested.values())) + sizes["val"] + sizes["test"]
     return Conversion(
         classes=_classes(),
         multi_label=variant == "multi_label",

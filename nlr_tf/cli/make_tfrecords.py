@@ -56,6 +56,12 @@ _NUM_TRAIN = flags.DEFINE_integer(
 )
 _NUM_VAL = flags.DEFINE_integer("num_val", None, "digits_mosaic: validation images.", lower_bound=10)
 _NUM_TEST = flags.DEFINE_integer("num_test", None, "digits_mosaic: test images.", lower_bound=10)
+_NESTED_CLEAN_FRACTIONS = flags.DEFINE_list(
+    "nested_clean_fractions",
+    [],
+    "digits_mosaic: extra nested clean splits, e.g. 0.05,0.1,0.2 writes clean_05, clean_10, clean_20 "
+    "(train with --clean_split=clean_05).",
+)
 
 # === openimages ===
 _OPENIMAGES_DIR = flags.DEFINE_string(
@@ -217,7 +223,15 @@ def _digits_mosaic():
         num_train=_NUM_TRAIN.value,
         num_val=_NUM_VAL.value,
         num_test=_NUM_TEST.value,
+        nested_fractions=tuple(_float_list("nested_clean_fractions", _NESTED_CLEAN_FRACTIONS.value)),
     )
+
+
+def _float_list(name: str, values: list[str]) -> list[float]:
+    try:
+        return [float(v) for v in values]
+    except ValueError:
+        raise ConversionError(f"--{name} takes numbers, got {','.join(values)!r}") from None
 
 
 ADAPTERS = {

@@ -77,6 +77,13 @@ _MIX_RATIO = flags.DEFINE_string("mix_ratio", "", "noisy:clean examples per batc
 # === Running ===
 _CHECKPOINT_STEPS = flags.DEFINE_integer("checkpoint_steps", 500, "Steps between checkpoints.", lower_bound=1)
 _LOG_STEPS = flags.DEFINE_integer("log_steps", 50, "Steps between TensorBoard scalars.", lower_bound=1)
+_EVAL_SPLIT = flags.DEFINE_string("eval_split", "", "Split evaluated during training (e.g. val); empty: none.")
+_EVAL_STEPS = flags.DEFINE_integer(
+    "eval_steps",
+    0,
+    "Steps between evaluations on --eval_split (0: none); mAP/APall/top-1 go to MODEL_DIR/eval_SPLIT.",
+    lower_bound=0,
+)
 _STRATEGY = flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute strategy.")
 _TPU = flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
 _DEVICES = flags.DEFINE_list("devices", [], "Devices for --strategy=mirrored (default: all GPUs).")
@@ -119,6 +126,8 @@ def config_from_flags():
         clean_split=_CLEAN_SPLIT.value,
         checkpoint_steps=_CHECKPOINT_STEPS.value,
         log_steps=_LOG_STEPS.value,
+        eval_split=_EVAL_SPLIT.value,
+        eval_steps=_EVAL_STEPS.value,
         strategy=_STRATEGY.value,
         tpu=_TPU.value,
         devices=tuple(_DEVICES.value),

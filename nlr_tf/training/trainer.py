@@ -74,6 +74,8 @@ class TrainConfig:
     clean_split: str = "clean"
     checkpoint_steps: int = 500
     log_steps: int = 50
+    eval_split: str = ""
+    eval_steps: int = 0
     max_checkpoints: int = 3
     strategy: str = "default"
     tpu: str = ""
@@ -128,10 +130,16 @@ def check_config(config: TrainConfig) -> tuple[DatasetInfo, Method]:
                 f"--cleaning_pretrain_steps={config.cleaning_pretrain_steps} leaves no joint training in "
                 f"--train_steps={config.train_steps}"
             )
+    if config.eval_steps and not config.eval_split:
+        raise ConfigError("--eval_steps needs --eval_split")
+    if config.eval_split and not info.has_split(config.eval_split):
+        raise ConfigError(f"--eval_split={config.eval_split} is absent from {where}")
     if config.feature_cache and train_backbone(config, method, info):
         raise ConfigError("a feature cache holds frozen-backbone features: it needs --train_backbone=false")
     if config.train_steps < 1 or config.batch_size < 1 or config.checkpoint_steps < 1 or config.log_steps < 1:
         raise ConfigError("--train_steps, --batch_size, --checkpoint_steps and --log_steps must be >= 1")
+    if config.eval_steps < 0:
+        raise ConfigError(f"--eval_steps must be >= 0, got {config.eval_steps}")
     try:
         pipeline.mix_counts(config.batch_size, mix_ratio(config, method))
         resolve_weights(config.backbone, config.backbone_weights)
@@ -267,9 +275,35 @@ def _feature_cache(config: TrainConfig, info: DatasetInfo, method: Method, model
         raise ConfigError(str(e)) from None
 
 
+def _evaluate_split(model, data: DatasetInfo, config: TrainConfig) -> dict[str, float]:
+    """mAP, APall and top-1 of the model on `config.eval_split` (from the feature cache if training uses one)."""
+    from nlr_tf.evaluation import evaluator, metrics  # the evaluator loads models, so it imports the methods late
+
+    p = evaluator.predict(model, data, config.eval_split, backbone=config.backbone, image_size=config.image_size)
+    report = metrics.evaluate(p["scores"], p["verified_labels"], p["verified_mask"])
+    return {"mAP": report.map, "APall": report.ap_all, "top1": report.top1}
+
+
 def weights_checksum(model) -> float:
     """Sum of the absolute values of every weight: equal on workers that agree."""
     return float(sum(tf.reduce_sum(tf.abs(tf.cast(v, tf.float64))) for v in model.weights))
+
+
+EVAL_HISTORY_FILE = "eval_history.json"
+
+
+def _read_eval_history(model_dir: str) -> list[dict]:
+    """Evaluations of an interrupted run, so a resumed run keeps its whole curve."""
+    path = os.path.join(model_dir, EVAL_HISTORY_FILE)
+    if not os.path.isfile(path):
+        return []
+    with open(path) as f:
+        return json.load(f)
+
+
+def _write_eval_history(model_dir: str, history: list[dict]) -> None:
+    with open(os.path.join(model_dir, EVAL_HISTORY_FILE), "w") as f:
+        json.dump(history, f, indent=1)
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -352,6 +386,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
         if chief
         else tf.summary.create_noop_writer()
     )
+    eval_writer = None
+    if config.eval_steps and chief:
+        eval_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, f"eval_{config.eval_split}"))
+    if config.eval_split and not data.has_split(config.eval_split):
+        raise ConfigError(f"--eval_split={config.eval_split} is absent from the feature cache {data.path!r}")
+    # A resumed run keeps the evaluations up to its restored step.
+    eval_history = [e for e in _read_eval_history(config.model_dir) if e["step"] <= int(step.numpy())]
     loops = {}
     logs: dict[str, Any] = {}
     while int(step.numpy()) < config.train_steps:
@@ -360,6 +401,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         boundary = config.cleaning_pretrain_steps if phase == "pretrain" else config.train_steps
         next_checkpoint = (current // config.checkpoint_steps + 1) * config.checkpoint_steps
         num_steps = min(config.log_steps, boundary - current, next_checkpoint - current)
+        if config.eval_steps:
+            num_steps = min(num_steps, (current // config.eval_steps + 1) * config.eval_steps - current)
         if phase not in loops:
             step_fn = model.pretrain_step if phase == "pretrain" else model.train_step
             names = model.pretrain_loss_names if phase == "pretrain" else model.loss_names
@@ -376,14 +419,28 @@ def train(config: TrainConfig) -> dict[str, Any]:
             for part, opt in model.part_optimizers.items():
                 tf.summary.scalar(f"learning_rate/{part}", optim.current_learning_rate(opt))
         logging.info("step %d/%d %s", current, config.train_steps, " ".join(f"{k}={v:.4g}" for k, v in logs.items()))
+        if eval_writer is not None and (current % config.eval_steps == 0 or current == config.train_steps):
+            scores = _evaluate_split(model, data, config)
+            eval_history.append({"step": current, **scores})
+            with eval_writer.as_default(step=current):
+                for name, value in scores.items():
+                    tf.summary.scalar(name, value)
+            logging.info(
+                "step %d %s: %s", current, config.eval_split, " ".join(f"{k}={v:.4g}" for k, v in scores.items())
+            )
+            _write_eval_history(config.model_dir, eval_history)
         if current % config.checkpoint_steps == 0 or current == config.train_steps:
             manager.save(checkpoint_number=current)
     writer.flush()
+    if eval_writer is not None:
+        eval_writer.flush()
 
     # === Outputs ===
     if not chief:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     result = {"step": int(step.numpy()), "method": method.name, **logs, "weights_checksum": weights_checksum(model)}
+    if eval_history:
+        result["eval_history"] = eval_history
     if chief:
         model.save(os.path.join(config.model_dir, MODEL_FILE))
         with open(os.path.join(config.model_dir, RESULT_FILE), "w") as f:
