@@ -91,3 +91,49 @@ def test_benchmark_flagfiles_run_on_digits_mosaic(tmp_path):
         )
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert "for 4 steps" in proc.stdout
+
+
+_DIGITS_FLAGFILE = {
+    "noisy": "noisy",
+    "gt": "clean_upper",
+    "ft_whole": "ft_whole",
+    "ft_last": "ft_last",
+    "ft_mixed": "ft_mixed",
+    "lc_pretrained": "label_cleaning_pretrained",
+    "lc_joint": "label_cleaning_joint",
+    "nr_sigmoid": "nr_sigmoid",
+    "nr_tanh": "nr_tanh",
+    "nr_relu": "nr_relu",
+    "h_only": "h_only",
+    "g_only": "g_only",
+}
+
+
+def test_digits_flagfiles_carry_the_reproduction_settings():
+    """flags/digits_ml_* run by hand what nlr-reproduce runs (steps and paths aside)."""
+    from nlr_tf.reproduce import plan
+
+    shared = (plan.NOISY, plan.GT)
+    rows = [("ml", r) for r in shared + plan.MULTI_LABEL_ROWS + plan.MULTI_LABEL_ABLATIONS]
+    rows += [("sl", r) for r in shared + plan.SINGLE_LABEL_ROWS]
+    checked = 0
+    for variant, row in rows:
+        if row.key not in _DIGITS_FLAGFILE:
+            continue  # rows without a flagfile: clean_only, the whole-network extension
+        checked += 1
+        path = os.path.join(ROOT, "flags", f"digits_{variant}_{_DIGITS_FLAGFILE[row.key]}.cfg")
+        with flagsaver.flagsaver():
+            flags.FLAGS.unparse_flags()
+            flags.FLAGS(["nlr-train", f"--flagfile={path}", "--model_dir=/tmp/unused"])
+            config = train_cli.config_from_flags()
+        assert config.method == row.method, row.key
+        for key, value in row.config().items():
+            if key == "pretrain":
+                assert config.cleaning_pretrain_steps > 0, row.key
+            else:
+                assert getattr(config, key) == value, (row.key, key)
+        trains_backbone = config.train_backbone
+        if trains_backbone is None:  # the method's default, else the multi-label scheme's (frozen)
+            trains_backbone = bool(METHODS[row.method].train_backbone)
+        assert bool(trains_backbone) is (row.stage != "heads"), row.key
+    assert checked == 18

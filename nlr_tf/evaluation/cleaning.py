@@ -50,6 +50,7 @@ import tensorflow as tf
 import tqdm
 
 from nlr_tf.data import pipeline, schema
+from nlr_tf.evaluation import evaluator
 from nlr_tf.evaluation import suspects as suspects_lib
 from nlr_tf.evaluation.evaluator import load_trained_model
 from nlr_tf.models.label_cleaning_model import LabelCleaningModel
@@ -160,14 +161,10 @@ def _progress(total: int, desc: str, enabled: bool) -> tqdm.tqdm:
 
 
 def _images_dataset(info: schema.DatasetInfo, split: str) -> schema.DatasetInfo:
-    """The dataset of images whose records are copied: `info`, or a cache's source."""
-    if not info.feature_dim:
-        return info
-    source = info.provenance.get("feature_cache", {}).get("source_dataset", "")
-    try:
-        images = schema.load_dataset_info(source)
-    except schema.DatasetError as e:
-        raise CleaningError(f"{info.path!r} is a feature cache whose dataset of images cannot be read: {e}") from None
+    """The dataset of images whose records are copied: `info`, or a cache's source with the same records."""
+    images, why = evaluator.images_dataset(info)
+    if images is None:
+        raise CleaningError(f"{info.path!r} is a feature cache whose dataset of images cannot be read: {why}")
     images.split_files(split)
     if images.splits[split].num_records != info.splits[split].num_records:
         raise CleaningError(
