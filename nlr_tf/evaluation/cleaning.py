@@ -41,19 +41,16 @@ import datetime
 import json
 import os
 import shutil
-import sys
 from collections.abc import Sequence
 from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
-import tqdm
 
 from nlr_tf.data import pipeline, schema
 from nlr_tf.evaluation import evaluator
 from nlr_tf.evaluation import suspects as suspects_lib
 from nlr_tf.evaluation.evaluator import load_trained_model
-from nlr_tf.models.label_cleaning_model import LabelCleaningModel
 from tfrecords_tools.inspection import split_stats
 from tfrecords_tools.writer import atomic_output_dir
 
@@ -75,58 +72,9 @@ class CleaningError(ValueError):
 # === Predictions ===
 
 
-def predict_labels(
-    model,
-    info: schema.DatasetInfo,
-    split: str,
-    *,
-    backbone: str,
-    image_size: int = 0,
-    batch_size: int = 64,
-    progress: bool = False,
-) -> dict[str, np.ndarray]:
-    """Class scores, cleaned labels and labels of every record of `split`.
-
-    Features come from the backbone on the images, or from `info` itself
-    when it is a feature cache.
-
-    Returns:
-        dict of numpy arrays in the split's evaluation order: `id` [N]
-        (str), `noisy_labels`, `verified_labels`, `verified_mask`,
-        `true_labels` and `scores` [N, d], `has_true` [N], and for a
-        `LabelCleaningModel` `cleaned` [N, d] (c-hat).
-    """
-    ds = pipeline.make_split_dataset(
-        info,
-        split,
-        batch_size,
-        backbone=backbone,
-        image_size=image_size or None,
-        training=False,
-        with_ids=True,
-        with_true=True,
-    )
-    cleaning = isinstance(model, LabelCleaningModel)
-
-    @tf.function(reduce_retracing=True)
-    def forward(batch):
-        features = model.features(batch, training=False)
-        out = {"scores": model.scores_from_features(features)}
-        if cleaning:
-            out["cleaned"] = model.clean_labels(batch["noisy_labels"], features)
-        return out
-
-    label_keys = ("id", "noisy_labels", "verified_labels", "verified_mask", "true_labels", "has_true")
-    parts: dict[str, list] = {k: [] for k in (*label_keys, "scores", "cleaned")}
-    bar = _progress(info.splits[split].num_records, f"predicting {split}", progress)
-    for batch in ds:
-        for key, value in forward(batch).items():
-            parts[key].append(value.numpy())
-        for key in label_keys:
-            parts[key].append(batch[key].numpy())
-        bar.update(len(parts["id"][-1]))
-    bar.close()
-    out = {k: np.concatenate(v) for k, v in parts.items() if v}
+def predict_labels(model, info: schema.DatasetInfo, split: str, **kwargs) -> dict[str, np.ndarray]:
+    """`evaluator.predict`, with the image ids as str."""
+    out = evaluator.predict(model, info, split, **kwargs)
     out["id"] = np.array([i.decode("utf-8") for i in out["id"]], dtype=object)
     return out
 
@@ -144,17 +92,6 @@ def threshold_cleaned(cleaned: np.ndarray, threshold: float, multi_label: bool =
     out = np.zeros_like(cleaned, np.float32)
     out[rows, top] = cleaned[rows, top] > threshold
     return out
-
-
-def _progress(total: int, desc: str, enabled: bool) -> tqdm.tqdm:
-    return tqdm.tqdm(
-        total=total,
-        desc=desc,
-        unit="img",
-        disable=not enabled,
-        file=sys.stderr,
-        mininterval=0.1 if sys.stderr.isatty() else 5.0,
-    )
 
 
 # === Checks ===

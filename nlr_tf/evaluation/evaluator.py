@@ -16,16 +16,19 @@ TensorBoard events.
 import dataclasses
 import json
 import os
+import sys
 from typing import Any, Optional
 
 import keras
 import numpy as np
 import tensorflow as tf
+import tqdm
 
 from nlr_tf.data import pipeline
 from nlr_tf.data.schema import DatasetError, DatasetInfo, load_dataset_info
 from nlr_tf.evaluation import metrics, reports
 from nlr_tf.models import methods as _methods  # noqa: F401  (registers the model classes for loading)
+from nlr_tf.models.label_cleaning_model import LabelCleaningModel
 from nlr_tf.training.checkpoints import CONFIG_FILE, MODEL_FILE, CheckpointError, resolve_checkpoint
 from nlr_tf.training.trainer import RESULT_FILE
 
@@ -44,12 +47,25 @@ def load_trained_model(model_dir: str) -> tuple[keras.Model, dict[str, Any]]:
     return keras.saving.load_model(model_path, safe_mode=True), run_config
 
 
-def predict(model, info: DatasetInfo, split: str, *, backbone: str, image_size: int = 0, batch_size: int = 64):
+def predict(
+    model,
+    info: DatasetInfo,
+    split: str,
+    *,
+    backbone: str,
+    image_size: int = 0,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
     """Scores and labels of every record of `split`, in the split's order.
 
+    Features come from the backbone on the images, or from `info` itself
+    when it is a feature cache.
+
     Returns:
-        dict of numpy arrays: `scores`, `verified_labels`, `verified_mask`
-        [N, d], `true_labels` [N, d] and `has_true` [N], and `id` [N].
+        dict of numpy arrays: `scores`, `noisy_labels`, `verified_labels`,
+        `verified_mask`, `true_labels` [N, d], `has_true` [N], `id` [N]
+        (bytes), and for a `LabelCleaningModel` `cleaned` [N, d] (c-hat).
     """
     ds = pipeline.make_split_dataset(
         info,
@@ -61,18 +77,34 @@ def predict(model, info: DatasetInfo, split: str, *, backbone: str, image_size: 
         with_ids=True,
         with_true=True,
     )
-    if info.feature_dim:
-        forward = tf.function(lambda batch: model.scores_from_features(batch["features"]), reduce_retracing=True)
-    else:
-        forward = tf.function(lambda batch: model(batch["image"], training=False), reduce_retracing=True)
-    parts: dict[str, list] = {
-        k: [] for k in ("scores", "verified_labels", "verified_mask", "true_labels", "has_true", "id")
-    }
+    cleaning = isinstance(model, LabelCleaningModel)
+
+    @tf.function(reduce_retracing=True)
+    def forward(batch):
+        features = model.features(batch, training=False)
+        out = {"scores": model.scores_from_features(features)}
+        if cleaning:
+            out["cleaned"] = model.clean_labels(batch["noisy_labels"], features)
+        return out
+
+    label_keys = ("id", "noisy_labels", "verified_labels", "verified_mask", "true_labels", "has_true")
+    parts: dict[str, list] = {k: [] for k in (*label_keys, "scores", "cleaned")}
+    bar = tqdm.tqdm(
+        total=info.splits[split].num_records,
+        desc=f"predicting {split}",
+        unit="img",
+        disable=not progress,
+        file=sys.stderr,
+        mininterval=0.1 if sys.stderr.isatty() else 5.0,
+    )
     for batch in ds:
-        parts["scores"].append(forward(batch).numpy())
-        for key in ("verified_labels", "verified_mask", "true_labels", "has_true", "id"):
+        for key, value in forward(batch).items():
+            parts[key].append(value.numpy())
+        for key in label_keys:
             parts[key].append(batch[key].numpy())
-    return {k: np.concatenate(v) for k, v in parts.items()}
+        bar.update(len(parts["id"][-1]))
+    bar.close()
+    return {k: np.concatenate(v) for k, v in parts.items() if v}
 
 
 def per_category_map(per_class_ap: np.ndarray, info: DatasetInfo) -> dict[str, Optional[float]]:
