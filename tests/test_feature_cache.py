@@ -35,7 +35,7 @@ def toy(tmp_path_factory):
 
 def test_cache_holds_the_backbone_features_and_the_same_labels(toy):
     root, info, records, backbone, cache = toy
-    assert cache.feature_dim == 128 and set(cache.splits) == {"noisy", "clean", "val"}
+    assert cache.feature_dim == 64 and set(cache.splits) == {"noisy", "clean", "val"}
     assert cache.provenance["feature_cache"]["source_dataset"] == info.path
     images = pipeline.make_split_dataset(
         info, "val", 6, backbone="small_cnn", image_size=16, training=False, with_ids=True
@@ -137,7 +137,7 @@ def test_train_builds_the_cache_once_and_reuses_it(toy, tmp_path):
         "--splits=val",
         "--quiet",
     )
-    assert proc.returncode == 0 and "128-d features" in proc.stdout and "val=6" in proc.stdout
+    assert proc.returncode == 0 and "64-d features" in proc.stdout and "val=6" in proc.stdout
     bad = run_cli(
         "train", *args[:-1], "--train_steps=6", f"--model_dir={tmp_path / 'd'}", f"--feature_cache={tmp_path / 'c'}"
     )

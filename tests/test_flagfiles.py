@@ -1,8 +1,10 @@
-"""Every flagfile parses with nlr-train's flags; the benchmark's run end to end."""
+"""Every flagfile parses with nlr-train's flags; the benchmark's are nlr-reproduce's runs and run end to end."""
 
+import dataclasses
 import glob
 import os
 import re
+import shlex
 
 import pytest
 from absl import flags
@@ -11,8 +13,29 @@ from cli_util import ROOT, run_cli
 
 from nlr_tf.cli import train as train_cli  # noqa: F401  (defines the flags)
 from nlr_tf.models.methods import METHODS
+from nlr_tf.reproduce import flagfiles, plan, runner
 
 FLAGFILES = sorted(glob.glob(os.path.join(ROOT, "flags", "*.cfg")))
+DIGITS_FLAGFILES = sorted(glob.glob(os.path.join(ROOT, "flags", "digits_*.cfg")))
+# Every nlr-train row of the built-in benchmark's plan (the scikit-learn reference fits have no flagfile).
+DIGITS_ROWS = [
+    (variant, row)
+    for variant, rows in (
+        ("multi_label", (plan.NOISY, plan.GT) + plan.MULTI_LABEL_ROWS + plan.MULTI_LABEL_EXTRAS),
+        ("single_label", (plan.NOISY, plan.GT) + plan.SINGLE_LABEL_ROWS + plan.SINGLE_LABEL_EXTRAS),
+    )
+    for row in rows
+    if row.stage != "reference"
+]
+REGENERATE = "run `python -m nlr_tf.reproduce.flagfiles` to regenerate flags/digits_*.cfg"
+
+
+def _parse(path, *extra):
+    with flagsaver.flagsaver():
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["nlr-train", f"--flagfile={path}", "--model_dir=/tmp/unused", *extra])
+        assert flags.FLAGS.method in METHODS
+        return train_cli.config_from_flags()
 
 
 def test_there_is_a_flagfile_per_paper_configuration():
@@ -28,42 +51,79 @@ def test_there_is_a_flagfile_per_paper_configuration():
         "veit_openimages_ft_clean",
         "veit_openimages_ft_mixed",
     } <= names
-    assert {
-        f"digits_ml_{m}"
-        for m in (
-            "noisy",
-            "clean_upper",
-            "ft_whole",
-            "ft_last",
-            "ft_mixed",
-            "label_cleaning_joint",
-            "label_cleaning_pretrained",
-            "nr_sigmoid",
-            "h_only",
-            "g_only",
-        )
-    } <= names
+    assert {f"digits_{plan.SHORT[v]}_{r.key}" for v, r in DIGITS_ROWS} <= names
 
 
 @pytest.mark.parametrize("path", FLAGFILES, ids=lambda p: os.path.basename(p))
 def test_flagfile_parses_and_carries_its_command(path):
     text = open(path).read()
     assert re.search(rf"^#   nlr-train --flagfile=flags/{re.escape(os.path.basename(path))}", text, re.M)
-    with flagsaver.flagsaver():
-        flags.FLAGS.unparse_flags()
-        flags.FLAGS(["nlr-train", f"--flagfile={path}", "--model_dir=/tmp/unused"])
-        assert flags.FLAGS.method in METHODS
-        config = train_cli.config_from_flags()
-        assert config.dataset and config.train_steps > 0
-        if METHODS[config.method].init == "required":
-            assert config.init_checkpoint
+    config = _parse(path)
+    assert config.dataset and config.train_steps > 0
+    if METHODS[config.method].init == "required":
+        assert config.init_checkpoint
+
+
+def test_digits_flagfiles_are_generated_from_the_plan():
+    """flags/digits_*.cfg are exactly what nlr_tf.reproduce.flagfiles renders from the plan, and nothing else."""
+    texts = flagfiles.flagfiles()
+    assert sorted(texts) == sorted(flagfiles.flagfile_name(v, r) for v, r in DIGITS_ROWS)
+    on_disk = sorted(os.path.basename(p) for p in DIGITS_FLAGFILES)
+    assert on_disk == sorted(texts), f"flags/digits_*.cfg differ from the plan's rows: {REGENERATE}"
+    for name, text in texts.items():
+        with open(os.path.join(ROOT, "flags", name)) as f:
+            assert f.read() == text, f"flags/{name} is stale: {REGENERATE}"
+
+
+_PATHS = ("model_dir", "dataset", "init_checkpoint", "feature_cache")
+
+
+@pytest.mark.parametrize("variant,row", DIGITS_ROWS, ids=[f"{plan.SHORT[v]}_{r.key}" for v, r in DIGITS_ROWS])
+def test_digits_flagfile_is_the_reproduction_run(variant, row):
+    """A digits flagfile parses to the TrainConfig nlr-reproduce trains its row with (paths and grid rate aside)."""
+    budget = plan.FULL
+    config = _parse(os.path.join(ROOT, "flags", flagfiles.flagfile_name(variant, row)))
+    fraction = None if row.shared else budget.main_fraction
+    grid = budget.stage(row.stage).learning_rates
+    lr_fields = dict(row.lr_fields)
+    # The runner's config of this row's run (seed 0, the main fraction) at each rate of the stage's grid.
+    expected = [
+        runner.train_config(plan.Run(variant, budget.seeds[0], fraction, row, lr), "/out", budget, "/out/noisy")
+        for lr in grid
+    ]
+    for field in dataclasses.fields(config):
+        name = field.name
+        got, wanted = getattr(config, name), [getattr(e, name) for e in expected]
+        if name in _PATHS:
+            assert bool(got) == bool(wanted[0]), (name, got, wanted[0])
+        elif name in lr_fields and len(grid) > 1:
+            assert got in wanted, (name, got, wanted)
+        else:
+            assert got == wanted[0], (name, got, wanted[0])
+    # The grid's rates move together: the flagfile's rates are one run's.
+    assert any(all(getattr(config, f) == getattr(e, f) for f in lr_fields) for e in expected)
+    # The paths are the user's, and the ones the header's commands make.
+    assert config.dataset == f"out/digits_mosaic_{plan.SHORT[variant]}"
+    if config.init_checkpoint:
+        assert config.init_checkpoint == f"runs/digits_{plan.SHORT[variant]}_noisy"
+    if config.feature_cache:
+        assert config.feature_cache == f"runs/digits_{plan.SHORT[variant]}_noisy/features"
+    assert bool(config.init_checkpoint) is (row.stage != "scratch")
+    assert config.train_backbone is {"scratch": None, "whole": True, "heads": False}[row.stage]
+
+
+def _dataset_command(name):
+    """The nlr-make-tfrecords arguments in a digits flagfile's header."""
+    text = open(os.path.join(ROOT, "flags", name + ".cfg")).read()
+    command = shlex.split(re.search(r"^#   nlr-make-tfrecords (.*)$", text, re.M).group(1))
+    return [a for a in command if not a.startswith("--output_dir=")]
 
 
 def test_benchmark_flagfiles_run_on_digits_mosaic(tmp_path):
     data = tmp_path / "digits"
     proc = run_cli(
         "make_tfrecords",
-        "--source=digits_mosaic",
+        *_dataset_command("digits_ml_noisy"),
         "--num_train=400",
         "--num_val=20",
         "--num_test=20",
@@ -73,14 +133,11 @@ def test_benchmark_flagfiles_run_on_digits_mosaic(tmp_path):
     assert proc.returncode == 0, proc.stderr
     short = [f"--dataset={data}", "--train_steps=4", "--log_steps=2"]
     noisy = tmp_path / "noisy"
+    heads = [f"--init_checkpoint={noisy}", f"--feature_cache={tmp_path / 'fc'}"]
     for name, model_dir, extra in (
         ("digits_ml_noisy", noisy, []),
-        ("digits_ml_nr_sigmoid", tmp_path / "nr", [f"--init_checkpoint={noisy}", f"--feature_cache={tmp_path / 'fc'}"]),
-        (
-            "digits_ml_label_cleaning_pretrained",
-            tmp_path / "lc",
-            [f"--init_checkpoint={noisy}", f"--feature_cache={tmp_path / 'fc'}", "--cleaning_pretrain_steps=2"],
-        ),
+        ("digits_ml_nr_sigmoid", tmp_path / "nr", heads),
+        ("digits_ml_lc_pretrained", tmp_path / "lc", [*heads, "--cleaning_pretrain_steps=2"]),
     ):
         proc = run_cli(
             "train",
@@ -91,49 +148,3 @@ def test_benchmark_flagfiles_run_on_digits_mosaic(tmp_path):
         )
         assert proc.returncode == 0, proc.stderr[-2000:]
         assert "for 4 steps" in proc.stdout
-
-
-_DIGITS_FLAGFILE = {
-    "noisy": "noisy",
-    "gt": "clean_upper",
-    "ft_whole": "ft_whole",
-    "ft_last": "ft_last",
-    "ft_mixed": "ft_mixed",
-    "lc_pretrained": "label_cleaning_pretrained",
-    "lc_joint": "label_cleaning_joint",
-    "nr_sigmoid": "nr_sigmoid",
-    "nr_tanh": "nr_tanh",
-    "nr_relu": "nr_relu",
-    "h_only": "h_only",
-    "g_only": "g_only",
-}
-
-
-def test_digits_flagfiles_carry_the_reproduction_settings():
-    """flags/digits_ml_* run by hand what nlr-reproduce runs (steps and paths aside)."""
-    from nlr_tf.reproduce import plan
-
-    shared = (plan.NOISY, plan.GT)
-    rows = [("ml", r) for r in shared + plan.MULTI_LABEL_ROWS + plan.MULTI_LABEL_ABLATIONS]
-    rows += [("sl", r) for r in shared + plan.SINGLE_LABEL_ROWS]
-    checked = 0
-    for variant, row in rows:
-        if row.key not in _DIGITS_FLAGFILE:
-            continue  # rows without a flagfile: clean_only, the whole-network extension
-        checked += 1
-        path = os.path.join(ROOT, "flags", f"digits_{variant}_{_DIGITS_FLAGFILE[row.key]}.cfg")
-        with flagsaver.flagsaver():
-            flags.FLAGS.unparse_flags()
-            flags.FLAGS(["nlr-train", f"--flagfile={path}", "--model_dir=/tmp/unused"])
-            config = train_cli.config_from_flags()
-        assert config.method == row.method, row.key
-        for key, value in row.config().items():
-            if key == "pretrain":
-                assert config.cleaning_pretrain_steps > 0, row.key
-            else:
-                assert getattr(config, key) == value, (row.key, key)
-        trains_backbone = config.train_backbone
-        if trains_backbone is None:  # the method's default, else the multi-label scheme's (frozen)
-            trains_backbone = bool(METHODS[row.method].train_backbone)
-        assert bool(trains_backbone) is (row.stage != "heads"), row.key
-    assert checked == 18

@@ -7,12 +7,14 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from nlr_tf.models.backbones import small_cnn
 from nlr_tf.models.methods import METHODS, build_model
 
 D = 6
+FEATURE_DIM = small_cnn(16).output.shape[-1]
 
 
-def _batch(seed=0, batch=10, clean=2, feature_dim=128):
+def _batch(seed=0, batch=10, clean=2, feature_dim=FEATURE_DIM):
     rng = np.random.default_rng(seed)
     is_clean = np.r_[np.zeros(batch - clean), np.ones(clean)].astype(np.float32)
     mask = (rng.random((batch, D)) < 0.5).astype(np.float32) * is_clean[:, None]
@@ -129,3 +131,18 @@ def test_every_model_saves_and_loads_in_safe_mode(method, tmp_path):
     np.testing.assert_allclose(loaded(images).numpy(), model(images).numpy(), atol=1e-6)
     scores = model(images).numpy()
     assert scores.shape == (3, D) and scores.min() >= 0 and scores.max() <= 1
+
+
+def test_noise_regularization_serves_g_unless_h_is_trained_alone():
+    batch = _batch()
+    for alpha, use_noisy, served in ((0.2, True, "g"), (0.0, True, "h"), (0.0, False, "g")):
+        method = "noise_regularization" if use_noisy else "g_only"
+        model = _model(method, alpha=alpha)
+        assert model.serve == served and model.get_config()["serve"] == served
+        out = model.heads(batch["features"])
+        logits = out["clean_logits"] if served == "g" else out["noisy_logits"]  # c, or c + r
+        np.testing.assert_allclose(model.scores_from_features(batch["features"]), tf.sigmoid(logits), atol=1e-6)
+    copy = type(model).from_config(dict(model.get_config(), serve="h"))
+    assert copy.serve == "h"
+    with pytest.raises(ValueError, match="`serve` must be one of"):
+        type(model).from_config(dict(model.get_config(), serve="c"))

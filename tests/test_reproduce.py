@@ -13,6 +13,7 @@ TINY = ("--quick", "--step_scale=0.02", "--num_train=300", "--num_val=50", "--nu
 
 def _record(variant, row, fraction, seed, m, top1=0.0, label=None):
     return {
+        "stage": "heads",
         "variant": variant,
         "row": row,
         "label": label or row,
@@ -25,7 +26,7 @@ def _record(variant, row, fraction, seed, m, top1=0.0, label=None):
     }
 
 
-def test_gap_closed_means_over_seeds_and_checks():
+def test_gap_closed_means_over_seeds_and_claims():
     ml = "multi_label"
     records = [
         _record(ml, "noisy", None, 0, 0.60),
@@ -34,36 +35,89 @@ def test_gap_closed_means_over_seeds_and_checks():
         _record(ml, "gt", None, 1, 0.82),
         _record(ml, "nr_sigmoid", 0.05, 0, 0.70),
         _record(ml, "nr_sigmoid", 0.05, 1, 0.74),
+        _record(ml, "ft_last", 0.05, 0, 0.65),
+        _record(ml, "ft_last", 0.05, 1, 0.70),
         _record(ml, "ft_mixed", 0.05, 0, 0.65),
         _record(ml, "ft_mixed", 0.05, 1, 0.65),
         _record(ml, "lc_joint", 0.05, 0, 0.64),
         _record(ml, "lc_joint", 0.05, 1, 0.64),
+        _record(ml, "logreg_clean", 0.05, 0, 0.70),
+        _record(ml, "logreg_clean", 0.05, 1, 0.70),
     ]
     res = tables.Results(records)
     assert res.mean(ml, "noisy", 0.05, "mAP") == pytest.approx(0.61)  # shared rows count at every fraction
     assert res.std(ml, "nr_sigmoid", 0.05, "mAP") == pytest.approx(0.02)
     assert res.gap_closed(ml, "nr_sigmoid", 0.05, "mAP") == pytest.approx((0.72 - 0.61) / (0.81 - 0.61))
     assert res.cell(ml, "nr_sigmoid", 0.05, "mAP") == "72.00 ± 2.00"
-    held = {c["claim"]: c["held"] for c in tables.checks(res)}
-    assert held["nr_sigmoid at or above every baseline in mAP at every clean fraction"] is True
-    assert held["lc_joint at or above ft_mixed in mAP"] is False
-    assert held["the best method closes at least half of the noisy-to-clean gap at 5 % clean"] is True
+    # Seed-paired differences: nr − ft_last is +0.05 and +0.04; SE = std(ddof=1) / sqrt(2) = 0.005.
+    d = res.difference(ml, "nr_sigmoid", "ft_last", 0.05, "mAP")
+    assert d["mean"] == pytest.approx(0.045) and d["se"] == pytest.approx(0.005) and d["significant"] is True
+    d = res.difference(ml, "nr_sigmoid", "ft_mixed", 0.05, "mAP")  # +0.05, +0.09: SE 0.02, mean 0.07 > 0.04
+    assert d["significant"] is True
+    claims = {c["claim"]: c for c in tables.claims(res, 0.05)}
+    nr = claims["Hu T2: nr_sigmoid above FT-L, FT-M, Veit WP and TJ in mAP at every clean fraction"]
+    assert nr["held"] is True and nr["beyond_2se"] is True and "ft_last: 5 %: +4.50 (SE 0.50" in nr["detail"]
+    assert claims["Hu T2: nr_tanh above FT-L, FT-M, Veit WP and TJ in mAP at every clean fraction"]["held"] is None
+    # ft_last is 2.5 points below the clean-set logistic regression: the protocol check fails.
+    assert claims["protocol: ft_last within 0.5 mAP of (or above) the clean-set logistic regression"]["held"] is False
     # No gap when the upper bound is not above the baseline: the share is undefined, not a large number.
     flipped = [dict(r, mAP=0.5) if r["row"] == "gt" else r for r in records]
     assert tables.Results(flipped).gap_closed(ml, "nr_sigmoid", 0.05, "mAP") is None
 
 
-def test_plan_covers_every_row_and_shares_the_noisy_model():
+def test_rank_agreement_between_two_reproductions():
+    ml = "multi_label"
+    order = ["noisy", "ft_whole", "ft_last", "ft_mixed", "lc_pretrained", "lc_joint", "nr_sigmoid", "nr_tanh"]
+    order += ["nr_relu", "gt"]
+    a = [_record(ml, row, None if row in ("noisy", "gt") else 0.1, 0, 0.5 + 0.01 * i) for i, row in enumerate(order)]
+    same = tables.rank_agreement(tables.Results(a), tables.Results(a))
+    assert same["hu_table2"] == pytest.approx(1.0) and same["hu_table4"] is None
+    reversed_ = [dict(r, mAP=1.0 - r["mAP"]) for r in a]
+    assert tables.rank_agreement(tables.Results(a), tables.Results(reversed_))["hu_table2"] == pytest.approx(-1.0)
+
+
+def test_plan_covers_every_row_under_one_protocol():
     runs = plan.make_plan(plan.FULL)
     names = [r.name for r in runs]
     assert len(names) == len(set(names))
     ml = [r for r in runs if r.variant == "multi_label" and r.seed == 0]
-    assert {r.row.key for r in ml if r.fraction == 0.05} == {r.key for r in plan.MULTI_LABEL_ROWS}
-    assert {r.row.key for r in ml if r.fraction == 0.10} >= {"h_only", "g_only"}
-    assert all(names.index(r.init) < names.index(r.name) for r in runs if r.init)
+    for fraction in plan.FULL.fractions:
+        expected = {r.key for r in plan.MULTI_LABEL_ROWS + plan.MULTI_LABEL_REFERENCES if not r.shared}
+        assert {r.row.key for r in ml if r.fraction == fraction} >= expected
+    assert {r.row.key for r in ml if r.fraction == 0.10} >= {"h_only", "g_only", "nr_sigmoid_whole"}
+    cells = [r.cell for r in runs]
+    assert all(cells.index(r.init) < cells.index(r.cell) for r in runs if r.init)
     assert {r.clean_split for r in ml if r.row.key == "gt"} == {"clean_all"}
     assert {r.clean_split for r in ml if r.fraction == 0.20} == {"clean_20"}
     assert len({r.seed for r in runs}) == 3
+    # The grid seed runs every rate of a stage's grid; the other seeds one run, its rate chosen later.
+    grid = plan.FULL.heads.learning_rates
+    assert len(grid) >= 3 and max(grid) / min(grid) >= 10
+    ft_last = [r for r in runs if r.row.key == "ft_last" and r.fraction == 0.05 and r.variant == "multi_label"]
+    assert sorted(r.learning_rate for r in ft_last if r.seed == 0) == sorted(grid)
+    assert [r.learning_rate for r in ft_last if r.seed != 0] == [None, None]
+    # Single-label rows train once from scratch, as the clean-only model does (Hu, Clothing1M).
+    sl = {r.row.key: r for r in runs if r.variant == "single_label" and r.fraction == 0.10}
+    assert {sl[k].row.stage for k in ("nr_sigmoid", "h_only", "g_only", "clean_only")} == {"scratch"}
+    assert sl["nr_sigmoid"].init is None and sl["nr_sigmoid_from_noisy"].init.endswith("shared/noisy")
+    assert {r.fraction for r in runs if r.variant == "single_label" and r.seed == 0} >= {0.02, 0.05, 0.10}
+
+
+def test_every_row_trains_under_its_stage_rules(tmp_path):
+    from nlr_tf.reproduce.runner import train_config
+
+    for run in plan.make_plan(plan.FULL):
+        if run.row.stage == "reference" or run.learning_rate is None:
+            continue
+        stage = plan.FULL.stage(run.row.stage)
+        config = train_config(run, str(tmp_path), plan.FULL, "noisy_dir" if run.init else "")
+        pretrain = plan.FULL.cleaning_pretrain_steps if dict(run.row.settings).get("pretrain") else 0
+        assert config.train_steps - pretrain == stage.max_steps and config.cleaning_pretrain_steps == pretrain
+        assert (config.eval_split, config.eval_steps) == ("val", stage.eval_steps)
+        assert config.early_stopping_patience == stage.patience and config.restore_best
+        assert config.batch_size == stage.batch_size
+        assert config.learning_rate in {f * run.learning_rate for f in (1.0, 10.0)}
+        assert config.feature_cache.endswith("features") == (run.row.stage == "heads")
 
 
 def test_tiny_reproduction_through_the_cli(tmp_path):
@@ -73,32 +127,38 @@ def test_tiny_reproduction_through_the_cli(tmp_path):
     results = json.loads((out / "results.json").read_text())
     runs = results["runs"]
     expected = plan.make_plan(plan.QUICK.scaled(0.02))
-    assert len(runs) == len(expected)
+    assert len(runs) == len({r.cell for r in expected})
     for run in runs:
-        assert 0.0 <= run["mAP"] <= 1.0 and 0.0 <= run["APall"] <= 1.0
+        assert run["grid"] and run["val"] == max(g["val"] for g in run["grid"])
+        if run["stage"] == "reference":
+            continue
         assert os.path.isfile(out / run["model_dir"] / "model.keras")
         metrics = json.loads((out / run["model_dir"] / "eval_test" / "metrics.json").read_text())
         assert metrics["num_images"] == 100 and metrics["mAP"] == run["mAP"]
-    assert any(run["eval_history"] for run in runs if run["row"] == "nr_tanh")
+        history = json.loads((out / run["model_dir"] / "eval_history.json").read_text())
+        metric = "mAP" if run["variant"] == "multi_label" else "top1"
+        assert run["best_step"] == max(history, key=lambda e: (e[metric], -e["step"]))["step"]
+    assert {len(r["grid"]) for r in runs if r["stage"] == "heads"} == {len(plan.QUICK.heads.learning_rates)}
     md = (out / "results.md").read_text()
-    for heading in ("Table 2: multi-label", "Veit et al. 2017, Table 2", "Table 4: single-label", "Table 5"):
+    for heading in ("Table 2: multi-label", "Veit et al. 2017, Table 2", "Table 4: single-label", "Table 5", "Protocol"):
         assert heading in md
-    assert "nlr-reproduce --output_dir=" in md and "gap closed" in md and "## Expected outcomes" in md
-    assert len(results["checks"]) == 8
-    for plot in ("map_vs_clean_fraction.png", "training_curves.png"):
-        assert (out / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "nlr-reproduce --output_dir=" in md and "gap closed" in md and "## Claims" in md
+    assert {c["claim"] for c in results["checks"]} == {c["claim"] for c in tables.claims(tables.Results(runs), 0.1)}
+    assert (out / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Proposed (sigmoid)" in proc.stdout and "[  1/" in proc.stdout
 
-    # Started again, it reuses every finished run and writes the same tables.
-    proc = run_cli("reproduce", f"--output_dir={out}", *TINY, timeout=300)
+    # Started again, it reuses every finished run and writes the same tables; compared with itself, rows agree.
+    proc = run_cli("reproduce", f"--output_dir={out}", *TINY, f"--compare_to={out / 'results.json'}", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("reused") == len(expected)
-    assert json.loads((out / "results.json").read_text())["aggregate"] == results["aggregate"]
+    again = json.loads((out / "results.json").read_text())
+    assert again["aggregate"] == results["aggregate"]
+    assert all(v is None or v == pytest.approx(1.0) for v in again["rank_agreement"].values())
 
     # Other settings in the same folder: a clear error, not a mixed table.
     proc = run_cli("reproduce", f"--output_dir={out}", "--quick", "--num_train=400", timeout=300)
     assert proc.returncode == 1 and "nlr-reproduce: error:" in proc.stderr and "other settings" in proc.stderr
-    assert json.loads((out / "results.json").read_text())["aggregate"] == results["aggregate"]
+    assert json.loads((out / "results.json").read_text())["aggregate"] == again["aggregate"]
 
 
 def test_bad_flags():

@@ -161,3 +161,63 @@ def test_bad_configurations_fail_at_start_with_one_clear_line(dataset, noisy_run
 def test_a_model_dir_of_another_run_is_refused(dataset, noisy_run):
     with pytest.raises(ConfigError, match="holds a run with method='noisy'"):
         train(_config(dataset, noisy_run, method="clean"))
+
+
+def test_best_evaluation_and_patience_on_a_hand_made_history():
+    from nlr_tf.training.trainer import best_evaluation, patience_exhausted
+
+    history = [{"step": s, "mAP": v} for s, v in ((10, 0.5), (20, 0.7), (30, 0.7), (40, 0.6), (50, 0.65))]
+    assert best_evaluation(history, "mAP")["step"] == 20  # a tie keeps the earliest
+    assert best_evaluation(history, "mAP", after=20)["step"] == 30  # pretraining evaluations are not candidates
+    assert best_evaluation(history, "mAP", after=50) is None
+    assert patience_exhausted(history, "mAP", 3) and not patience_exhausted(history, "mAP", 4)
+    assert not patience_exhausted(history, "mAP", 0)
+    # After step 20 the best is step 30, with two later evaluations (40 and 50).
+    assert patience_exhausted(history, "mAP", 2, after=20) and not patience_exhausted(history, "mAP", 3, after=20)
+
+
+def test_early_stopping_keeps_the_best_validation_weights_and_stays_stopped(dataset, tmp_path):
+    from nlr_tf.data.schema import load_dataset_info
+    from nlr_tf.evaluation.evaluator import evaluate, load_trained_model
+
+    config = TrainConfig(
+        method="noisy",
+        dataset=dataset,
+        model_dir=str(tmp_path / "es"),
+        image_size=16,
+        batch_size=20,
+        learning_rate=3e-3,
+        train_steps=300,
+        log_steps=5,
+        checkpoint_steps=100,
+        eval_split="val",
+        eval_steps=5,
+        early_stopping_patience=2,
+        restore_best=True,
+        deterministic=True,
+    )
+    result = train(config)
+    history = result["eval_history"]
+    best = max(history, key=lambda e: (e["mAP"], -e["step"]))
+    assert result["best_step"] == best["step"] and result["best_mAP"] == best["mAP"]
+    # Toy labels are random: validation mAP stops improving long before 300 steps.
+    assert result["stopped_early"] and result["step"] < 300
+    assert [e["step"] for e in history] == list(range(5, result["step"] + 1, 5))
+    assert sum(e["step"] > best["step"] for e in history) == 2
+    # model.keras holds the best evaluation's weights, not the last step's.
+    model, run_config = load_trained_model(config.model_dir)
+    metrics = evaluate(model, load_dataset_info(dataset), "val", backbone="small_cnn", image_size=16)
+    assert metrics["mAP"] == pytest.approx(best["mAP"], abs=1e-6)
+    assert metrics["mAP"] != pytest.approx(history[-1]["mAP"], abs=1e-6) or history[-1]["step"] == best["step"]
+    # Started again, a stopped run does not train further.
+    again = train(config)
+    assert again["step"] == result["step"] and again["best_step"] == best["step"]
+
+
+def test_early_stopping_needs_an_evaluation(dataset, tmp_path):
+    config = TrainConfig(
+        method="noisy", dataset=dataset, model_dir=str(tmp_path / "x"), image_size=16, early_stopping_patience=3
+    )
+    with pytest.raises(ConfigError, match="need --eval_split and --eval_steps"):
+        train(config)
+    assert not os.path.exists(tmp_path / "x")

@@ -1,9 +1,9 @@
 r"""nlr-clean-labels: cleaned labels and a ranked list of suspected label errors.
 
 Examples:
-  nlr-clean-labels --model_dir=runs/digits_ml_label_cleaning_joint --dataset=out/digits_mosaic_ml_10 \
-      --output_dir=out/digits_mosaic_ml_10_cleaned
-  nlr-clean-labels --model_dir=runs/digits_ml_noisy --dataset=out/digits_mosaic_ml_10 \
+  nlr-clean-labels --model_dir=runs/digits_ml_lc_joint --dataset=out/digits_mosaic_ml \
+      --output_dir=out/digits_mosaic_ml_cleaned
+  nlr-clean-labels --model_dir=runs/digits_ml_noisy --dataset=out/digits_mosaic_ml \
       --output_dir=out/digits_ml_noisy_suspects --max_suspects=1000
 
 Writes into --output_dir (which appears only when complete):

@@ -1,7 +1,7 @@
 r"""nlr-eval: the papers' metrics and reports of a trained model on a dataset split.
 
 Example:
-  nlr-eval --model_dir=runs/digits_ml_nr_sigmoid --dataset=out/digits_mosaic_ml_10 --split=test \
+  nlr-eval --model_dir=runs/digits_ml_nr_sigmoid --dataset=out/digits_mosaic_ml --split=test \
       --baseline_model_dir=runs/digits_ml_noisy
 
 Prints mAP, APall and top-1 (against verified labels; unverified entries

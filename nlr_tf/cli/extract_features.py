@@ -1,7 +1,7 @@
 r"""nlr-extract-features: caches a frozen backbone's pooled features.
 
 Examples:
-  nlr-extract-features --model_dir=runs/noisy --dataset=out/digits_mosaic_ml_10 \
+  nlr-extract-features --model_dir=runs/noisy --dataset=out/digits_mosaic_ml \
       --output_dir=runs/noisy/features_10
   nlr-extract-features --backbone=inception_v3 --backbone_weights=imagenet \
       --dataset=data/openimages_v1 --output_dir=cache/inception_imagenet

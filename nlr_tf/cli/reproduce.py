@@ -20,7 +20,7 @@ import time
 from absl import app, flags
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "out/reproduce", "Folder for data, runs and results.")
-_QUICK = flags.DEFINE_bool("quick", False, "One seed and fewer steps (about 10 minutes on 2 CPU cores).")
+_QUICK = flags.DEFINE_bool("quick", False, "One seed, fewer images and fractions, the same protocol (under 10 minutes on 2 CPU cores).")
 _SEEDS = flags.DEFINE_list("seeds", None, "Training seeds (default: 0 with --quick, else 0,1,2).")
 _STEP_SCALE = flags.DEFINE_float("step_scale", 1.0, "Multiplies every step count (a smoke test: 0.02).", lower_bound=0)
 _VARIANTS = flags.DEFINE_list(
@@ -28,6 +28,9 @@ _VARIANTS = flags.DEFINE_list(
 )
 _NUM_TRAIN = flags.DEFINE_integer("num_train", None, "digits_mosaic training images (default 12000).", lower_bound=100)
 _NUM_VAL = flags.DEFINE_integer("num_val", None, "digits_mosaic validation images (default 2000).", lower_bound=20)
+_COMPARE_TO = flags.DEFINE_string(
+    "compare_to", "", "A results.json (e.g. docs/results.json): print the rank agreement of each table's rows with it."
+)
 _NUM_TEST = flags.DEFINE_integer("num_test", None, "digits_mosaic test images (default 4000).", lower_bound=20)
 
 
@@ -41,6 +44,11 @@ def _check_seeds(values):
     return values is None or (bool(values) and all(v.isdigit() for v in values))
 
 
+@flags.validator("compare_to", message="--compare_to must name an existing results.json")
+def _check_compare_to(value):
+    return not value or os.path.isfile(value)
+
+
 @flags.validator("step_scale", message="--step_scale must be above 0")
 def _check_scale(value):
     return value > 0
@@ -50,6 +58,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     import dataclasses
+    import json
 
     from nlr_tf.data.schema import DatasetError
     from nlr_tf.reproduce import plan
@@ -77,7 +86,11 @@ def main(argv):
     except (ReproduceError, ConfigError, DatasetError) as e:
         print(f"nlr-reproduce: error: {e}", file=sys.stderr)
         return 1
-    tables = write_results(output_dir, records, budget, command, time.perf_counter() - start)
+    reference = None
+    if _COMPARE_TO.value:
+        with open(_COMPARE_TO.value) as f:
+            reference = json.load(f)
+    tables = write_results(output_dir, records, budget, command, time.perf_counter() - start, reference)
     print()
     print(tables)
     minutes = (time.perf_counter() - start) / 60

@@ -1,8 +1,8 @@
 r"""nlr-train: trains a method or baseline on a dataset folder.
 
 Examples:
-  nlr-train --flagfile=flags/digits_ml_noisy.cfg --dataset=out/digits_ml_10 --model_dir=runs/noisy
-  nlr-train --flagfile=flags/digits_ml_noise_regularization.cfg --dataset=out/digits_ml_10 \
+  nlr-train --flagfile=flags/digits_ml_noisy.cfg --dataset=out/digits_mosaic_ml --model_dir=runs/noisy
+  nlr-train --flagfile=flags/digits_ml_nr_sigmoid.cfg --dataset=out/digits_mosaic_ml \
       --init_checkpoint=runs/noisy --model_dir=runs/nr_sigmoid --activation=sigmoid
 
 Started again with the same command, a run resumes from the last checkpoint
@@ -84,6 +84,18 @@ _EVAL_STEPS = flags.DEFINE_integer(
     "Steps between evaluations on --eval_split (0: none); mAP/APall/top-1 go to MODEL_DIR/eval_SPLIT.",
     lower_bound=0,
 )
+_EVAL_METRIC = flags.DEFINE_enum(
+    "eval_metric", "", ["", "mAP", "APall", "top1"], "Metric that picks the best evaluation ('': mAP, or top1 if single-label)."
+)
+_EARLY_STOPPING_PATIENCE = flags.DEFINE_integer(
+    "early_stopping_patience",
+    0,
+    "Stop after this many evaluations without a better --eval_metric (0: train every step).",
+    lower_bound=0,
+)
+_RESTORE_BEST = flags.DEFINE_bool(
+    "restore_best", False, "The final model.keras holds the weights of the best evaluation, not the last step."
+)
 _STRATEGY = flags.DEFINE_enum("strategy", "default", list(STRATEGIES), "tf.distribute strategy.")
 _TPU = flags.DEFINE_string("tpu", "", "TPU name or address for --strategy=tpu.")
 _DEVICES = flags.DEFINE_list("devices", [], "Devices for --strategy=mirrored (default: all GPUs).")
@@ -128,6 +140,9 @@ def config_from_flags():
         log_steps=_LOG_STEPS.value,
         eval_split=_EVAL_SPLIT.value,
         eval_steps=_EVAL_STEPS.value,
+        eval_metric=_EVAL_METRIC.value,
+        early_stopping_patience=_EARLY_STOPPING_PATIENCE.value,
+        restore_best=_RESTORE_BEST.value,
         strategy=_STRATEGY.value,
         tpu=_TPU.value,
         devices=tuple(_DEVICES.value),

@@ -7,6 +7,8 @@ from nlr_tf.models.base_model import NoisyLabelModel
 from nlr_tf.models.clean_residual_heads import CleanResidualHeads
 from nlr_tf.models.losses import masked_bce_with_logits
 
+SERVED_OUTPUTS = ("g", "h")
+
 
 @keras.saving.register_keras_serializable(package="nlr_tf")
 class NoiseRegularizationModel(NoisyLabelModel):
@@ -15,7 +17,9 @@ class NoiseRegularizationModel(NoisyLabelModel):
     `g = sigma(c)` is fit to verified labels on the clean set D_c (`L_clean`)
     and `h = sigma(c + r)` to noisy labels on the noisy set D_n (`L_noise`),
     both by binary cross-entropy; the objective is `alpha L_clean + L_noise`.
-    Inference uses g. `alpha = 0` trains h alone; `use_noisy=False` trains g
+    Inference uses g (`serve="g"`). `alpha = 0` trains h alone, and since
+    `L_clean` then no longer pins c down, c alone is undetermined: such a
+    model serves `h = sigma(c + r)` (`serve="h"`). `use_noisy=False` trains g
     alone on the clean set, with objective `L_clean` (the paper's two
     ablations).
 
@@ -27,6 +31,9 @@ class NoiseRegularizationModel(NoisyLabelModel):
         alpha: float. Weight of `L_clean`. Defaults to 0.2.
         use_noisy: bool. Whether `L_noise` is part of the objective (False:
             g alone, `alpha` unused). Defaults to True.
+        serve: str. The output the model scores with: "g" (sigma(c)) or "h"
+            (sigma(c + r)). Defaults to "h" when h is trained alone
+            (`alpha = 0` with `use_noisy`), else "g".
         **kwargs: standard model arguments.
 
     Reference:
@@ -38,11 +45,24 @@ class NoiseRegularizationModel(NoisyLabelModel):
     loss_names = ("loss", "clean_loss", "noise_loss")
 
     def __init__(
-        self, backbone, num_classes, hidden_dim=512, activation="sigmoid", alpha=0.2, use_noisy=True, **kwargs
+        self,
+        backbone,
+        num_classes,
+        hidden_dim=512,
+        activation="sigmoid",
+        alpha=0.2,
+        use_noisy=True,
+        serve=None,
+        **kwargs,
     ):
         super().__init__(backbone, num_classes, **kwargs)
         if alpha < 0:
             raise ValueError(f"`alpha` must be >= 0. Received: alpha={alpha}")
+        if serve is None:
+            serve = "h" if use_noisy and alpha == 0 else "g"
+        if serve not in SERVED_OUTPUTS:
+            raise ValueError(f"`serve` must be one of {SERVED_OUTPUTS}. Received: serve={serve}")
+        self.serve = serve
         self.hidden_dim = hidden_dim
         self.activation = activation
         self.alpha = float(alpha)
@@ -54,7 +74,7 @@ class NoiseRegularizationModel(NoisyLabelModel):
         self.built = True
 
     def scores_from_features(self, features):
-        return tf.sigmoid(self.heads(features)["clean_logits"])
+        return tf.sigmoid(self.heads(features)["clean_logits" if self.serve == "g" else "noisy_logits"])
 
     def part_layers(self):
         return {"backbone": [self.backbone], "heads": [self.heads]}
@@ -82,6 +102,7 @@ class NoiseRegularizationModel(NoisyLabelModel):
                 "activation": self.activation,
                 "alpha": self.alpha,
                 "use_noisy": self.use_noisy,
+                "serve": self.serve,
             }
         )
         return config

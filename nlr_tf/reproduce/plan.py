@@ -1,22 +1,37 @@
-"""What `nlr-reproduce` trains: the rows of the papers' tables on digits_mosaic.
+"""What `nlr-reproduce` trains: the rows of the papers' tables on digits_mosaic, under one protocol.
 
 The schemes follow the papers' training details (SPEC §1.4):
 
 - multi-label (Hu Table 2, Veit Table 2, Hu Table 5's mAP/APall columns):
   the `noisy` backbone is trained on every noisy label; each method then
   trains only its heads on that frozen backbone, through a feature cache
-  built once per clean fraction. `ft_whole` fine-tunes the whole network on
-  the clean set; `gt` (Hu's "Backbone (GT)") trains from scratch on every
-  training image's verified labels and is the upper bound.
-- single-label (Hu Table 4, Hu Table 5's top-1 column): the whole network
-  is trained jointly, starting from the noisy model; `clean_only` trains from
-  scratch on the clean set alone (Hu's "ResNet50 (Clean)").
+  built once per seed. `ft_whole` fine-tunes the whole network on the clean
+  set; `gt` (Hu's "Backbone (GT)") trains from scratch on every training
+  image's verified labels and is the upper bound. Two reference rows fit
+  scikit-learn's logistic regression, one per class, on the cached features
+  (clean set alone; noisy labels alone): the same model class as `ft_last`,
+  solved to convergence.
+- single-label (Hu Table 4, Hu Table 5's top-1 column): every method trains
+  the whole network once, from the same starting point as the clean-only
+  model (Hu: ImageNet for Clothing1M; here: scratch). The two-step runs that
+  start from the noisy model are extra, labelled rows.
 
-The clean sets of the three fractions are nested, and the noisy, val, test
-and `clean_all` splits do not depend on the fraction, so each variant has one
-dataset holding every fraction's clean split (`clean_05`, `clean_10`,
-`clean_20`); `noisy` and `gt` are trained once per seed and shared by every
-fraction, and the multi-label heads of a seed share one feature cache.
+The protocol (the same rules for every row of a stage):
+
+- a stage is how a row trains: `scratch` (the whole network from random
+  init), `whole` (the whole network from the noisy model) or `heads` (heads
+  on the frozen backbone's feature cache). Each stage has one maximum step
+  count, one evaluation interval on `val`, one patience (evaluations without
+  a better validation metric before stopping) and one learning-rate grid;
+- every run reports the test metrics of its best-`val` weights
+  (`--restore_best`);
+- where a stage's grid has several rates, each row's rate is chosen on
+  `val`, on the grid seeds; the other seeds reuse the first grid seed's
+  choice for that row, variant and fraction.
+
+The clean sets of every fraction are nested and live in one dataset per
+variant (`clean_01` ... `clean_20`); `noisy`, `val`, `test` and `clean_all`
+do not depend on the fraction, so `noisy` and `gt` are trained once per seed.
 """
 
 import dataclasses
@@ -24,9 +39,9 @@ from typing import Any, Optional
 
 from tfrecords_tools.digits_mosaic import nested_split_name
 
-FRACTIONS = (0.05, 0.10, 0.20)
 VARIANTS = ("multi_label", "single_label")
 SHORT = {"multi_label": "ml", "single_label": "sl"}
+STAGES = ("scratch", "whole", "heads", "reference")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,216 +51,201 @@ class Row:
     Args:
         key: str. Row id, also the run folder name.
         label: str. The row's name in the papers' tables.
-        method: str. `--method`.
-        stage: str. "scratch" (from random init), "heads" (heads on the
-            frozen noisy backbone's feature cache) or "whole" (whole network,
-            from the noisy model).
-        steps: str. Which `Budget` field sets its step count.
-        settings: dict. Further `TrainConfig` fields.
+        method: str. `--method` (for `reference` rows, which labels the
+            logistic regression fits: "clean" or "noisy").
+        stage: str. One of `STAGES`.
+        settings: tuple of (field, value). Further `TrainConfig` fields.
+        lr_fields: tuple of (field, factor). The `TrainConfig` learning
+            rates set from the stage's grid value (times the factor).
+        shared: bool. Trained once per seed, for every clean fraction.
     """
 
     key: str
     label: str
     method: str
     stage: str
-    steps: str
     settings: tuple = ()
+    lr_fields: tuple = (("learning_rate", 1.0),)
+    shared: bool = False
 
     def config(self) -> dict[str, Any]:
         return dict(self.settings)
 
 
-def _row(key, label, method, stage, steps, **settings) -> Row:
-    return Row(key, label, method, stage, steps, tuple(sorted(settings.items())))
+def _row(key, label, method, stage, lr_fields=(("learning_rate", 1.0),), shared=False, **settings) -> Row:
+    return Row(key, label, method, stage, tuple(sorted(settings.items())), lr_fields, shared)
 
 
-_HEAD = dict(learning_rate=1e-3, batch_size=40)
-# Whole network from the noisy model: new heads at 1e-3, the backbone at ft_whole's 1e-4
-# (see flags/digits_sl_nr_sigmoid.cfg).
-_WHOLE = dict(_HEAD, backbone_learning_rate=1e-4)
-# Veit's 0.015 (RMSProp) collapses the cleaning net under Adam; see flags/digits_ml_label_cleaning_joint.cfg.
-_CLEANING = dict(_HEAD, cleaning_learning_rate=1e-3, cleaning_joint_learning_rate=1e-3)
+# Veit's cleaning net and classifier share the grid's rate: Veit's 0.015 (RMSProp) collapses the cleaning
+# net under Adam (see flags/digits_ml_lc_joint.cfg), and Hu re-tuned Veit's rates on COCO.
+_CLEANING_LR = (("learning_rate", 1.0), ("cleaning_learning_rate", 1.0), ("cleaning_joint_learning_rate", 1.0))
+# A whole network from the noisy model with new heads: heads at ten times the backbone's rate.
+_NEW_HEADS_LR = (("learning_rate", 10.0), ("backbone_learning_rate", 1.0))
 
-# Shared rows: trained once per seed and variant.
-NOISY = _row("noisy", "Backbone (Noisy)", "noisy", "scratch", "backbone_steps", learning_rate=1e-3, batch_size=64)
-GT = _row(
-    "gt",
-    "Backbone (GT)",
-    "clean",
-    "scratch",
-    "backbone_steps",
-    learning_rate=1e-3,
-    batch_size=64,
-    clean_split="clean_all",
-)
+NOISY = _row("noisy", "Backbone (Noisy)", "noisy", "scratch", shared=True)
+GT = _row("gt", "Backbone (GT)", "clean", "scratch", shared=True, clean_split="clean_all")
 
+NR_ACTIVATIONS = ("sigmoid", "tanh", "relu")
 MULTI_LABEL_ROWS = (
-    _row("ft_whole", "Backbone (Noisy-FT-W)", "ft_whole", "whole", "finetune_steps", learning_rate=1e-4, batch_size=40),
-    _row("ft_last", "Backbone (Noisy-FT-L)", "ft_last", "heads", "head_steps", **_HEAD),
-    _row("ft_mixed", "Backbone (Noisy-FT-M)", "ft_mixed", "heads", "head_steps", **_HEAD),
-    _row("lc_pretrained", "Veit et al. (WP)", "label_cleaning", "heads", "head_steps", pretrain=True, **_CLEANING),
-    _row("lc_joint", "Veit et al. (TJ)", "label_cleaning", "heads", "head_steps", **_CLEANING),
-    _row(
-        "nr_sigmoid",
-        "Proposed (sigmoid)",
-        "noise_regularization",
-        "heads",
-        "head_steps",
-        activation="sigmoid",
-        alpha=0.2,
-        **_HEAD,
+    _row("ft_whole", "Backbone (Noisy-FT-W)", "ft_whole", "whole"),
+    _row("ft_last", "Backbone (Noisy-FT-L)", "ft_last", "heads"),
+    _row("ft_mixed", "Backbone (Noisy-FT-M)", "ft_mixed", "heads"),
+    _row("lc_pretrained", "Veit et al. (WP)", "label_cleaning", "heads", _CLEANING_LR, pretrain=True),
+    _row("lc_joint", "Veit et al. (TJ)", "label_cleaning", "heads", _CLEANING_LR),
+    *(
+        _row(f"nr_{a}", f"Proposed ({a if a != 'relu' else 'ReLU'})", "noise_regularization", "heads", activation=a)
+        for a in NR_ACTIVATIONS
     ),
-    _row(
-        "nr_tanh",
-        "Proposed (tanh)",
-        "noise_regularization",
-        "heads",
-        "head_steps",
-        activation="tanh",
-        alpha=0.2,
-        **_HEAD,
-    ),
-    _row(
-        "nr_relu",
-        "Proposed (ReLU)",
-        "noise_regularization",
-        "heads",
-        "head_steps",
-        activation="relu",
-        alpha=0.2,
-        **_HEAD,
-    ),
-    # Not in Hu's Table 2: Hu trains the heads on a fixed backbone and notes that training the entire
-    # network may do better; this row does, with the single-label rows' settings.
+    # Hu Table 5's ablations, run at every fraction for the regime map.
+    _row("h_only", "training h alone", "noise_regularization", "heads", activation="sigmoid", alpha=0.0),
+    _row("g_only", "training g alone", "g_only", "heads", activation="sigmoid"),
+)
+MULTI_LABEL_REFERENCES = (
+    _row("logreg_clean", "Logistic regression on the cached features (clean set)", "clean", "reference"),
+    _row("logreg_noisy", "Logistic regression on the cached features (noisy labels)", "noisy", "reference", shared=True),
+)
+# Not in Hu's Table 2 (Hu trains heads on a fixed backbone and notes that training the entire network
+# might do better): at the ablation fraction only.
+MULTI_LABEL_EXTRAS = (
     _row(
         "nr_sigmoid_whole",
-        "Proposed (sigmoid), whole network",
+        "Proposed (sigmoid), whole network from the noisy model",
         "noise_regularization",
         "whole",
-        "whole_steps",
+        _NEW_HEADS_LR,
         activation="sigmoid",
-        alpha=0.2,
-        **_WHOLE,
     ),
-)
-# Hu Table 5's ablations, at the ablation fraction only.
-MULTI_LABEL_ABLATIONS = (
-    _row(
-        "h_only",
-        "training h alone",
-        "noise_regularization",
-        "heads",
-        "head_steps",
-        activation="sigmoid",
-        alpha=0.0,
-        **_HEAD,
-    ),
-    _row("g_only", "training g alone", "g_only", "heads", "head_steps", activation="sigmoid", **_HEAD),
 )
 SINGLE_LABEL_ROWS = (
-    _row("clean_only", "Backbone (Clean)", "clean", "scratch", "clean_only_steps", learning_rate=1e-3, batch_size=40),
-    _row("ft_whole", "Fine-tune (clean set)", "ft_whole", "whole", "finetune_steps", learning_rate=1e-4, batch_size=40),
-    _row(
-        "nr_sigmoid",
-        "Proposed (sigmoid)",
-        "noise_regularization",
-        "whole",
-        "whole_steps",
-        activation="sigmoid",
-        alpha=0.2,
-        **_WHOLE,
-    ),
-    _row(
-        "h_only",
-        "training h alone",
-        "noise_regularization",
-        "whole",
-        "whole_steps",
-        activation="sigmoid",
-        alpha=0.0,
-        **_WHOLE,
-    ),
-    _row(
-        "g_only",
-        "training g alone",
-        "g_only",
-        "whole",
-        "whole_steps",
-        activation="sigmoid",
-        **_WHOLE,
-    ),
+    _row("clean_only", "Backbone (Clean)", "clean", "scratch"),
+    _row("ft_whole", "Fine-tune (clean set)", "ft_whole", "whole"),
+    _row("nr_sigmoid", "Proposed (sigmoid)", "noise_regularization", "scratch", activation="sigmoid"),
+    _row("h_only", "training h alone", "noise_regularization", "scratch", activation="sigmoid", alpha=0.0),
+    _row("g_only", "training g alone", "g_only", "scratch", activation="sigmoid"),
+)
+# The earlier two-step scheme (whole network from the noisy model), kept as labelled extra rows.
+SINGLE_LABEL_EXTRAS = tuple(
+    _row(f"{key}_from_noisy", f"{label}, from the noisy model", method, "whole", _NEW_HEADS_LR, **settings)
+    for key, label, method, settings in (
+        ("nr_sigmoid", "Proposed (sigmoid)", "noise_regularization", {"activation": "sigmoid"}),
+        ("h_only", "training h alone", "noise_regularization", {"activation": "sigmoid", "alpha": 0.0}),
+        ("g_only", "training g alone", "g_only", {"activation": "sigmoid"}),
+    )
 )
 
 
 @dataclasses.dataclass(frozen=True)
-class Budget:
-    """How much `nlr-reproduce` trains.
+class Stage:
+    """How every row of one stage trains.
 
     Args:
-        seeds: tuple of int. Training seeds; each configuration runs once per seed.
-        backbone_steps: int. `noisy` and `gt` backbones (batch 64).
-        head_steps: int. Heads on the feature cache (batch 40).
-        finetune_steps: int. `ft_whole` (batch 40).
-        whole_steps: int. Single-label methods from the noisy model (batch 40).
-        clean_only_steps: int. The single-label clean-only model from scratch.
-        curve_steps: int. Steps between the validation evaluations drawn as
-            training curves (Hu Fig. 4); 0 for none.
-        fractions: tuple of float. Clean fractions (multi-label).
-        single_label_fraction: float. Clean fraction of the single-label runs.
-        ablation_fraction: float. Clean fraction of the multi-label ablations.
+        max_steps: int. The most steps a run may take.
+        eval_steps: int. Steps between evaluations on `val`.
+        patience: int. Evaluations without a better validation metric
+            before a run stops.
+        batch_size: int. Global batch (a multiple of 10, for 9:1 batches).
+        learning_rates: tuple of float. The grid; one value is a fixed choice.
+    """
+
+    max_steps: int
+    eval_steps: int
+    patience: int
+    batch_size: int
+    learning_rates: tuple[float, ...]
+
+    def scaled(self, scale: float) -> "Stage":
+        steps = max(2, int(round(self.max_steps * scale)))
+        return dataclasses.replace(self, max_steps=steps, eval_steps=max(1, min(self.eval_steps, steps // 2)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """How much `nlr-reproduce` trains, and on what.
+
+    Args:
+        seeds: tuple of int. Training seeds.
+        grid_seeds: tuple of int. Seeds whose runs search the learning-rate
+            grids; the other seeds reuse the first grid seed's choices.
+        scratch, whole, heads: `Stage`. See the module docstring.
+        cleaning_pretrain_steps: int. Veit's pretraining of the cleaning net
+            on the clean set alone, before (and outside) the joint budget.
+        fractions: tuple of float. Multi-label clean fractions.
+        sl_fractions: tuple of float. Single-label clean fractions; the
+            first `sl_regime_seeds` seeds run them, every seed runs
+            `main_fraction`.
+        sl_regime_seeds: int. See `sl_fractions`.
+        main_fraction: float. The fraction of the single-label table, the
+            ablations' table and the extra rows.
+        extras: bool. Whether to train the extra rows (not in the papers' tables).
+        image_sizes: tuple of (variant, side). The side the images are
+            resized to for the network: single digits keep their detail at
+            16 px (the scans are 8x8) and train four times faster than at 32.
         dataset_sizes: (train, val, test) or None for the benchmark's defaults.
     """
 
     seeds: tuple[int, ...] = (0, 1, 2)
-    backbone_steps: int = 1000
-    head_steps: int = 1000
-    finetune_steps: int = 300
-    whole_steps: int = 600
-    clean_only_steps: int = 1000
-    curve_steps: int = 100
-    fractions: tuple[float, ...] = FRACTIONS
-    single_label_fraction: float = 0.10
-    ablation_fraction: float = 0.10
+    grid_seeds: tuple[int, ...] = (0,)
+    scratch: Stage = Stage(max_steps=4000, eval_steps=200, patience=4, batch_size=60, learning_rates=(1e-3,))
+    whole: Stage = Stage(max_steps=2000, eval_steps=100, patience=4, batch_size=40, learning_rates=(1e-4,))
+    heads: Stage = Stage(max_steps=6000, eval_steps=200, patience=5, batch_size=40, learning_rates=(1e-3, 3e-3, 1e-2))
+    cleaning_pretrain_steps: int = 1000
+    fractions: tuple[float, ...] = (0.01, 0.02, 0.05, 0.10, 0.20)
+    sl_fractions: tuple[float, ...] = (0.02, 0.05, 0.10)
+    sl_regime_seeds: int = 1
+    main_fraction: float = 0.10
+    extras: bool = True
+    image_sizes: tuple = (("multi_label", 32), ("single_label", 16))
     dataset_sizes: Optional[tuple[int, int, int]] = None
 
+    def stage(self, name: str) -> Stage:
+        return getattr(self, name)
+
     def scaled(self, scale: float) -> "Budget":
-        """Every step count times `scale` (at least 2 steps)."""
-        fields = ("backbone_steps", "head_steps", "finetune_steps", "whole_steps", "clean_only_steps", "curve_steps")
-        return dataclasses.replace(self, **{f: max(2, int(round(getattr(self, f) * scale))) for f in fields})
+        """Every step count times `scale` (a smoke test)."""
+        return dataclasses.replace(
+            self,
+            scratch=self.scratch.scaled(scale),
+            whole=self.whole.scaled(scale),
+            heads=self.heads.scaled(scale),
+            cleaning_pretrain_steps=max(1, int(round(self.cleaning_pretrain_steps * scale))),
+        )
 
 
 FULL = Budget()
+# One seed and fewer images (not fewer steps per image): the same protocol, a smaller problem.
 QUICK = Budget(
     seeds=(0,),
-    backbone_steps=400,
-    head_steps=300,
-    finetune_steps=100,
-    whole_steps=200,
-    clean_only_steps=300,
-    curve_steps=50,
+    grid_seeds=(0,),
+    scratch=Stage(max_steps=1000, eval_steps=100, patience=2, batch_size=60, learning_rates=(1e-3,)),
+    whole=Stage(max_steps=600, eval_steps=50, patience=2, batch_size=40, learning_rates=(1e-4,)),
+    heads=Stage(max_steps=2000, eval_steps=100, patience=3, batch_size=40, learning_rates=(1e-3, 1e-2)),
+    cleaning_pretrain_steps=500,
+    fractions=(0.10,),
+    sl_fractions=(0.10,),
+    main_fraction=0.10,
+    extras=False,
+    dataset_sizes=(4000, 1000, 1000),
 )
 
 
 @dataclasses.dataclass(frozen=True)
 class Run:
-    """One training run of the plan.
+    """One training (or reference) run of the plan.
 
     Args:
         variant: str. "multi_label" or "single_label".
         seed: int. Training seed.
-        fraction: float or None. Clean fraction; None for runs shared by every fraction.
+        fraction: float or None. Clean fraction; None for shared rows.
         row: `Row`.
-        steps: int. Training steps.
-        curve_steps: int. Steps between validation evaluations during
-            training (a training curve); 0 for none.
+        learning_rate: float or None. The grid value; None for reference
+            rows, and for a non-grid seed's run before its rate is chosen.
     """
 
     variant: str
     seed: int
     fraction: Optional[float]
     row: Row
-    steps: int
-    curve_steps: int = 0
+    learning_rate: Optional[float] = None
 
     @property
     def clean_split(self) -> str:
@@ -254,13 +254,18 @@ class Run:
         )
 
     @property
-    def name(self) -> str:
+    def cell(self) -> str:
+        """The run's table cell: variant/seed/fraction/row."""
         where = "shared" if self.fraction is None else fraction_name(self.fraction)
         return f"{SHORT[self.variant]}/seed{self.seed}/{where}/{self.row.key}"
 
     @property
+    def name(self) -> str:
+        return self.cell if self.learning_rate is None else f"{self.cell}/lr{self.learning_rate:g}"
+
+    @property
     def init(self) -> Optional[str]:
-        """Name of the run this one starts from (the same seed's noisy model)."""
+        """The cell of the run this one starts from (the same seed's noisy model)."""
         if self.row.stage == "scratch":
             return None
         return f"{SHORT[self.variant]}/seed{self.seed}/shared/noisy"
@@ -270,33 +275,49 @@ def fraction_name(fraction: float) -> str:
     return f"clean{int(round(fraction * 100)):02d}"
 
 
+def _cells(budget: Budget, variant: str, seed: int) -> list[tuple[Optional[float], Row]]:
+    cells: list[tuple[Optional[float], Row]] = [(None, NOISY), (None, GT)]
+    if variant == "multi_label":
+        cells += [(None, r) for r in MULTI_LABEL_REFERENCES if r.shared]
+        for fraction in budget.fractions:
+            cells += [(fraction, r) for r in MULTI_LABEL_ROWS + MULTI_LABEL_REFERENCES if not r.shared]
+            if fraction == budget.main_fraction and budget.extras:
+                cells += [(fraction, r) for r in MULTI_LABEL_EXTRAS]
+    else:
+        regime = seed in budget.seeds[: budget.sl_regime_seeds]
+        for fraction in budget.sl_fractions:
+            if fraction == budget.main_fraction or regime:
+                cells += [(fraction, r) for r in SINGLE_LABEL_ROWS]
+            if fraction == budget.main_fraction and budget.extras:
+                cells += [(fraction, r) for r in SINGLE_LABEL_EXTRAS]
+    return cells
+
+
 def make_plan(budget: Budget, variants=VARIANTS) -> list[Run]:
-    """Every run, in an order where each run's noisy model is trained first."""
+    """Every run, in an order where each run's noisy model, and the grid seeds' choices, come first.
+
+    A stage with one learning rate gives every seed one run at that rate; a
+    grid gives the grid seeds one run per rate, and the other seeds one run
+    whose rate (None here) the runner takes from the first grid seed's choice.
+    """
     runs = []
+    seeds = [s for s in budget.seeds if s in budget.grid_seeds] + [s for s in budget.seeds if s not in budget.grid_seeds]
     for variant in variants:
-        for seed in budget.seeds:
-            for row in (NOISY, GT):
-                runs.append(Run(variant, seed, None, row, getattr(budget, row.steps)))
-            if variant == "multi_label":
-                for fraction in budget.fractions:
-                    rows = MULTI_LABEL_ROWS
-                    if fraction == budget.ablation_fraction:
-                        rows += MULTI_LABEL_ABLATIONS
-                    for row in rows:
-                        # Hu Fig. 4: each activation's training curve at the smallest clean fraction.
-                        curve = (
-                            budget.curve_steps if row.key.startswith("nr_") and fraction == min(budget.fractions) else 0
-                        )
-                        runs.append(Run(variant, seed, fraction, row, getattr(budget, row.steps), curve))
-            else:
-                fraction = budget.single_label_fraction
-                for row in SINGLE_LABEL_ROWS:
-                    runs.append(Run(variant, seed, fraction, row, getattr(budget, row.steps)))
+        for seed in seeds:
+            for fraction, row in _cells(budget, variant, seed):
+                if row.stage == "reference":
+                    runs.append(Run(variant, seed, fraction, row))
+                    continue
+                grid = budget.stage(row.stage).learning_rates
+                if len(grid) == 1 or seed in budget.grid_seeds:
+                    runs += [Run(variant, seed, fraction, row, lr) for lr in grid]
+                else:
+                    runs.append(Run(variant, seed, fraction, row, None))
     return runs
 
 
 def dataset_fractions(budget: Budget, variant: str) -> tuple[float, ...]:
     """The clean fractions a variant's dataset holds a clean split for."""
     if variant == "multi_label":
-        return tuple(sorted(set(budget.fractions) | {budget.ablation_fraction}))
-    return (budget.single_label_fraction,)
+        return tuple(sorted(set(budget.fractions) | {budget.main_fraction}))
+    return tuple(sorted(set(budget.sl_fractions) | {budget.main_fraction}))

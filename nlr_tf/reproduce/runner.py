@@ -21,6 +21,7 @@ from absl import logging
 from nlr_tf.data.schema import DatasetInfo, load_dataset_info
 from nlr_tf.reproduce.plan import SHORT, Budget, Run, dataset_fractions, make_plan
 from nlr_tf.training.trainer import TrainConfig, train
+from tfrecords_tools import __version__ as CONVERTER_VERSION
 from tfrecords_tools.digits_mosaic import nested_split_name
 
 DATA_SEED = 0  # one benchmark dataset; the seeds vary training
@@ -46,7 +47,7 @@ def build_datasets(output_dir: str, budget: Budget, variants, log: Callable[[str
         arguments = {
             "source": "digits_mosaic",
             "variant": variant,
-            "clean_fraction": budget.ablation_fraction if variant == "multi_label" else budget.single_label_fraction,
+            "clean_fraction": budget.main_fraction,
             "nested_clean_fractions": list(fractions),
             "seed": DATA_SEED,
             "num_train": sizes[0],
@@ -54,13 +55,14 @@ def build_datasets(output_dir: str, budget: Budget, variants, log: Callable[[str
             "num_test": sizes[2],
         }
         if os.path.isfile(os.path.join(path, "dataset.json")):
-            if load_dataset_info(path).provenance.get("arguments") == arguments:
+            provenance = load_dataset_info(path).provenance
+            if provenance.get("arguments") == arguments and provenance.get("converter_version") == CONVERTER_VERSION:
                 continue
             raise ReproduceError(f"{path} holds a dataset built with other settings: use another --output_dir")
         log(f"building {path}")
         conversion = digits_mosaic.convert(
             variant,
-            arguments["clean_fraction"],
+            budget.main_fraction,
             DATA_SEED,
             *sizes,
             nested_fractions=fractions,
@@ -73,7 +75,7 @@ def feature_cache_dir(output_dir: str, run: Run) -> str:
     return os.path.join(output_dir, "runs", run.init, "features")
 
 
-def build_feature_cache(output_dir: str, run: Run, budget: Budget, log: Callable[[str], None]) -> None:
+def build_feature_cache(output_dir: str, run: Run, noisy_dir: str, budget: Budget, log: Callable[[str], None]) -> None:
     """What `nlr-extract-features` does, for the splits the heads train and are evaluated on."""
     from nlr_tf.data.feature_cache import extract_features
     from nlr_tf.evaluation.evaluator import load_trained_model
@@ -82,7 +84,6 @@ def build_feature_cache(output_dir: str, run: Run, budget: Budget, log: Callable
     path = feature_cache_dir(output_dir, run)
     if os.path.isfile(os.path.join(path, "dataset.json")):
         return
-    noisy_dir = os.path.join(output_dir, "runs", run.init)
     log(f"extracting features of {noisy_dir}")
     model, run_config = load_trained_model(noisy_dir)
     splits = ["noisy", "val", "test"] + [nested_split_name(f) for f in dataset_fractions(budget, run.variant)]
@@ -99,34 +100,45 @@ def build_feature_cache(output_dir: str, run: Run, budget: Budget, log: Callable
     keras.backend.clear_session()
 
 
-def train_config(run: Run, output_dir: str) -> TrainConfig:
-    """The `TrainConfig` of one run of the plan."""
+def train_config(run: Run, output_dir: str, budget: Budget, init_dir: str = "") -> TrainConfig:
+    """The `TrainConfig` of one run of the plan: its row's settings under its stage's rules.
+
+    Args:
+        init_dir: str. The model dir of the noisy run it starts from, if any.
+    """
+    stage = budget.stage(run.row.stage)
     settings = run.row.config()
     pretrain = settings.pop("pretrain", False)
     settings["clean_split"] = run.clean_split
+    settings.update({field: factor * run.learning_rate for field, factor in run.row.lr_fields})
+    pretrain_steps = budget.cleaning_pretrain_steps if pretrain else 0
     config = TrainConfig(
         method=run.row.method,
         dataset=dataset_dir(output_dir, run.variant),
         model_dir=run_dir(output_dir, run),
         backbone="small_cnn",
+        image_size=dict(budget.image_sizes)[run.variant],
         optimizer="adam",
-        train_steps=run.steps,
-        checkpoint_steps=max(run.steps // 2, 1),
-        log_steps=min(50, run.steps),
+        batch_size=stage.batch_size,
+        # Veit's pretraining runs before, and outside, the joint budget that every row of the stage shares.
+        train_steps=pretrain_steps + stage.max_steps,
+        cleaning_pretrain_steps=pretrain_steps,
+        checkpoint_steps=stage.max_steps,
+        log_steps=min(50, stage.eval_steps),
+        eval_split="val",
+        eval_steps=stage.eval_steps,
+        early_stopping_patience=stage.patience,
+        restore_best=True,
         seed=run.seed,
         **settings,
     )
     if run.init:
-        config.init_checkpoint = os.path.join(output_dir, "runs", run.init)
+        config.init_checkpoint = init_dir
     if run.row.stage == "heads":
         config.train_backbone = False
         config.feature_cache = feature_cache_dir(output_dir, run)
     elif run.row.stage == "whole":
         config.train_backbone = True
-    if pretrain:
-        config.cleaning_pretrain_steps = max(1, run.steps // 4)
-    if run.curve_steps:
-        config.eval_split, config.eval_steps = "val", run.curve_steps
     return config
 
 
@@ -135,31 +147,60 @@ def run_dir(output_dir: str, run: Run) -> str:
 
 
 PLAN_FILE = "reproduce_run.json"  # the run's TrainConfig as the plan made it
+METRICS_FILE = os.path.join("eval_test", "metrics.json")
 
 
-def _claim_run_dir(config: TrainConfig) -> None:
-    """Records the plan's config in the run dir; refuses a dir that holds another run."""
-    wanted = json.loads(json.dumps(dataclasses.asdict(config)))
-    path = os.path.join(config.model_dir, PLAN_FILE)
+def _claim_run_dir(model_dir: str, wanted: dict[str, Any]) -> None:
+    """Records the plan's settings in the run dir; refuses a dir that holds another run."""
+    wanted = json.loads(json.dumps(wanted))
+    path = os.path.join(model_dir, PLAN_FILE)
     if os.path.isfile(path):
         with open(path) as f:
             if json.load(f) == wanted:
                 return
-    elif not os.path.exists(config.model_dir):
-        os.makedirs(config.model_dir)
+    elif not os.path.exists(model_dir):
+        os.makedirs(model_dir)
         with open(path, "w") as f:
             json.dump(wanted, f, indent=1)
         return
-    raise ReproduceError(f"{config.model_dir} holds a run with other settings: use another --output_dir")
+    raise ReproduceError(f"{model_dir} holds a run with other settings: use another --output_dir")
 
 
-def evaluate_run(config: TrainConfig) -> dict[str, Any]:
-    """Test metrics of a finished run, from the feature cache when it trained on one (same numbers, no backbone)."""
+def _write_json(path: str, value: Any) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def _train_and_evaluate(config: TrainConfig) -> dict[str, Any]:
+    """Trains one run (resuming if interrupted) and returns its test metrics and its best validation result."""
     from nlr_tf.evaluation.evaluator import evaluate, load_trained_model
 
+    result = train(config)
     model, run_config = load_trained_model(config.model_dir)
     info: DatasetInfo = load_dataset_info(config.feature_cache or config.dataset)
-    return evaluate(model, info, "test", backbone=run_config["backbone"], image_size=run_config.get("image_size", 0))
+    metrics = evaluate(model, info, "test", backbone=run_config["backbone"], image_size=run_config.get("image_size", 0))
+    metric = "mAP" if info.multi_label else "top1"
+    metrics.update(
+        val=result[f"best_{metric}"],
+        best_step=result["best_step"],
+        stopped_early=result["stopped_early"],
+        eval_history=result["eval_history"],
+    )
+    keras.backend.clear_session()
+    return metrics
+
+
+def _reference(run: Run, output_dir: str) -> dict[str, Any]:
+    """The logistic-regression reference row of a run: fit on the cache's train split, scored on val and test."""
+    from nlr_tf.evaluation.linear_reference import logistic_regression_reference
+
+    cache = load_dataset_info(feature_cache_dir(output_dir, run))
+    split = run.clean_split if run.row.method == "clean" else "noisy"
+    scores = logistic_regression_reference(cache, split, run.row.method, eval_splits=("val", "test"))
+    metric = "mAP" if cache.multi_label else "top1"
+    return {**scores["test"], "val": scores["val"][metric], "best_step": None, "stopped_early": None, "eval_history": []}
 
 
 def run_plan(
@@ -169,24 +210,46 @@ def run_plan(
     *,
     out: TextIO = sys.stdout,
 ) -> list[dict[str, Any]]:
-    """Trains and evaluates every run (on the datasets `build_datasets` wrote); returns one record per run."""
+    """Trains and evaluates every run (on the datasets `build_datasets` wrote).
+
+    Returns:
+        One record per table cell (variant, seed, fraction, row): the run its
+        learning-rate choice selected, with `grid`, every rate's validation
+        metric.
+    """
 
     def log(message: str) -> None:
         print(message, file=out, flush=True)
 
     runs = make_plan(budget, variants)
-    records = []
+    cells: dict[str, list[dict[str, Any]]] = {}  # cell -> the records of its runs so far
     logging.set_verbosity(logging.WARNING)
     start_all = time.perf_counter()
+
+    def selected(cell: str) -> dict[str, Any]:
+        """The run of `cell` with the best validation metric (the smallest rate on ties)."""
+        return max(cells[cell], key=lambda r: (r["val"], -(r["learning_rate"] or 0.0)))
+
+    def chosen_rate(run: Run) -> float:
+        grid_cell = run.cell.replace(f"/seed{run.seed}/", f"/seed{budget.grid_seeds[0]}/", 1)
+        return selected(grid_cell)["learning_rate"]
+
     for i, run in enumerate(runs, 1):
-        config = train_config(run, output_dir)
-        metrics_path = os.path.join(config.model_dir, "eval_test", "metrics.json")
+        if run.learning_rate is None and run.row.stage != "reference":
+            run = dataclasses.replace(run, learning_rate=chosen_rate(run))
         where = "" if run.fraction is None else f" {100 * run.fraction:g}% clean"
-        prefix = f"[{i:>3}/{len(runs)}] {run.variant} seed {run.seed}{where}: {run.row.label} ({run.steps} steps)"
-        _claim_run_dir(config)
+        rate = "" if run.learning_rate is None else f", lr {run.learning_rate:g}"
+        prefix = f"[{i:>3}/{len(runs)}] {run.variant} seed {run.seed}{where}: {run.row.label}{rate}"
+        model_dir = run_dir(output_dir, run)
+        metrics_path = os.path.join(model_dir, METRICS_FILE)
         start = time.perf_counter()
-        if run.row.stage == "heads":
-            build_feature_cache(output_dir, run, budget, log)
+        if run.row.stage == "reference":
+            _claim_run_dir(model_dir, {"row": run.row.key, "fraction": run.fraction, "split": run.clean_split})
+        else:
+            config = train_config(run, output_dir, budget, selected(run.init)["model_dir_abs"] if run.init else "")
+            _claim_run_dir(model_dir, dataclasses.asdict(config))
+        if run.row.stage in ("heads", "reference"):
+            build_feature_cache(output_dir, run, selected(run.init)["model_dir_abs"], budget, log)
         if os.path.isfile(metrics_path):
             with open(metrics_path) as f:
                 metrics = json.load(f)
@@ -194,26 +257,17 @@ def run_plan(
         else:
             log(f"{prefix} ...")
             keras.utils.set_random_seed(run.seed * 1000 + i)
-            train(config)
-            metrics = evaluate_run(config)
-            os.makedirs(os.path.dirname(metrics_path), exist_ok=True)
-            with open(metrics_path + ".tmp", "w") as f:
-                json.dump(metrics, f, indent=1)
-            os.replace(metrics_path + ".tmp", metrics_path)
-            keras.backend.clear_session()
+            metrics = _reference(run, output_dir) if run.row.stage == "reference" else _train_and_evaluate(config)
+            _write_json(metrics_path, metrics)
             state = f"{time.perf_counter() - start:.0f} s"
-        history = []
-        history_path = os.path.join(config.model_dir, "eval_history.json")
-        if run.curve_steps and os.path.isfile(history_path):
-            with open(history_path) as f:
-                history = json.load(f)
-        headline = (
-            f"top-1 {100 * metrics['top1']:.2f}"
-            if run.variant == "single_label"
-            else (f"mAP {100 * metrics['mAP']:.2f} APall {100 * metrics['APall']:.2f}")
-        )
+        main = "top1" if run.variant == "single_label" else "mAP"
+        headline = f"val {100 * metrics['val']:.2f}, test {main} {100 * metrics[main]:.2f}"
+        if run.variant == "multi_label":
+            headline += f" APall {100 * metrics['APall']:.2f}"
+        if metrics.get("best_step") is not None:
+            headline += f", best step {metrics['best_step']}" + (" (stopped)" if metrics["stopped_early"] else "")
         log(f"{prefix}: {headline} [{state}, {time.perf_counter() - start_all:.0f} s elapsed]")
-        records.append(
+        cells.setdefault(run.cell, []).append(
             {
                 "variant": run.variant,
                 "seed": run.seed,
@@ -221,12 +275,18 @@ def run_plan(
                 "row": run.row.key,
                 "label": run.row.label,
                 "method": run.row.method,
-                "steps": run.steps,
-                "model_dir": os.path.relpath(config.model_dir, output_dir),
-                "mAP": metrics["mAP"],
-                "APall": metrics["APall"],
-                "top1": metrics["top1"],
-                "eval_history": history,
+                "stage": run.row.stage,
+                "learning_rate": run.learning_rate,
+                "model_dir": os.path.relpath(model_dir, output_dir),
+                "model_dir_abs": model_dir,
+                **{k: metrics[k] for k in ("mAP", "APall", "top1", "val", "best_step", "stopped_early")},
+                "eval_history": metrics.get("eval_history", []),
             }
         )
+    records = []
+    for cell in cells:
+        record = dict(selected(cell))
+        record.pop("model_dir_abs")
+        record["grid"] = [{"learning_rate": r["learning_rate"], "val": r["val"]} for r in cells[cell]]
+        records.append(record)
     return records

@@ -76,6 +76,9 @@ class TrainConfig:
     log_steps: int = 50
     eval_split: str = ""
     eval_steps: int = 0
+    eval_metric: str = ""
+    early_stopping_patience: int = 0
+    restore_best: bool = False
     max_checkpoints: int = 3
     strategy: str = "default"
     tpu: str = ""
@@ -132,6 +135,12 @@ def check_config(config: TrainConfig) -> tuple[DatasetInfo, Method]:
             )
     if config.eval_steps and not config.eval_split:
         raise ConfigError("--eval_steps needs --eval_split")
+    if (config.early_stopping_patience or config.restore_best) and not config.eval_steps:
+        raise ConfigError("--early_stopping_patience and --restore_best need --eval_split and --eval_steps")
+    if config.eval_metric and config.eval_metric not in EVAL_METRICS:
+        raise ConfigError(f"--eval_metric must be one of {', '.join(EVAL_METRICS)}, got {config.eval_metric!r}")
+    if config.early_stopping_patience < 0:
+        raise ConfigError(f"--early_stopping_patience must be >= 0, got {config.early_stopping_patience}")
     if config.eval_split and not info.has_split(config.eval_split):
         raise ConfigError(f"--eval_split={config.eval_split} is absent from {where}")
     if config.feature_cache and train_backbone(config, method, info):
@@ -146,6 +155,11 @@ def check_config(config: TrainConfig) -> tuple[DatasetInfo, Method]:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return info, method
+
+
+def eval_metric(config: TrainConfig, info: DatasetInfo) -> str:
+    """The metric that selects the best evaluation: the flag, else mAP (multi-label) or top-1 (single-label)."""
+    return config.eval_metric or ("mAP" if info.multi_label else "top1")
 
 
 def train_backbone(config: TrainConfig, method: Method, info: DatasetInfo) -> bool:
@@ -290,6 +304,20 @@ def weights_checksum(model) -> float:
 
 
 EVAL_HISTORY_FILE = "eval_history.json"
+EVAL_METRICS = ("mAP", "APall", "top1")
+BEST_DIR = "best"  # the best evaluation's weights, kept with --restore_best
+
+
+def best_evaluation(history: list[dict], metric: str, after: int = 0) -> Optional[dict]:
+    """The evaluation with the highest `metric` (the earliest on ties), among those after step `after`."""
+    entries = [e for e in history if e["step"] > after]
+    return max(entries, key=lambda e: (e[metric], -e["step"])) if entries else None
+
+
+def patience_exhausted(history: list[dict], metric: str, patience: int, after: int = 0) -> bool:
+    """True once `patience` evaluations in a row have not beaten the best one."""
+    best = best_evaluation(history, metric, after)
+    return bool(patience) and best is not None and sum(e["step"] > best["step"] for e in history) >= patience
 
 
 def _read_eval_history(model_dir: str) -> list[dict]:
@@ -364,21 +392,27 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     # === Input ===
     data = _feature_cache(config, info, method, model, strategy) if config.feature_cache else info
-    dataset = pipeline.distribute_train_dataset(
-        strategy,
-        data,
-        config.batch_size,
-        mix_ratio(config, method),
-        backbone=config.backbone,
-        image_size=config.image_size or None,
-        noisy_split=config.noisy_split,
-        clean_split=config.clean_split,
-        seed=config.seed,
-        deterministic=config.deterministic,
-        augment=config.augment,
-        random_flip=config.random_flip,
-    )
-    iterator = iter(dataset)
+
+    def batches(ratio: str):
+        return iter(
+            pipeline.distribute_train_dataset(
+                strategy,
+                data,
+                config.batch_size,
+                ratio,
+                backbone=config.backbone,
+                image_size=config.image_size or None,
+                noisy_split=config.noisy_split,
+                clean_split=config.clean_split,
+                seed=config.seed,
+                deterministic=config.deterministic,
+                augment=config.augment,
+                random_flip=config.random_flip,
+            )
+        )
+
+    # Veit's pretraining fits the cleaning net on the clean set alone: its batches hold clean examples only.
+    iterators = {"train": lambda: batches(mix_ratio(config, method)), "pretrain": lambda: batches("0:1")}
 
     # === Loop ===
     writer = (
@@ -391,11 +425,22 @@ def train(config: TrainConfig) -> dict[str, Any]:
         eval_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, f"eval_{config.eval_split}"))
     if config.eval_split and not data.has_split(config.eval_split):
         raise ConfigError(f"--eval_split={config.eval_split} is absent from the feature cache {data.path!r}")
+    # Evaluations select the best weights and stop the run only after the pretraining phase.
+    metric, after = eval_metric(config, info), config.cleaning_pretrain_steps
+    best_manager = None
+    if config.restore_best:
+        best_dir = os.path.join(config.model_dir, BEST_DIR)
+        if not chief:
+            best_dir = os.path.join(checkpoint_dir, BEST_DIR)
+        best_checkpoint = tf.train.Checkpoint(model=model)
+        best_manager = tf.train.CheckpointManager(best_checkpoint, best_dir, max_to_keep=1)
     # A resumed run keeps the evaluations up to its restored step.
     eval_history = [e for e in _read_eval_history(config.model_dir) if e["step"] <= int(step.numpy())]
-    loops = {}
+    loops, live = {}, {}
     logs: dict[str, Any] = {}
-    while int(step.numpy()) < config.train_steps:
+    while int(step.numpy()) < config.train_steps and not patience_exhausted(
+        eval_history, metric, config.early_stopping_patience, after
+    ):
         current = int(step.numpy())
         phase = "pretrain" if current < config.cleaning_pretrain_steps else "train"
         boundary = config.cleaning_pretrain_steps if phase == "pretrain" else config.train_steps
@@ -407,8 +452,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
             step_fn = model.pretrain_step if phase == "pretrain" else model.train_step
             names = model.pretrain_loss_names if phase == "pretrain" else model.loss_names
             loops[phase] = _make_loop(strategy, step_fn, names)
+            live[phase] = iterators[phase]()
         start = time.perf_counter()
-        logs = {k: float(v) for k, v in loops[phase](iterator, tf.constant(num_steps)).items()}
+        logs = {k: float(v) for k, v in loops[phase](live[phase], tf.constant(num_steps)).items()}
         elapsed = time.perf_counter() - start
         step.assign_add(num_steps)
         current = int(step.numpy())
@@ -419,28 +465,49 @@ def train(config: TrainConfig) -> dict[str, Any]:
             for part, opt in model.part_optimizers.items():
                 tf.summary.scalar(f"learning_rate/{part}", optim.current_learning_rate(opt))
         logging.info("step %d/%d %s", current, config.train_steps, " ".join(f"{k}={v:.4g}" for k, v in logs.items()))
-        if eval_writer is not None and (current % config.eval_steps == 0 or current == config.train_steps):
+        evaluated = config.eval_steps and (current % config.eval_steps == 0 or current == config.train_steps)
+        if evaluated and current > after:
             scores = _evaluate_split(model, data, config)
             eval_history.append({"step": current, **scores})
-            with eval_writer.as_default(step=current):
-                for name, value in scores.items():
-                    tf.summary.scalar(name, value)
+            if eval_writer is not None:
+                with eval_writer.as_default(step=current):
+                    for name, value in scores.items():
+                        tf.summary.scalar(name, value)
             logging.info(
                 "step %d %s: %s", current, config.eval_split, " ".join(f"{k}={v:.4g}" for k, v in scores.items())
             )
-            _write_eval_history(config.model_dir, eval_history)
-        if current % config.checkpoint_steps == 0 or current == config.train_steps:
+            if best_manager is not None and best_evaluation(eval_history, metric, after)["step"] == current:
+                best_manager.save(checkpoint_number=current)
+                manager.save(checkpoint_number=current)  # a resumed run never restarts before its best weights
+            if chief:
+                _write_eval_history(config.model_dir, eval_history)
+        stopping = patience_exhausted(eval_history, metric, config.early_stopping_patience, after)
+        if current % config.checkpoint_steps == 0 or current == config.train_steps or stopping:
             manager.save(checkpoint_number=current)
     writer.flush()
     if eval_writer is not None:
         eval_writer.flush()
+    best = best_evaluation(eval_history, metric, after)
+    if best_manager is not None and best is not None:
+        if best_manager.latest_checkpoint != os.path.join(best_manager.directory, f"ckpt-{best['step']}"):
+            raise CheckpointError(
+                f"{best_manager.directory} holds {best_manager.latest_checkpoint}, not the best evaluation's "
+                f"weights (step {best['step']}): the run was interrupted while saving; start it in a new --model_dir"
+            )
+        best_checkpoint.restore(best_manager.latest_checkpoint).assert_existing_objects_matched()
+        logging.info("restored the best %s weights: step %d, %s=%.4g", config.eval_split, best["step"], metric, best[metric])
 
     # === Outputs ===
     if not chief:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    result = {"step": int(step.numpy()), "method": method.name, **logs, "weights_checksum": weights_checksum(model)}
+    result = {"step": int(step.numpy()), "method": method.name, **logs}
     if eval_history:
         result["eval_history"] = eval_history
+        result["best_step"] = best["step"] if best else None
+        result["best_" + metric] = best[metric] if best else None
+        result["stopped_early"] = int(step.numpy()) < config.train_steps
+        result["restored_best"] = bool(best_manager is not None and best is not None)
+    result["weights_checksum"] = weights_checksum(model)
     if chief:
         model.save(os.path.join(config.model_dir, MODEL_FILE))
         with open(os.path.join(config.model_dir, RESULT_FILE), "w") as f:

@@ -1,0 +1,210 @@
+"""A convex reference for the heads: logistic regression on cached features.
+
+The heads the project trains on a feature cache (`ft_last` above all) are
+one linear layer on frozen features, fit by Adam for a fixed number of
+steps. The same model class solved to convergence is an L2-regularized
+logistic regression (sklearn's lbfgs), and its mAP is the number a trained
+head is compared to: a head that falls short of it is under- or over-fit,
+not limited by its features.
+
+Multi-label data: one binary `LogisticRegression` per class, fit on the
+rows where that class has a label (verified entries for `labels="clean"`,
+every row for `labels="noisy"`) -- the per-entry masking of the project's
+masked sigmoid cross-entropy, with sklearn's default L2 penalty (C=1) added.
+Single-label data: one multinomial `LogisticRegression` on the verified
+(or the noisy) class. Scores are predicted probabilities, evaluated with
+`metrics.evaluate` against the evaluation split's verified labels and mask
+(unverified entries count neither in fitting nor in evaluation).
+
+The splits are read with the project's own input pipeline
+(`pipeline.make_split_dataset`, as `evaluator.predict` does), so the
+arrays are exactly what the heads train and are evaluated on.
+"""
+
+import argparse
+import json
+import sys
+from typing import Optional, Sequence, Union
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from nlr_tf.data import pipeline
+from nlr_tf.data.schema import DatasetInfo, load_dataset_info
+from nlr_tf.evaluation import metrics
+
+LABELS = ("clean", "noisy")
+# lbfgs on raw (unscaled) features may need far more than sklearn's default 100 iterations.
+DEFAULT_MAX_ITER = 5000
+
+
+def read_split(info: DatasetInfo, split: str, batch_size: int = 1024) -> dict[str, np.ndarray]:
+    """One split of a feature cache as numpy arrays, in the split's order.
+
+    Returns:
+        dict: `features` float32 [N, F], `noisy_labels`, `verified_labels`,
+        `verified_mask` float32 [N, d] (multi-hot), `id` bytes [N].
+
+    Raises:
+        ValueError: `info` is a dataset of images, not a feature cache.
+    """
+    if not info.feature_dim:
+        raise ValueError(f"{info.path!r} is a dataset of images, not a feature cache")
+    backbone = info.provenance["feature_cache"].get("backbone", "small_cnn")
+    ds = pipeline.make_split_dataset(info, split, batch_size, backbone=backbone, training=False, with_ids=True)
+    keys = ("features", "noisy_labels", "verified_labels", "verified_mask", "id")
+    parts: dict[str, list] = {k: [] for k in keys}
+    for batch in ds:
+        for k in keys:
+            parts[k].append(batch[k].numpy())
+    return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def _constant(y: np.ndarray) -> float:
+    # A class with one label value only (or none) cannot be fit: its score is
+    # the constant prior of that value (1 if every row is positive, else 0).
+    return float(y.mean()) if y.size else 0.0
+
+
+def fit_multi_label(
+    x: np.ndarray, y: np.ndarray, mask: np.ndarray, C: float = 1.0, max_iter: int = DEFAULT_MAX_ITER
+) -> list:
+    """One binary logistic regression per class on the rows where `mask` is 1.
+
+    Returns:
+        list of d entries: a fitted `LogisticRegression`, or a float (the
+        constant score of a class with one label value only).
+    """
+    models = []
+    for j in range(y.shape[1]):
+        rows = mask[:, j] > 0
+        yj = (y[rows, j] > 0).astype(np.int64)
+        if np.unique(yj).size < 2:
+            models.append(_constant(yj))
+        else:
+            models.append(LogisticRegression(C=C, max_iter=max_iter).fit(x[rows], yj))
+    return models
+
+
+def predict_multi_label(models: list, x: np.ndarray) -> np.ndarray:
+    """Scores [N, d]: each class's probability of being present."""
+    cols = [np.full(len(x), m) if isinstance(m, float) else m.predict_proba(x)[:, 1] for m in models]
+    return np.stack(cols, axis=1).astype(np.float32)
+
+
+def fit_single_label(
+    x: np.ndarray, cls: np.ndarray, num_classes: int, C: float = 1.0, max_iter: int = DEFAULT_MAX_ITER
+) -> Union[LogisticRegression, np.ndarray]:
+    """A multinomial logistic regression of `cls` [N] (class indices) on `x`.
+
+    Returns the fitted model, or, when only one class occurs, the constant
+    scores [d] (that class's prior 1, the others 0).
+    """
+    if np.unique(cls).size < 2:
+        return np.bincount(cls, minlength=num_classes).astype(np.float32) / max(len(cls), 1)
+    # lbfgs with more than two classes is multinomial (softmax) in sklearn.
+    return LogisticRegression(C=C, max_iter=max_iter).fit(x, cls)
+
+
+def predict_single_label(model, x: np.ndarray, num_classes: int) -> np.ndarray:
+    """Scores [N, d]: class probabilities (0 for a class unseen in training)."""
+    if isinstance(model, np.ndarray):
+        return np.tile(model, (len(x), 1))
+    scores = np.zeros((len(x), num_classes), np.float32)
+    scores[:, model.classes_] = model.predict_proba(x)
+    return scores
+
+
+def _single_targets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows with a positive and their (first) positive class."""
+    rows = labels.sum(axis=1) > 0
+    return rows, np.argmax(labels[rows], axis=1)
+
+
+def fit_and_score(
+    train: dict[str, np.ndarray],
+    evals: dict[str, dict[str, np.ndarray]],
+    *,
+    multi_label: bool,
+    labels: str,
+    C: float = 1.0,
+    max_iter: int = DEFAULT_MAX_ITER,
+) -> dict[str, np.ndarray]:
+    """Fits on the arrays `train` (see `read_split`) and scores each array set of `evals`."""
+    if labels not in LABELS:
+        raise ValueError(f"labels must be one of {LABELS}; got {labels!r}")
+    x = train["features"]
+    d = train["noisy_labels"].shape[1]
+    if labels == "clean":
+        mask = train["verified_mask"] > 0
+        y = (train["verified_labels"] > 0) & mask
+    else:
+        y = train["noisy_labels"] > 0
+        mask = np.ones_like(y)
+    if multi_label:
+        models = fit_multi_label(x, y, mask, C=C, max_iter=max_iter)
+        return {s: predict_multi_label(models, a["features"]) for s, a in evals.items()}
+    rows, cls = _single_targets(y.astype(np.float32))
+    model = fit_single_label(x[rows], cls, d, C=C, max_iter=max_iter)
+    return {s: predict_single_label(model, a["features"], d) for s, a in evals.items()}
+
+
+def logistic_regression_reference(
+    cache_info: Union[DatasetInfo, str],
+    train_split: str,
+    labels: str,
+    eval_splits: Sequence[str] = ("val", "test"),
+    C: float = 1.0,
+    max_iter: int = DEFAULT_MAX_ITER,
+) -> dict[str, dict[str, float]]:
+    """The convex reference the trained heads are compared to.
+
+    Logistic regression on the cached features of `train_split` -- the model
+    class of fine-tuning the last layer (a sigmoid linear layer; softmax on
+    single-label data), solved to convergence with sklearn's default L2
+    penalty -- evaluated on each of `eval_splits` like a trained model.
+
+    Args:
+        cache_info: `DatasetInfo` or folder of a feature cache.
+        train_split: str. The split to fit on (e.g. `clean_05`, `noisy`).
+        labels: str. "clean": the verified labels (multi-label: each class
+            on the rows where it is verified; single-label: the verified
+            class). "noisy": the noisy labels (every row; single-label: the
+            noisy class).
+        eval_splits: splits to evaluate on. Defaults to ("val", "test").
+        C: float. Inverse L2 strength (sklearn's). Defaults to 1.0.
+        max_iter: int. lbfgs iterations (enough to converge).
+
+    Returns:
+        dict of split to {"mAP", "APall", "top1"}.
+    """
+    info = load_dataset_info(cache_info) if isinstance(cache_info, str) else cache_info
+    train = read_split(info, train_split)
+    evals = {s: read_split(info, s) for s in eval_splits}
+    scores = fit_and_score(train, evals, multi_label=info.multi_label, labels=labels, C=C, max_iter=max_iter)
+    out = {}
+    for split, s in scores.items():
+        report = metrics.evaluate(s, evals[split]["verified_labels"], evals[split]["verified_mask"])
+        out[split] = {"mAP": report.map, "APall": report.ap_all, "top1": report.top1}
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """`python -m nlr_tf.evaluation.linear_reference CACHE TRAIN_SPLIT [--labels=clean] [--C=1]`: JSON on stdout."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("cache")
+    parser.add_argument("train_split")
+    parser.add_argument("--labels", choices=LABELS, default="clean")
+    parser.add_argument("--eval_splits", default="val,test")
+    parser.add_argument("--C", type=float, default=1.0)
+    args = parser.parse_args(argv)
+    result = logistic_regression_reference(
+        args.cache, args.train_split, args.labels, tuple(args.eval_splits.split(",")), C=args.C
+    )
+    json.dump(result, sys.stdout, indent=1)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
