@@ -140,7 +140,13 @@ def test_tiny_reproduction_through_the_cli(tmp_path):
         assert run["best_step"] == max(history, key=lambda e: (e[metric], -e["step"]))["step"]
     assert {len(r["grid"]) for r in runs if r["stage"] == "heads"} == {len(plan.QUICK.heads.learning_rates)}
     md = (out / "results.md").read_text()
-    for heading in ("Table 2: multi-label", "Veit et al. 2017, Table 2", "Table 4: single-label", "Table 5", "Protocol"):
+    for heading in (
+        "Table 2: multi-label",
+        "Veit et al. 2017, Table 2",
+        "Table 4: single-label",
+        "Table 5",
+        "Protocol",
+    ):
         assert heading in md
     assert "nlr-reproduce --output_dir=" in md and "gap closed" in md and "## Claims" in md
     assert {c["claim"] for c in results["checks"]} == {c["claim"] for c in tables.claims(tables.Results(runs), 0.1)}

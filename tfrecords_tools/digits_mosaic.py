@@ -139,8 +139,7 @@ def _clean_pools(
     """
     per_class = [rng.permutation(train_scans[labels[train_scans] == c]) for c in range(NUM_CLASSES)]
     return {
-        f: np.sort(np.concatenate([idx[: max(1, int(round(f * len(idx))))] for idx in per_class]))
-        for f in fractions
+        f: np.sort(np.concatenate([idx[: max(1, int(round(f * len(idx))))] for idx in per_class])) for f in fractions
     }
 
 

@@ -20,7 +20,9 @@ import time
 from absl import app, flags
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "out/reproduce", "Folder for data, runs and results.")
-_QUICK = flags.DEFINE_bool("quick", False, "One seed, fewer images and fractions, the same protocol (under 10 minutes on 2 CPU cores).")
+_QUICK = flags.DEFINE_bool(
+    "quick", False, "One seed, fewer images and fractions, the same protocol (under 10 minutes on 2 CPU cores)."
+)
 _SEEDS = flags.DEFINE_list("seeds", None, "Training seeds (default: 0 with --quick, else 0,1,2).")
 _STEP_SCALE = flags.DEFINE_float("step_scale", 1.0, "Multiplies every step count (a smoke test: 0.02).", lower_bound=0)
 _VARIANTS = flags.DEFINE_list(

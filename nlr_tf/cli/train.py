@@ -85,7 +85,10 @@ _EVAL_STEPS = flags.DEFINE_integer(
     lower_bound=0,
 )
 _EVAL_METRIC = flags.DEFINE_enum(
-    "eval_metric", "", ["", "mAP", "APall", "top1"], "Metric that picks the best evaluation ('': mAP, or top1 if single-label)."
+    "eval_metric",
+    "",
+    ["", "mAP", "APall", "top1"],
+    "Metric that picks the best evaluation ('': mAP, or top1 if single-label).",
 )
 _EARLY_STOPPING_PATIENCE = flags.DEFINE_integer(
     "early_stopping_patience",

@@ -21,10 +21,7 @@ The splits are read with the project's own input pipeline
 arrays are exactly what the heads train and are evaluated on.
 """
 
-import argparse
-import json
-import sys
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -187,24 +184,3 @@ def logistic_regression_reference(
         report = metrics.evaluate(s, evals[split]["verified_labels"], evals[split]["verified_mask"])
         out[split] = {"mAP": report.map, "APall": report.ap_all, "top1": report.top1}
     return out
-
-
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """`python -m nlr_tf.evaluation.linear_reference CACHE TRAIN_SPLIT [--labels=clean] [--C=1]`: JSON on stdout."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("cache")
-    parser.add_argument("train_split")
-    parser.add_argument("--labels", choices=LABELS, default="clean")
-    parser.add_argument("--eval_splits", default="val,test")
-    parser.add_argument("--C", type=float, default=1.0)
-    args = parser.parse_args(argv)
-    result = logistic_regression_reference(
-        args.cache, args.train_split, args.labels, tuple(args.eval_splits.split(",")), C=args.C
-    )
-    json.dump(result, sys.stdout, indent=1)
-    print()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -102,7 +102,9 @@ MULTI_LABEL_ROWS = (
 )
 MULTI_LABEL_REFERENCES = (
     _row("logreg_clean", "Logistic regression on the cached features (clean set)", "clean", "reference"),
-    _row("logreg_noisy", "Logistic regression on the cached features (noisy labels)", "noisy", "reference", shared=True),
+    _row(
+        "logreg_noisy", "Logistic regression on the cached features (noisy labels)", "noisy", "reference", shared=True
+    ),
 )
 # Not in Hu's Table 2 (Hu trains heads on a fixed backbone and notes that training the entire network
 # might do better): at the ablation fraction only.
@@ -167,6 +169,9 @@ class Budget:
         grid_seeds: tuple of int. Seeds whose runs search the learning-rate
             grids; the other seeds reuse the first grid seed's choices.
         scratch, whole, heads: `Stage`. See the module docstring.
+        reference_c: tuple of float. The logistic-regression rows' grid of
+            inverse L2 strengths (scikit-learn's C), chosen on `val` like the
+            heads' learning rates.
         cleaning_pretrain_steps: int. Veit's pretraining of the cleaning net
             on the clean set alone, before (and outside) the joint budget.
         fractions: tuple of float. Multi-label clean fractions.
@@ -187,7 +192,8 @@ class Budget:
     grid_seeds: tuple[int, ...] = (0,)
     scratch: Stage = Stage(max_steps=4000, eval_steps=200, patience=4, batch_size=60, learning_rates=(1e-3,))
     whole: Stage = Stage(max_steps=2000, eval_steps=100, patience=4, batch_size=40, learning_rates=(1e-4,))
-    heads: Stage = Stage(max_steps=6000, eval_steps=200, patience=5, batch_size=40, learning_rates=(1e-3, 3e-3, 1e-2))
+    heads: Stage = Stage(max_steps=5000, eval_steps=200, patience=5, batch_size=40, learning_rates=(3e-3, 1e-2, 3e-2))
+    reference_c: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
     cleaning_pretrain_steps: int = 1000
     fractions: tuple[float, ...] = (0.01, 0.02, 0.05, 0.10, 0.20)
     sl_fractions: tuple[float, ...] = (0.02, 0.05, 0.10)
@@ -212,18 +218,19 @@ class Budget:
 
 
 FULL = Budget()
-# One seed and fewer images (not fewer steps per image): the same protocol, a smaller problem.
+# One seed, fewer and smaller images (not fewer steps per image): the same protocol, a smaller problem.
 QUICK = Budget(
     seeds=(0,),
     grid_seeds=(0,),
     scratch=Stage(max_steps=1000, eval_steps=100, patience=2, batch_size=60, learning_rates=(1e-3,)),
     whole=Stage(max_steps=600, eval_steps=50, patience=2, batch_size=40, learning_rates=(1e-4,)),
-    heads=Stage(max_steps=2000, eval_steps=100, patience=3, batch_size=40, learning_rates=(1e-3, 1e-2)),
+    heads=Stage(max_steps=3000, eval_steps=100, patience=3, batch_size=40, learning_rates=(3e-3, 3e-2)),
     cleaning_pretrain_steps=500,
     fractions=(0.10,),
     sl_fractions=(0.10,),
     main_fraction=0.10,
     extras=False,
+    image_sizes=(("multi_label", 16), ("single_label", 16)),
     dataset_sizes=(4000, 1000, 1000),
 )
 
@@ -301,7 +308,9 @@ def make_plan(budget: Budget, variants=VARIANTS) -> list[Run]:
     whose rate (None here) the runner takes from the first grid seed's choice.
     """
     runs = []
-    seeds = [s for s in budget.seeds if s in budget.grid_seeds] + [s for s in budget.seeds if s not in budget.grid_seeds]
+    seeds = [s for s in budget.seeds if s in budget.grid_seeds] + [
+        s for s in budget.seeds if s not in budget.grid_seeds
+    ]
     for variant in variants:
         for seed in seeds:
             for fraction, row in _cells(budget, variant, seed):

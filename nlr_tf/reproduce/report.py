@@ -26,7 +26,9 @@ def protocol(budget: Budget) -> str:
     def stage(name: str, what: str) -> str:
         s = budget.stage(name)
         rates = ", ".join(f"{lr:g}" for lr in s.learning_rates)
-        grid = f"learning rate chosen on val from {{{rates}}}" if len(s.learning_rates) > 1 else f"learning rate {rates}"
+        grid = (
+            f"learning rate chosen on val from {{{rates}}}" if len(s.learning_rates) > 1 else f"learning rate {rates}"
+        )
         return (
             f"- **{name}** ({what}): at most {s.max_steps} steps of batch {s.batch_size}, evaluated on val every "
             f"{s.eval_steps} steps, stopped after {s.patience} evaluations without a better val metric; {grid}."
@@ -39,15 +41,19 @@ def protocol(budget: Budget) -> str:
             "(`nlr-train --eval_split=val --early_stopping_patience=N --restore_best`). Adam everywhere.",
             "",
             stage("scratch", "the whole network from random init: noisy, GT, and every single-label row"),
-            stage("whole", "the whole network from the noisy model: Noisy-FT-W and the extra two-step rows; "
-                  "a grid would cost too much, so one rate: the backbone's, ten times lower than a new head's"),
+            stage(
+                "whole",
+                "the whole network from the noisy model: Noisy-FT-W and the extra two-step rows; "
+                "a grid would cost too much, so one rate: the backbone's, ten times lower than a new head's",
+            ),
             stage("heads", "heads on the frozen noisy backbone's feature cache: the multi-label head rows"),
             f"- Veit WP pretrains its cleaning net on the clean set alone for {budget.cleaning_pretrain_steps} steps "
             "(where its L1 loss has levelled off) before, and outside, the joint budget it shares with TJ.",
             f"- Learning rates are chosen on seed {budget.grid_seeds[0]}'s validation runs; the other seeds reuse "
             "each row's choice at that fraction.",
-            "- The logistic-regression rows are scikit-learn's `LogisticRegression` (lbfgs, C=1), one per class, "
-            "on the same cached features: the convex reference for the head rows.",
+            "- The logistic-regression rows are scikit-learn's `LogisticRegression` (lbfgs), one per class, on the "
+            f"same cached features, with C chosen on val from {{{', '.join(f'{c:g}' for c in budget.reference_c)}}}: "
+            "the convex reference for the head rows (Noisy-FT-L is the same model class).",
             f"- Data: digits_mosaic, {sizes[0]} training images, {sizes[1]} val, {sizes[2]} test; the clean set of "
             "fraction f is built from f of the training digit scans only.",
         ]
@@ -79,7 +85,10 @@ def write_results(
             f"## Hu et al. 2019, Table 4: single-label classification (top-1, %, {100 * main:g} % clean)",
             tables.hu_table4(res, main),
         ]
-    sections += [f"## Hu et al. 2019, Table 5: training g and h (%, {100 * main:g} % clean)", tables.hu_table5(res, main)]
+    sections += [
+        f"## Hu et al. 2019, Table 5: training g and h (%, {100 * main:g} % clean)",
+        tables.hu_table5(res, main),
+    ]
     for variant in (tables.ML, tables.SL):
         if len(res.fractions[variant]) > 1:
             sections += [
@@ -97,7 +106,11 @@ def write_results(
 
     claim_lines = [
         f"- **{_VERDICT[c['held']]}**"
-        + ("" if c["beyond_2se"] is None else (" (beyond 2 SE)" if c["beyond_2se"] else " (not beyond 2 SE everywhere)"))
+        + (
+            ""
+            if c["beyond_2se"] is None
+            else (" (beyond 2 SE)" if c["beyond_2se"] else " (not beyond 2 SE everywhere)")
+        )
         + f": {c['claim']}. {c['detail']}"
         for c in claims
     ]

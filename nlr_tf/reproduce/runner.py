@@ -192,15 +192,26 @@ def _train_and_evaluate(config: TrainConfig) -> dict[str, Any]:
     return metrics
 
 
-def _reference(run: Run, output_dir: str) -> dict[str, Any]:
-    """The logistic-regression reference row of a run: fit on the cache's train split, scored on val and test."""
+def _reference(run: Run, output_dir: str, budget: Budget) -> dict[str, Any]:
+    """The logistic-regression reference row of a run: fit on the cache's train split, its C chosen on val."""
     from nlr_tf.evaluation.linear_reference import logistic_regression_reference
 
     cache = load_dataset_info(feature_cache_dir(output_dir, run))
     split = run.clean_split if run.row.method == "clean" else "noisy"
-    scores = logistic_regression_reference(cache, split, run.row.method, eval_splits=("val", "test"))
     metric = "mAP" if cache.multi_label else "top1"
-    return {**scores["test"], "val": scores["val"][metric], "best_step": None, "stopped_early": None, "eval_history": []}
+    fits = {
+        C: logistic_regression_reference(cache, split, run.row.method, ("val", "test"), C=C) for C in budget.reference_c
+    }
+    C = max(fits, key=lambda c: (fits[c]["val"][metric], -c))
+    return {
+        **fits[C]["test"],
+        "val": fits[C]["val"][metric],
+        "C": C,
+        "grid": [{"C": c, "val": fits[c]["val"][metric]} for c in fits],
+        "best_step": None,
+        "stopped_early": None,
+        "eval_history": [],
+    }
 
 
 def run_plan(
@@ -257,7 +268,9 @@ def run_plan(
         else:
             log(f"{prefix} ...")
             keras.utils.set_random_seed(run.seed * 1000 + i)
-            metrics = _reference(run, output_dir) if run.row.stage == "reference" else _train_and_evaluate(config)
+            metrics = (
+                _reference(run, output_dir, budget) if run.row.stage == "reference" else _train_and_evaluate(config)
+            )
             _write_json(metrics_path, metrics)
             state = f"{time.perf_counter() - start:.0f} s"
         main = "top1" if run.variant == "single_label" else "mAP"
@@ -280,6 +293,7 @@ def run_plan(
                 "model_dir": os.path.relpath(model_dir, output_dir),
                 "model_dir_abs": model_dir,
                 **{k: metrics[k] for k in ("mAP", "APall", "top1", "val", "best_step", "stopped_early")},
+                **({"C": metrics["C"], "C_grid": metrics["grid"]} if "C" in metrics else {}),
                 "eval_history": metrics.get("eval_history", []),
             }
         )

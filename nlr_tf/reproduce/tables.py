@@ -289,7 +289,9 @@ def claims(res: Results, main_fraction: float) -> list[dict[str, Any]]:
                 ml,
             )
         )
-    out.append(_claim(res, "Hu T2: proposed (sigmoid) above Noisy-FT-W in mAP", ML, [("nr_sigmoid", "ft_whole")], "mAP", ml))
+    out.append(
+        _claim(res, "Hu T2: proposed (sigmoid) above Noisy-FT-W in mAP", ML, [("nr_sigmoid", "ft_whole")], "mAP", ml)
+    )
     out.append(
         _claim(
             res,
@@ -405,10 +407,22 @@ def plot_regime_map(res: Results, path: str) -> None:
             if len(points) < 2:
                 continue
             x, m, s = zip(*points)
-            ax.errorbar([100 * f for f in x], [100 * v for v in m], yerr=[100 * v for v in s], marker="o", capsize=3, label=label)
+            ax.errorbar(
+                [100 * f for f in x],
+                [100 * v for v in m],
+                yerr=[100 * v for v in s],
+                marker="o",
+                capsize=3,
+                label=label,
+            )
         for row, style in (("noisy", ":"), ("gt", "--")):
             if res.has(variant, row) and fr:
-                ax.axhline(100 * res.mean(variant, row, fr[0], metric), color="k", linestyle=style, label=res.labels[(variant, row)])
+                ax.axhline(
+                    100 * res.mean(variant, row, fr[0], metric),
+                    color="k",
+                    linestyle=style,
+                    label=res.labels[(variant, row)],
+                )
         ax.set_xscale("log")
         ax.set_xticks([100 * f for f in fr])
         ax.set_xticklabels([f"{100 * f:g}" for f in fr])

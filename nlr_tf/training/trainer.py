@@ -495,7 +495,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 f"weights (step {best['step']}): the run was interrupted while saving; start it in a new --model_dir"
             )
         best_checkpoint.restore(best_manager.latest_checkpoint).assert_existing_objects_matched()
-        logging.info("restored the best %s weights: step %d, %s=%.4g", config.eval_split, best["step"], metric, best[metric])
+        logging.info(
+            "restored the best %s weights: step %d, %s=%.4g", config.eval_split, best["step"], metric, best[metric]
+        )
 
     # === Outputs ===
     if not chief:
