@@ -78,6 +78,10 @@ def main(argv):
     variants = [v for v in plan.VARIANTS if v in _VARIANTS.value]
     output_dir = _OUTPUT_DIR.value
     command = " ".join(["nlr-reproduce"] + sys.argv[1:])
+    reference = None
+    if _COMPARE_TO.value:  # read first: it may be this folder's own results.json, rewritten at the end
+        with open(_COMPARE_TO.value) as f:
+            reference = json.load(f)
     start = time.perf_counter()
     try:
         build_datasets(output_dir, budget, variants, print)
@@ -88,10 +92,6 @@ def main(argv):
     except (ReproduceError, ConfigError, DatasetError) as e:
         print(f"nlr-reproduce: error: {e}", file=sys.stderr)
         return 1
-    reference = None
-    if _COMPARE_TO.value:
-        with open(_COMPARE_TO.value) as f:
-            reference = json.load(f)
     tables = write_results(output_dir, records, budget, command, time.perf_counter() - start, reference)
     print()
     print(tables)

@@ -153,7 +153,7 @@ def metric_table(res: Results, variant: str, rows, metric: str, fractions, extra
         cells = []
         for f in fractions:
             value = res.cell(variant, row, f, metric)
-            gap = res.gap_cell(variant, row, f, MAIN_METRIC[variant])
+            gap = res.gap_cell(variant, row, f, metric)
             cells.append(value if value == "–" else f"{value} ({gap})")
         lines.append([_label(res, variant, row, row in extras and row not in rows)] + cells)
     return _table(header, lines)
@@ -260,14 +260,17 @@ def _claim(res, claim, variant, pairs, metric, fractions) -> dict[str, Any]:
                 continue
             found = True
             held &= d["mean"] > 0
-            strong &= bool(d["mean"] > 0 and d["significant"])
+            # One seed has no standard error: significance is then undetermined.
+            strong = (
+                None if strong is None or d["significant"] is None else strong and d["mean"] > 0 and d["significant"]
+            )
             parts.append(_diff_text(d, f))
         if parts:
             details.append(f"{a} − {b}: " + "; ".join(parts))
     return {
         "claim": claim,
         "held": held if found else None,
-        "beyond_2se": (strong if found else None),
+        "beyond_2se": strong if found else None,
         "detail": " | ".join(details) or "not measured",
     }
 
