@@ -192,9 +192,13 @@ class Budget:
 
     seeds: tuple[int, ...] = (0, 1, 2)
     grid_seeds: tuple[int, ...] = (0,)
-    scratch: Stage = Stage(max_steps=4000, eval_steps=200, patience=4, batch_size=60, learning_rates=(1e-3,))
-    whole: Stage = Stage(max_steps=2000, eval_steps=100, patience=4, batch_size=40, learning_rates=(1e-4,))
-    heads: Stage = Stage(max_steps=5000, eval_steps=200, patience=5, batch_size=40, learning_rates=(3e-3, 1e-2, 3e-2))
+    # Evaluations come often enough that a row on a small clean set (120 images at 1 %: three steps per pass)
+    # is caught before it overfits; on cached features they cost little.
+    scratch: Stage = Stage(max_steps=4000, eval_steps=100, patience=6, batch_size=60, learning_rates=(1e-3,))
+    whole: Stage = Stage(max_steps=2000, eval_steps=50, patience=6, batch_size=40, learning_rates=(1e-4,))
+    heads: Stage = Stage(
+        max_steps=5000, eval_steps=50, patience=8, batch_size=40, learning_rates=(1e-3, 3e-3, 1e-2, 3e-2)
+    )
     reference_c: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
     cleaning_pretrain_steps: int = 1000
     fractions: tuple[float, ...] = (0.01, 0.02, 0.05, 0.10, 0.20)
@@ -224,9 +228,9 @@ FULL = Budget()
 QUICK = Budget(
     seeds=(0,),
     grid_seeds=(0,),
-    scratch=Stage(max_steps=1000, eval_steps=100, patience=2, batch_size=60, learning_rates=(1e-3,)),
-    whole=Stage(max_steps=600, eval_steps=50, patience=2, batch_size=40, learning_rates=(1e-4,)),
-    heads=Stage(max_steps=3000, eval_steps=100, patience=3, batch_size=40, learning_rates=(3e-3, 3e-2)),
+    scratch=Stage(max_steps=1000, eval_steps=100, patience=3, batch_size=60, learning_rates=(1e-3,)),
+    whole=Stage(max_steps=600, eval_steps=50, patience=3, batch_size=40, learning_rates=(1e-4,)),
+    heads=Stage(max_steps=3000, eval_steps=50, patience=6, batch_size=40, learning_rates=(1e-3, 1e-2)),
     cleaning_pretrain_steps=500,
     fractions=(0.10,),
     sl_fractions=(0.10,),

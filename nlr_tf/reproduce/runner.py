@@ -173,7 +173,7 @@ def _write_json(path: str, value: Any) -> None:
     os.replace(path + ".tmp", path)
 
 
-def _train_and_evaluate(config: TrainConfig) -> dict[str, Any]:
+def train_and_evaluate(config: TrainConfig) -> dict[str, Any]:
     """Trains one run (resuming if interrupted) and returns its test metrics and its best validation result."""
     from nlr_tf.evaluation.evaluator import evaluate, load_trained_model
 
@@ -192,7 +192,7 @@ def _train_and_evaluate(config: TrainConfig) -> dict[str, Any]:
     return metrics
 
 
-def _reference(run: Run, output_dir: str, budget: Budget) -> dict[str, Any]:
+def fit_reference(run: Run, output_dir: str, budget: Budget) -> dict[str, Any]:
     """The logistic-regression reference row of a run: fit on the cache's train split, its C chosen on val."""
     from nlr_tf.evaluation.linear_reference import logistic_regression_reference
 
@@ -269,7 +269,7 @@ def run_plan(
             log(f"{prefix} ...")
             keras.utils.set_random_seed(run.seed * 1000 + i)
             metrics = (
-                _reference(run, output_dir, budget) if run.row.stage == "reference" else _train_and_evaluate(config)
+                fit_reference(run, output_dir, budget) if run.row.stage == "reference" else train_and_evaluate(config)
             )
             _write_json(metrics_path, metrics)
             state = f"{time.perf_counter() - start:.0f} s"

@@ -293,7 +293,11 @@ def _evaluate_split(model, data: DatasetInfo, config: TrainConfig) -> dict[str, 
     """mAP, APall and top-1 of the model on `config.eval_split` (from the feature cache if training uses one)."""
     from nlr_tf.evaluation import evaluator, metrics  # the evaluator loads models, so it imports the methods late
 
-    p = evaluator.predict(model, data, config.eval_split, backbone=config.backbone, image_size=config.image_size)
+    # Cached features are small: large batches. Images: the training batch, which fits in memory.
+    batch_size = 1024 if data.feature_dim else config.batch_size
+    p = evaluator.predict(
+        model, data, config.eval_split, backbone=config.backbone, image_size=config.image_size, batch_size=batch_size
+    )
     report = metrics.evaluate(p["scores"], p["verified_labels"], p["verified_mask"])
     return {"mAP": report.map, "APall": report.ap_all, "top1": report.top1}
 
@@ -466,6 +470,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 tf.summary.scalar(f"learning_rate/{part}", optim.current_learning_rate(opt))
         logging.info("step %d/%d %s", current, config.train_steps, " ".join(f"{k}={v:.4g}" for k, v in logs.items()))
         evaluated = config.eval_steps and (current % config.eval_steps == 0 or current == config.train_steps)
+        new_best = False
         if evaluated and current > after:
             scores = _evaluate_split(model, data, config)
             eval_history.append({"step": current, **scores})
@@ -476,13 +481,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
             logging.info(
                 "step %d %s: %s", current, config.eval_split, " ".join(f"{k}={v:.4g}" for k, v in scores.items())
             )
-            if best_manager is not None and best_evaluation(eval_history, metric, after)["step"] == current:
-                best_manager.save(checkpoint_number=current)
-                manager.save(checkpoint_number=current)  # a resumed run never restarts before its best weights
             if chief:
                 _write_eval_history(config.model_dir, eval_history)
+            new_best = best_manager is not None and best_evaluation(eval_history, metric, after)["step"] == current
+            if new_best:
+                best_manager.save(checkpoint_number=current)
+        # A checkpoint also at each new best, so a resumed run never restarts before its best weights.
         stopping = patience_exhausted(eval_history, metric, config.early_stopping_patience, after)
-        if current % config.checkpoint_steps == 0 or current == config.train_steps or stopping:
+        if current % config.checkpoint_steps == 0 or current == config.train_steps or stopping or new_best:
             manager.save(checkpoint_number=current)
     writer.flush()
     if eval_writer is not None:
