@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 import sys
+import weakref
 from typing import Any, Optional
 
 import keras
@@ -47,27 +48,29 @@ def load_trained_model(model_dir: str) -> tuple[keras.Model, dict[str, Any]]:
     return keras.saving.load_model(model_path, safe_mode=True), run_config
 
 
-def predict(
-    model,
-    info: DatasetInfo,
-    split: str,
-    *,
-    backbone: str,
-    image_size: int = 0,
-    batch_size: int = 64,
-    progress: bool = False,
-) -> dict[str, np.ndarray]:
-    """Scores and labels of every record of `split`, in the split's order.
+_FORWARD_FUNCTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
-    Features come from the backbone on the images, or from `info` itself
-    when it is a feature cache.
 
-    Returns:
-        dict of numpy arrays: `scores`, `noisy_labels`, `verified_labels`,
-        `verified_mask`, `true_labels` [N, d], `has_true` [N], `id` [N]
-        (bytes), and for a `LabelCleaningModel` `cleaned` [N, d] (c-hat).
-    """
-    ds = pipeline.make_split_dataset(
+def _forward_function(model):
+    """The model's traced inference step, built once per model (evaluations during training reuse it)."""
+    if model not in _FORWARD_FUNCTIONS:
+        cleaning = isinstance(model, LabelCleaningModel)
+
+        @tf.function(reduce_retracing=True)
+        def forward(batch):
+            features = model.features(batch, training=False)
+            out = {"scores": model.scores_from_features(features)}
+            if cleaning:
+                out["cleaned"] = model.clean_labels(batch["noisy_labels"], features)
+            return out
+
+        _FORWARD_FUNCTIONS[model] = forward
+    return _FORWARD_FUNCTIONS[model]
+
+
+def split_dataset(info: DatasetInfo, split: str, *, backbone: str, image_size: int = 0, batch_size: int = 64):
+    """The batches `predict` reads: every record of `split` once, in order, with ids and known truth."""
+    return pipeline.make_split_dataset(
         info,
         split,
         batch_size,
@@ -77,15 +80,32 @@ def predict(
         with_ids=True,
         with_true=True,
     )
-    cleaning = isinstance(model, LabelCleaningModel)
 
-    @tf.function(reduce_retracing=True)
-    def forward(batch):
-        features = model.features(batch, training=False)
-        out = {"scores": model.scores_from_features(features)}
-        if cleaning:
-            out["cleaned"] = model.clean_labels(batch["noisy_labels"], features)
-        return out
+
+def predict(
+    model,
+    info: DatasetInfo,
+    split: str,
+    *,
+    backbone: str,
+    image_size: int = 0,
+    batch_size: int = 64,
+    progress: bool = False,
+    dataset=None,
+) -> dict[str, np.ndarray]:
+    """Scores and labels of every record of `split`, in the split's order.
+
+    Features come from the backbone on the images, or from `info` itself
+    when it is a feature cache. `dataset`: the `split_dataset` of these
+    arguments, when the caller keeps one (building it traces its parsing).
+
+    Returns:
+        dict of numpy arrays: `scores`, `noisy_labels`, `verified_labels`,
+        `verified_mask`, `true_labels` [N, d], `has_true` [N], `id` [N]
+        (bytes), and for a `LabelCleaningModel` `cleaned` [N, d] (c-hat).
+    """
+    ds = dataset or split_dataset(info, split, backbone=backbone, image_size=image_size, batch_size=batch_size)
+    forward = _forward_function(model)
 
     label_keys = ("id", "noisy_labels", "verified_labels", "verified_mask", "true_labels", "has_true")
     parts: dict[str, list] = {k: [] for k in (*label_keys, "scores", "cleaned")}

@@ -289,17 +289,22 @@ def _feature_cache(config: TrainConfig, info: DatasetInfo, method: Method, model
         raise ConfigError(str(e)) from None
 
 
-def _evaluate_split(model, data: DatasetInfo, config: TrainConfig) -> dict[str, float]:
-    """mAP, APall and top-1 of the model on `config.eval_split` (from the feature cache if training uses one)."""
+def _split_evaluator(model, data: DatasetInfo, config: TrainConfig):
+    """A function returning mAP, APall and top-1 of the model on `config.eval_split` (from the feature cache if
+    training uses one); its input pipeline is built once and read again at every evaluation."""
     from nlr_tf.evaluation import evaluator, metrics  # the evaluator loads models, so it imports the methods late
 
     # Cached features are small: large batches. Images: the training batch, which fits in memory.
     batch_size = 1024 if data.feature_dim else config.batch_size
-    p = evaluator.predict(
-        model, data, config.eval_split, backbone=config.backbone, image_size=config.image_size, batch_size=batch_size
-    )
-    report = metrics.evaluate(p["scores"], p["verified_labels"], p["verified_mask"])
-    return {"mAP": report.map, "APall": report.ap_all, "top1": report.top1}
+    kwargs = dict(backbone=config.backbone, image_size=config.image_size, batch_size=batch_size)
+    dataset = evaluator.split_dataset(data, config.eval_split, **kwargs)
+
+    def evaluate() -> dict[str, float]:
+        p = evaluator.predict(model, data, config.eval_split, dataset=dataset, **kwargs)
+        report = metrics.evaluate(p["scores"], p["verified_labels"], p["verified_mask"])
+        return {"mAP": report.map, "APall": report.ap_all, "top1": report.top1}
+
+    return evaluate
 
 
 def weights_checksum(model) -> float:
@@ -438,6 +443,21 @@ def train(config: TrainConfig) -> dict[str, Any]:
             best_dir = os.path.join(checkpoint_dir, BEST_DIR)
         best_checkpoint = tf.train.Checkpoint(model=model)
         best_manager = tf.train.CheckpointManager(best_checkpoint, best_dir, max_to_keep=1)
+    # The best weights since the last checkpoint stay in memory (step, values) and are written with it, so the
+    # best dir always matches the evaluation history a resumed run restores, and a new best costs no disk write.
+    pending_best = None
+
+    def save_checkpoint(current: int) -> None:
+        nonlocal pending_best
+        manager.save(checkpoint_number=current)
+        if pending_best is not None:
+            weights = model.get_weights()
+            model.set_weights(pending_best[1])
+            best_manager.save(checkpoint_number=pending_best[0])
+            model.set_weights(weights)
+            pending_best = None
+
+    evaluate_split = _split_evaluator(model, data, config) if config.eval_steps else None
     # A resumed run keeps the evaluations up to its restored step.
     eval_history = [e for e in _read_eval_history(config.model_dir) if e["step"] <= int(step.numpy())]
     loops, live = {}, {}
@@ -470,9 +490,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 tf.summary.scalar(f"learning_rate/{part}", optim.current_learning_rate(opt))
         logging.info("step %d/%d %s", current, config.train_steps, " ".join(f"{k}={v:.4g}" for k, v in logs.items()))
         evaluated = config.eval_steps and (current % config.eval_steps == 0 or current == config.train_steps)
-        new_best = False
         if evaluated and current > after:
-            scores = _evaluate_split(model, data, config)
+            scores = evaluate_split()
             eval_history.append({"step": current, **scores})
             if eval_writer is not None:
                 with eval_writer.as_default(step=current):
@@ -483,13 +502,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
             )
             if chief:
                 _write_eval_history(config.model_dir, eval_history)
-            new_best = best_manager is not None and best_evaluation(eval_history, metric, after)["step"] == current
-            if new_best:
-                best_manager.save(checkpoint_number=current)
-        # A checkpoint also at each new best, so a resumed run never restarts before its best weights.
+            if best_manager is not None and best_evaluation(eval_history, metric, after)["step"] == current:
+                pending_best = (current, model.get_weights())
         stopping = patience_exhausted(eval_history, metric, config.early_stopping_patience, after)
-        if current % config.checkpoint_steps == 0 or current == config.train_steps or stopping or new_best:
-            manager.save(checkpoint_number=current)
+        if current % config.checkpoint_steps == 0 or current == config.train_steps or stopping:
+            save_checkpoint(current)
     writer.flush()
     if eval_writer is not None:
         eval_writer.flush()
