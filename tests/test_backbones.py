@@ -49,5 +49,5 @@ def test_bad_backbone_arguments():
         build_backbone("inception_v3", image_size=64)
     with pytest.raises(ValueError, match="not found"):
         build_backbone("resnet50", weights="/nope.h5", image_size=32)
-    with pytest.raises(ValueError, match="no pretrained weights"):
+    with pytest.raises(ValueError, match="small_cnn has no ImageNet weights"):
         build_backbone("small_cnn", weights="imagenet")

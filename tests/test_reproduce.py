@@ -65,6 +65,21 @@ def test_gap_closed_means_over_seeds_and_claims():
     assert tables.Results(flipped).gap_closed(ml, "nr_sigmoid", 0.05, "mAP") is None
 
 
+def test_premise_table_pairs_each_rotation_pretrained_row_with_its_counterpart():
+    ml = "multi_label"
+    records = []
+    for seed, (base, rotated) in enumerate(((0.60, 0.66), (0.62, 0.67))):
+        records += [_record(ml, "noisy", None, seed, base), _record(ml, "rot_noisy", None, seed, rotated)]
+        records += [_record(ml, "ft_last", 0.1, seed, base + 0.05), _record(ml, "rot_ft_last", 0.1, seed, base)]
+    res = tables.Results(records)
+    lines = tables.premise_table(res, 0.1).splitlines()
+    assert len(lines) == 4  # header, rule, noisy, ft_last: rows not run are left out
+    assert "61.00 ± 1.00" in lines[2] and "66.50 ± 0.50" in lines[2] and "+5.50 (SE 0.50, beyond 2 SE)" in lines[2]
+    assert "-5.00 (SE 0.00" in lines[3]
+    # The regime map leaves the investigation's rows out.
+    assert "rot_noisy" not in tables.regime_table(res, ml)
+
+
 def test_rank_agreement_between_two_reproductions():
     ml = "multi_label"
     order = ["noisy", "ft_whole", "ft_last", "ft_mixed", "lc_pretrained", "lc_joint", "nr_sigmoid", "nr_tanh"]
@@ -101,16 +116,35 @@ def test_plan_covers_every_row_under_one_protocol():
     assert {sl[k].row.stage for k in ("nr_sigmoid", "h_only", "g_only", "clean_only")} == {"scratch"}
     assert sl["nr_sigmoid"].init is None and sl["nr_sigmoid_from_noisy"].init.endswith("shared/noisy")
     assert {r.fraction for r in runs if r.variant == "single_label" and r.seed == 0} >= {0.02, 0.05, 0.10}
+    # The premise investigation comes after every other run, on every seed, at the main fraction.
+    premise = [i for i, r in enumerate(runs) if r.row in plan.PREMISE_ROWS]
+    assert premise == list(range(len(runs) - len(premise), len(runs)))
+    assert {runs[i].fraction for i in premise} == {None, plan.FULL.main_fraction}
+    assert {runs[i].seed for i in premise} == {0, 1, 2}
+    assert not any(r.row in plan.PREMISE_ROWS for r in plan.make_plan(plan.QUICK))
 
 
 def test_every_row_trains_under_its_stage_rules(tmp_path):
-    from nlr_tf.reproduce.runner import train_config
+    from nlr_tf.reproduce.runner import pretext_config, train_config
 
     for run in plan.make_plan(plan.FULL):
         if run.row.stage == "reference" or run.learning_rate is None:
             continue
         stage = plan.FULL.stage(run.row.stage)
-        config = train_config(run, str(tmp_path), plan.FULL, "noisy_dir" if run.init else "")
+        if run.row.stage == "pretext":
+            config = pretext_config(run, str(tmp_path), plan.FULL)
+            assert (config.split, config.steps, config.batch_size) == ("noisy", stage.max_steps, stage.batch_size)
+            continue
+        config = train_config(run, str(tmp_path), plan.FULL, "init_dir" if run.init else "")
+        # The premise investigation's noisy backbone starts from the rotation-pretrained weights, the rest of
+        # its rows from that backbone, exactly as their counterparts start from the randomly initialized one.
+        if run.row.key == "rot_noisy":
+            assert config.backbone_weights == "init_dir/backbone.weights.h5" and not config.init_checkpoint
+            assert run.init.endswith("shared/rotation")
+        elif run.row.key.startswith("rot_"):
+            assert run.init.endswith("shared/rot_noisy") and config.init_checkpoint == "init_dir"
+        else:
+            assert config.backbone_weights == "none"
         pretrain = plan.FULL.cleaning_pretrain_steps if dict(run.row.settings).get("pretrain") else 0
         assert config.train_steps - pretrain == stage.max_steps and config.cleaning_pretrain_steps == pretrain
         assert (config.eval_split, config.eval_steps) == ("val", stage.eval_steps)

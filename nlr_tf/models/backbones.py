@@ -4,7 +4,8 @@
 pooled, no top); `small_cnn` is a small convnet for the built-in benchmark
 and the tests. Weights: "none" (random), "imagenet" (from the Keras cache,
 never downloaded here: an absent file is a clear error), or the path of a
-Keras `.h5` weights file (Keras-2 style files such as
+Keras `.h5` weights file (for `small_cnn`: one written by
+`nlr_tf.training.pretext`) (Keras-2 style files such as
 `inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5` load through the
 legacy HDF5 path; `.weights.h5` files through the Keras 3 one).
 
@@ -37,9 +38,9 @@ def imagenet_weights_path(name: str) -> str:
 def resolve_weights(name: str, weights: str):
     if weights in (None, "", "none"):
         return None
-    if name == "small_cnn":
-        raise ValueError(f"small_cnn has no pretrained weights file layout; use none. Received: weights={weights}")
     if weights == "imagenet":
+        if name not in _IMAGENET_NOTOP_FILE:
+            raise ValueError(f"{name} has no ImageNet weights; use none or a .weights.h5 file it saved")
         path = imagenet_weights_path(name)
         if not os.path.isfile(path):
             raise ValueError(
@@ -106,6 +107,8 @@ def build_backbone(name: str, weights: str = "none", image_size: int = 0, traina
     path = resolve_weights(name, weights)
     if name == "small_cnn":
         base = small_cnn(image_size)
+        if path is not None:
+            base.load_weights(path)
     else:
         app = {"inception_v3": keras.applications.InceptionV3, "resnet50": keras.applications.ResNet50}[name]
         base = app(include_top=False, weights=None, input_shape=(image_size, image_size, 3), pooling="avg")

@@ -41,7 +41,7 @@ from tfrecords_tools.digits_mosaic import nested_split_name
 
 VARIANTS = ("multi_label", "single_label")
 SHORT = {"multi_label": "ml", "single_label": "sl"}
-STAGES = ("scratch", "whole", "heads", "reference")
+STAGES = ("pretext", "scratch", "whole", "heads", "reference")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,6 +58,9 @@ class Row:
         lr_fields: tuple of (field, factor). The `TrainConfig` learning
             rates set from the stage's grid value (times the factor).
         shared: bool. Trained once per seed, for every clean fraction.
+        starts_from: str. The key of the shared row whose run this one
+            starts from; "" for the default (none for `scratch` rows, the
+            noisy model for the others).
     """
 
     key: str
@@ -67,13 +70,16 @@ class Row:
     settings: tuple = ()
     lr_fields: tuple = (("learning_rate", 1.0),)
     shared: bool = False
+    starts_from: str = ""
 
     def config(self) -> dict[str, Any]:
         return dict(self.settings)
 
 
-def _row(key, label, method, stage, lr_fields=(("learning_rate", 1.0),), shared=False, **settings) -> Row:
-    return Row(key, label, method, stage, tuple(sorted(settings.items())), lr_fields, shared)
+def _row(
+    key, label, method, stage, lr_fields=(("learning_rate", 1.0),), shared=False, starts_from="", **settings
+) -> Row:
+    return Row(key, label, method, stage, tuple(sorted(settings.items())), lr_fields, shared, starts_from)
 
 
 # Veit's cleaning net and classifier share the grid's rate: Veit's 0.015 (RMSProp) collapses the cleaning
@@ -135,6 +141,23 @@ SINGLE_LABEL_EXTRAS = tuple(
     )
 )
 
+# The investigation of the papers' premise of a strong starting backbone (multi-label, the main fraction):
+# the backbone first learns to predict the rotation of the training images (no labels, never val or test),
+# then the noisy backbone and the heads train from it exactly as their rows above do.
+ROTATION = _row("rotation", "Rotation prediction (training images, no labels)", "rotation", "pretext", shared=True)
+PREMISE_ROWS = (
+    ROTATION,
+    dataclasses.replace(NOISY, key="rot_noisy", label=f"{NOISY.label}, rotation-pretrained", starts_from="rotation"),
+    *(
+        dataclasses.replace(r, key=f"rot_{r.key}", label=f"{r.label}, rotation-pretrained", starts_from="rot_noisy")
+        for r in MULTI_LABEL_ROWS + MULTI_LABEL_REFERENCES
+        if r.key in ("ft_whole", "ft_last", *(f"nr_{a}" for a in NR_ACTIVATIONS), "h_only", "g_only")
+        or r.stage == "reference"
+    ),
+)
+# Each premise row's counterpart from the randomly initialized backbone.
+PREMISE_PAIRS = tuple((r.key, r.key[len("rot_") :]) for r in PREMISE_ROWS if r.key.startswith("rot_"))
+
 
 @dataclasses.dataclass(frozen=True)
 class Stage:
@@ -182,6 +205,8 @@ class Budget:
         main_fraction: float. The fraction of the single-label table, the
             ablations' table and the extra rows.
         extras: bool. Whether to train the extra rows (not in the papers' tables).
+        premise: bool. Whether to run the premise investigation
+            (`PREMISE_ROWS`), after every other run.
         image_sizes: tuple of (variant, side). The side the images are
             resized to for the network. At 16 px a single digit keeps the
             detail of its 8x8 scan and a mosaic's digits are 6-7 px; the
@@ -196,6 +221,8 @@ class Budget:
     # is caught before it overfits; on cached features they cost little. The heads' grid: at 1 % clean, half the
     # head rows chose 1e-3 from a grid starting there, and 3e-2 was never chosen, so the grid starts at 3e-4.
     scratch: Stage = Stage(max_steps=4000, eval_steps=100, patience=6, batch_size=60, learning_rates=(1e-3,))
+    # Rotation prediction: 1,000 steps of 60 images at four angles (20 passes over 12,000 images).
+    pretext: Stage = Stage(max_steps=1000, eval_steps=0, patience=0, batch_size=60, learning_rates=(1e-3,))
     whole: Stage = Stage(max_steps=2000, eval_steps=50, patience=6, batch_size=40, learning_rates=(1e-4,))
     heads: Stage = Stage(
         max_steps=5000, eval_steps=50, patience=8, batch_size=40, learning_rates=(3e-4, 1e-3, 3e-3, 1e-2)
@@ -207,6 +234,7 @@ class Budget:
     sl_regime_seeds: int = 1
     main_fraction: float = 0.10
     extras: bool = True
+    premise: bool = True
     image_sizes: tuple = (("multi_label", 16), ("single_label", 16))
     dataset_sizes: Optional[tuple[int, int, int]] = None
 
@@ -217,6 +245,7 @@ class Budget:
         """Every step count times `scale` (a smoke test)."""
         return dataclasses.replace(
             self,
+            pretext=self.pretext.scaled(scale),
             scratch=self.scratch.scaled(scale),
             whole=self.whole.scaled(scale),
             heads=self.heads.scaled(scale),
@@ -237,6 +266,7 @@ QUICK = Budget(
     sl_fractions=(0.10,),
     main_fraction=0.10,
     extras=False,
+    premise=False,
     dataset_sizes=(4000, 1000, 1000),
 )
 
@@ -278,10 +308,9 @@ class Run:
 
     @property
     def init(self) -> Optional[str]:
-        """The cell of the run this one starts from (the same seed's noisy model)."""
-        if self.row.stage == "scratch":
-            return None
-        return f"{SHORT[self.variant]}/seed{self.seed}/shared/noisy"
+        """The cell of the run this one starts from (the same seed's noisy model, unless the row says otherwise)."""
+        source = self.row.starts_from or ("" if self.row.stage in ("pretext", "scratch") else NOISY.key)
+        return f"{SHORT[self.variant]}/seed{self.seed}/shared/{source}" if source else None
 
 
 def fraction_name(fraction: float) -> str:
@@ -313,21 +342,27 @@ def make_plan(budget: Budget, variants=VARIANTS) -> list[Run]:
     grid gives the grid seeds one run per rate, and the other seeds one run
     whose rate (None here) the runner takes from the first grid seed's choice.
     """
-    runs = []
     seeds = [s for s in budget.seeds if s in budget.grid_seeds] + [
         s for s in budget.seeds if s not in budget.grid_seeds
     ]
-    for variant in variants:
-        for seed in seeds:
-            for fraction, row in _cells(budget, variant, seed):
-                if row.stage == "reference":
-                    runs.append(Run(variant, seed, fraction, row))
-                    continue
-                grid = budget.stage(row.stage).learning_rates
-                if len(grid) == 1 or seed in budget.grid_seeds:
-                    runs += [Run(variant, seed, fraction, row, lr) for lr in grid]
-                else:
-                    runs.append(Run(variant, seed, fraction, row, None))
+    cells = [(variant, seed, cell) for variant in variants for seed in seeds for cell in _cells(budget, variant, seed)]
+    # The investigation comes last, so the runs before it keep their place (and seed) in the plan.
+    if budget.premise and "multi_label" in variants:
+        cells += [
+            ("multi_label", seed, (None if row.shared else budget.main_fraction, row))
+            for seed in seeds
+            for row in PREMISE_ROWS
+        ]
+    runs = []
+    for variant, seed, (fraction, row) in cells:
+        if row.stage == "reference":
+            runs.append(Run(variant, seed, fraction, row))
+            continue
+        grid = budget.stage(row.stage).learning_rates
+        if len(grid) == 1 or seed in budget.grid_seeds:
+            runs += [Run(variant, seed, fraction, row, lr) for lr in grid]
+        else:
+            runs.append(Run(variant, seed, fraction, row, None))
     return runs
 
 

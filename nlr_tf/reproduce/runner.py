@@ -20,6 +20,7 @@ from absl import logging
 
 from nlr_tf.data.schema import DatasetInfo, load_dataset_info
 from nlr_tf.reproduce.plan import SHORT, Budget, Run, dataset_fractions, make_plan
+from nlr_tf.training import pretext
 from nlr_tf.training.trainer import TrainConfig, train
 from tfrecords_tools import __version__ as CONVERTER_VERSION
 from tfrecords_tools.digits_mosaic import nested_split_name
@@ -104,7 +105,9 @@ def train_config(run: Run, output_dir: str, budget: Budget, init_dir: str = "") 
     """The `TrainConfig` of one run of the plan: its row's settings under its stage's rules.
 
     Args:
-        init_dir: str. The model dir of the noisy run it starts from, if any.
+        init_dir: str. The dir of the run it starts from, if any: a noisy
+            model dir, or (for a `scratch` row) a pretraining run's dir,
+            whose backbone weights it loads.
     """
     stage = budget.stage(run.row.stage)
     settings = run.row.config()
@@ -132,7 +135,9 @@ def train_config(run: Run, output_dir: str, budget: Budget, init_dir: str = "") 
         seed=run.seed,
         **settings,
     )
-    if run.init:
+    if run.init and run.row.stage == "scratch":
+        config.backbone_weights = os.path.join(init_dir, pretext.WEIGHTS_FILE)
+    elif run.init:
         config.init_checkpoint = init_dir
     if run.row.stage == "heads":
         config.train_backbone = False
@@ -140,6 +145,22 @@ def train_config(run: Run, output_dir: str, budget: Budget, init_dir: str = "") 
     elif run.row.stage == "whole":
         config.train_backbone = True
     return config
+
+
+def pretext_config(run: Run, output_dir: str, budget: Budget) -> pretext.RotationConfig:
+    """A `pretext` row's run: rotation prediction on the training images (the `noisy` split) of its variant."""
+    stage = budget.stage(run.row.stage)
+    return pretext.RotationConfig(
+        dataset=dataset_dir(output_dir, run.variant),
+        output_dir=run_dir(output_dir, run),
+        split="noisy",
+        backbone="small_cnn",
+        image_size=dict(budget.image_sizes)[run.variant],
+        batch_size=stage.batch_size,
+        steps=stage.max_steps,
+        learning_rate=run.learning_rate,
+        seed=run.seed,
+    )
 
 
 def run_dir(output_dir: str, run: Run) -> str:
@@ -234,6 +255,7 @@ def run_plan(
 
     runs = make_plan(budget, variants)
     cells: dict[str, list[dict[str, Any]]] = {}  # cell -> the records of its runs so far
+    pretexts: dict[str, float] = {}  # pretext cell -> its rotation accuracy
     logging.set_verbosity(logging.WARNING)
     start_all = time.perf_counter()
 
@@ -256,6 +278,9 @@ def run_plan(
         start = time.perf_counter()
         if run.row.stage == "reference":
             _claim_run_dir(model_dir, {"row": run.row.key, "fraction": run.fraction, "split": run.clean_split})
+        elif run.row.stage == "pretext":
+            config = pretext_config(run, output_dir, budget)
+            _claim_run_dir(model_dir, dataclasses.asdict(config))
         else:
             config = train_config(run, output_dir, budget, selected(run.init)["model_dir_abs"] if run.init else "")
             _claim_run_dir(model_dir, dataclasses.asdict(config))
@@ -268,11 +293,21 @@ def run_plan(
         else:
             log(f"{prefix} ...")
             keras.utils.set_random_seed(run.seed * 1000 + i)
-            metrics = (
-                fit_reference(run, output_dir, budget) if run.row.stage == "reference" else train_and_evaluate(config)
-            )
+            if run.row.stage == "reference":
+                metrics = fit_reference(run, output_dir, budget)
+            elif run.row.stage == "pretext":
+                metrics = pretext.pretrain_rotation(config)
+                keras.backend.clear_session()
+            else:
+                metrics = train_and_evaluate(config)
             _write_json(metrics_path, metrics)
             state = f"{time.perf_counter() - start:.0f} s"
+        if run.row.stage == "pretext":
+            # Not a table row: the runs that start from it find it by its cell.
+            log(f"{prefix}: rotation accuracy {100 * metrics['rotation_accuracy']:.1f} % on training images [{state}]")
+            cells[run.cell] = [{"learning_rate": run.learning_rate, "val": 0.0, "model_dir_abs": model_dir}]
+            pretexts[run.cell] = metrics["rotation_accuracy"]
+            continue
         main = "top1" if run.variant == "single_label" else "mAP"
         headline = f"val {100 * metrics['val']:.2f}, test {main} {100 * metrics[main]:.2f}"
         if run.variant == "multi_label":
@@ -294,11 +329,14 @@ def run_plan(
                 "model_dir_abs": model_dir,
                 **{k: metrics[k] for k in ("mAP", "APall", "top1", "val", "best_step", "stopped_early")},
                 **({"C": metrics["C"], "C_grid": metrics["grid"]} if "C" in metrics else {}),
+                **({"pretext_rotation_accuracy": pretexts[run.init]} if run.init in pretexts else {}),
                 "eval_history": metrics.get("eval_history", []),
             }
         )
     records = []
     for cell in cells:
+        if cell in pretexts:
+            continue
         record = dict(selected(cell))
         record.pop("model_dir_abs")
         record["grid"] = [{"learning_rate": r["learning_rate"], "val": r["val"]} for r in cells[cell]]

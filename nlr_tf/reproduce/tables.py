@@ -31,6 +31,7 @@ TABLES = {
     "hu_table5_ml": (ML, ("noisy", "h_only", "g_only", "nr_sigmoid", "gt"), "mAP"),
     "hu_table5_sl": (SL, ("noisy", "h_only", "g_only", "nr_sigmoid", "gt"), "top1"),
 }
+PREMISE_KEYS = frozenset(r.key for r in plan.PREMISE_ROWS)
 EXTRA_ROWS = {
     ML: ("logreg_clean", "logreg_noisy", "h_only", "g_only", "nr_sigmoid_whole"),
     SL: ("nr_sigmoid_from_noisy", "h_only_from_noisy", "g_only_from_noisy"),
@@ -228,7 +229,7 @@ def regime_table(res: Results, variant: str) -> str:
     metric = MAIN_METRIC[variant]
     fr = res.fractions[variant]
     rows = sorted(
-        {row for (v, row) in res.labels if v == variant and row not in ("noisy", "gt")},
+        {row for (v, row) in res.labels if v == variant and row not in ("noisy", "gt") and row not in PREMISE_KEYS},
         key=lambda r: -(np.nanmean([res.gap_closed(variant, r, f, metric) or np.nan for f in fr]) if fr else 0),
     )
     lines = []
@@ -237,6 +238,24 @@ def regime_table(res: Results, variant: str) -> str:
             continue
         lines.append([res.labels[(variant, row)]] + [res.gap_cell(variant, row, f, metric) for f in fr])
     return _table(["Method"] + [_pct(f) for f in fr], lines)
+
+
+def premise_table(res: Results, fraction: float) -> str:
+    """Each premise row against its counterpart from the randomly initialized backbone (multi-label mAP)."""
+    lines = []
+    for rotated, base in plan.PREMISE_PAIRS:
+        if not res.has(ML, rotated, fraction):
+            continue
+        d = res.difference(ML, rotated, base, fraction, "mAP")
+        lines.append(
+            [
+                res.labels[(ML, base)],
+                res.cell(ML, base, fraction, "mAP"),
+                res.cell(ML, rotated, fraction, "mAP"),
+                _diff_text(d, fraction).split(": ", 1)[1],
+            ]
+        )
+    return _table(["Row", "random init", "rotation-pretrained", "difference"], lines)
 
 
 # === Claims ===
@@ -403,7 +422,7 @@ def plot_regime_map(res: Results, path: str) -> None:
         metric = MAIN_METRIC[variant]
         fr = res.fractions[variant]
         for (v, row), label in sorted(res.labels.items()):
-            if v != variant or row in ("noisy", "gt"):
+            if v != variant or row in ("noisy", "gt") or row in PREMISE_KEYS:
                 continue
             points = [(f, res.mean(variant, row, f, metric), res.std(variant, row, f, metric)) for f in fr]
             points = [p for p in points if p[1] is not None]
