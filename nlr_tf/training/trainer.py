@@ -23,6 +23,7 @@ from absl import logging
 
 from nlr_tf.data import pipeline
 from nlr_tf.data.feature_cache import FeatureCacheError, extract_features, load_feature_cache
+from nlr_tf.data.preprocessing import DEFAULT_IMAGE_SIZE
 from nlr_tf.data.schema import DatasetError, DatasetInfo, load_dataset_info
 from nlr_tf.models.backbones import resolve_weights
 from nlr_tf.models.methods import Method, build_model, get_method
@@ -289,6 +290,9 @@ def _feature_cache(config: TrainConfig, info: DatasetInfo, method: Method, model
         raise ConfigError(str(e)) from None
 
 
+_EVAL_IN_MEMORY_BYTES = 256 << 20
+
+
 def _split_evaluator(model, data: DatasetInfo, config: TrainConfig):
     """A function returning mAP, APall and top-1 of the model on `config.eval_split` (from the feature cache if
     training uses one); its input pipeline is built once and read again at every evaluation."""
@@ -298,6 +302,12 @@ def _split_evaluator(model, data: DatasetInfo, config: TrainConfig):
     batch_size = 1024 if data.feature_dim else config.batch_size
     kwargs = dict(backbone=config.backbone, image_size=config.image_size, batch_size=batch_size)
     dataset = evaluator.split_dataset(data, config.eval_split, **kwargs)
+    # A split whose decoded inputs fit in a small memory budget is read once and kept: reading the records again
+    # at every evaluation (a new iterator over the shards) cost more than the evaluation itself.
+    side = config.image_size or DEFAULT_IMAGE_SIZE[config.backbone]
+    bytes_per_record = 4 * (data.feature_dim or side * side * 3)
+    if data.splits[config.eval_split].num_records * bytes_per_record <= _EVAL_IN_MEMORY_BYTES:
+        dataset = list(dataset)
 
     def evaluate() -> dict[str, float]:
         p = evaluator.predict(model, data, config.eval_split, dataset=dataset, **kwargs)
