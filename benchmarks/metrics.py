@@ -1,4 +1,4 @@
-r"""Per-class AP of `nlr_tf.evaluation.metrics` against a scikit-learn loop.
+r"""Per-class AP of `nlr_tf.models.metrics` against a scikit-learn loop.
 
 Run:
 
@@ -18,7 +18,7 @@ import numpy as np
 from absl import app, flags
 from sklearn.metrics import average_precision_score
 
-from nlr_tf.evaluation import metrics
+from nlr_tf.models import metrics
 
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 100_000, "Images.")
 _NUM_CLASSES = flags.DEFINE_integer("num_classes", 1_000, "Classes.")
@@ -45,7 +45,7 @@ def main(argv):
 
     max_diff = float(np.nanmax(np.abs(ours - reference)))
     print(f"{shape[0]} images x {shape[1]} classes, half the entries verified")
-    print(f"  nlr_tf.evaluation.metrics: {ours_time:8.2f} s")
+    print(f"  nlr_tf.models.metrics: {ours_time:8.2f} s")
     print(f"  sklearn loop:              {sklearn_time:8.2f} s")
     print(f"  largest difference in AP:  {max_diff:.2e} ({'identical to 1e-6' if max_diff <= 1e-6 else 'MISMATCH'})")
     print(f"ratio: {sklearn_time / ours_time:.2f}")

@@ -13,8 +13,9 @@ from conftest import write_toy_dataset
 from nlr_tf.data import parsing, pipeline, schema
 from nlr_tf.data.feature_cache import extract_features
 from nlr_tf.data.schema import load_dataset_info
-from nlr_tf.evaluation import cleaning, evaluator, suspects
+from nlr_tf.evaluation import cleaning, suspects
 from nlr_tf.models.backbones import build_backbone
+from nlr_tf.training.model_dir import load_trained_model
 
 NUM_CLASSES = 5
 IMAGE_SIZE = 16
@@ -56,7 +57,7 @@ def _read_csv(path):
 
 def _cleaned_by_model(model_dir, info):
     """c-hat and images per id, computed here from the source images through the model's parts."""
-    model, _ = evaluator.load_trained_model(str(model_dir))
+    model, _ = load_trained_model(str(model_dir))
     ds = pipeline.make_split_dataset(
         info, "noisy", 32, backbone="small_cnn", image_size=IMAGE_SIZE, training=False, with_ids=True
     )

@@ -8,10 +8,10 @@ import pytest
 from cli_util import run_cli
 from sklearn.datasets import load_digits
 
+from nlr_tf.data.label_stats import LabelStats
 from nlr_tf.data.parsing import iterate_label_lists
 from nlr_tf.data.schema import load_dataset_info
 from tfrecords_tools import digits_mosaic
-from tfrecords_tools.stats import LabelStats
 
 
 @functools.lru_cache(maxsize=None)

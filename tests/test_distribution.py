@@ -12,7 +12,8 @@ import pytest
 from cli_util import ROOT
 from conftest import write_toy_dataset
 
-from nlr_tf.training.trainer import TrainConfig, train
+from nlr_tf.training.config import TrainConfig
+from nlr_tf.training.trainer import train
 
 
 @pytest.fixture(scope="module")

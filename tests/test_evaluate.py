@@ -8,7 +8,9 @@ from cli_util import run_cli, train_noisy_then_heads
 from conftest import write_toy_dataset
 
 from nlr_tf.data.schema import load_dataset_info
-from nlr_tf.evaluation import evaluator, metrics
+from nlr_tf.models import metrics
+from nlr_tf.models.prediction import predict
+from nlr_tf.training.model_dir import load_trained_model
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +37,8 @@ def test_eval_from_images_and_from_the_feature_cache_agree(trained):
     for key in ("mAP", "APall", "top1"):
         assert a[key] == pytest.approx(b[key], abs=1e-5)
     # The same numbers as the metrics module on the model's own predictions.
-    model, run_config = evaluator.load_trained_model(str(root / "nr"))
-    p = evaluator.predict(model, info, "test", backbone="small_cnn", image_size=16)
+    model, run_config = load_trained_model(str(root / "nr"))
+    p = predict(model, info, "test", backbone="small_cnn", image_size=16)
     report = metrics.evaluate(p["scores"], p["verified_labels"], p["verified_mask"])
     assert a["mAP"] == pytest.approx(report.map) and a["APall"] == pytest.approx(report.ap_all)
     assert np.isfinite(a["against_truth"]["mAP"])

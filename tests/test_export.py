@@ -76,7 +76,7 @@ def test_fresh_process_gets_the_keras_scores_on_a_real_jpeg(exported):
     import keras
     import tensorflow as tf
 
-    from nlr_tf.evaluation.evaluator import load_trained_model
+    from nlr_tf.training.model_dir import load_trained_model
 
     model, config = load_trained_model(str(exported / "nr"))
     data = open(SAMPLE_JPEG, "rb").read()

@@ -102,10 +102,24 @@ def test_cache_of_another_dataset_or_backbone_is_refused(toy, tmp_path):
     root, info, _, _, cache = toy
     with pytest.raises(FeatureCacheError, match="made from dataset"):
         load_feature_cache(cache.path, source_dataset=str(tmp_path), backbone_source="test")
-    with pytest.raises(FeatureCacheError, match="holds features of 'test'"):
+    with pytest.raises(FeatureCacheError, match="holds features of '.*test', not of 'other'"):
         load_feature_cache(cache.path, source_dataset=info.path, backbone_source="other")
     with pytest.raises(FeatureCacheError, match="not a feature cache"):
         load_feature_cache(info.path, source_dataset=info.path, backbone_source="test")
+    with pytest.raises(FeatureCacheError, match="16-pixel images, not 32"):
+        load_feature_cache(cache.path, source_dataset=info.path, backbone_source="test", image_size=32)
+
+
+def test_cache_identity_is_one_rule_for_relative_and_absolute_paths(toy, monkeypatch):
+    root, info, _, _, cache = toy
+    # The cache was made with the relative source "test" from the current folder: the same weights whether a
+    # later run names them relatively, absolutely or through a symbolic link.
+    source = os.path.abspath("test")
+    load_feature_cache(cache.path, source_dataset=info.path, backbone_source=source, image_size=16)
+    os.symlink(os.getcwd(), root / "here")
+    load_feature_cache(cache.path, source_dataset=info.path, backbone_source=str(root / "here" / "test"))
+    monkeypatch.chdir(os.path.dirname(info.path))
+    load_feature_cache(cache.path, source_dataset=os.path.basename(info.path), backbone_source=source)
 
 
 def test_train_builds_the_cache_once_and_reuses_it(toy, tmp_path):

@@ -9,8 +9,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score
 
 from nlr_tf.data import schema
+from nlr_tf.data.parsing import make_example
 from nlr_tf.evaluation.linear_reference import DEFAULT_MAX_ITER, logistic_regression_reference, read_split
-from tfrecords_tools.writer import make_example
 
 D, F = 3, 6
 

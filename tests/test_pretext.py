@@ -10,7 +10,8 @@ import tensorflow as tf
 from nlr_tf.data.schema import load_dataset_info
 from nlr_tf.models.backbones import build_backbone
 from nlr_tf.training import pretext
-from nlr_tf.training.trainer import TrainConfig, train
+from nlr_tf.training.config import TrainConfig
+from nlr_tf.training.trainer import train
 from tfrecords_tools import digits_mosaic
 from tfrecords_tools.writer import write_dataset
 

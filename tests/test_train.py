@@ -13,7 +13,8 @@ from cli_util import ROOT, run_cli
 from conftest import write_toy_dataset
 
 from nlr_tf.models.methods import METHODS
-from nlr_tf.training.trainer import ConfigError, TrainConfig, train
+from nlr_tf.training.config import TrainConfig
+from nlr_tf.training.trainer import ConfigError, train
 
 COMMON = ["--backbone=small_cnn", "--image_size=16", "--batch_size=20", "--log_steps=5", "--checkpoint_steps=10"]
 
@@ -178,7 +179,8 @@ def test_best_evaluation_and_patience_on_a_hand_made_history():
 
 def test_early_stopping_keeps_the_best_validation_weights_and_stays_stopped(dataset, tmp_path):
     from nlr_tf.data.schema import load_dataset_info
-    from nlr_tf.evaluation.evaluator import evaluate, load_trained_model
+    from nlr_tf.evaluation.evaluator import evaluate
+    from nlr_tf.training.model_dir import load_trained_model
 
     config = TrainConfig(
         method="noisy",

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from conftest import toy_records, write_toy_dataset
 
+from nlr_tf.data.output_dir import OutputDirError
 from nlr_tf.data.parsing import iterate_label_lists
 from nlr_tf.data.schema import ClassInfo, DatasetError, load_dataset_info
 from tfrecords_tools.records import BadRow, Conversion, ConversionError, Record
@@ -50,7 +51,7 @@ def test_output_is_deterministic(tmp_path):
 
 def test_existing_output_is_refused_then_replaced_with_overwrite(tmp_path):
     write_toy_dataset(tmp_path / "d", {"noisy": 5})
-    with pytest.raises(ConversionError, match="already exists"):
+    with pytest.raises(OutputDirError, match="already exists"):
         write_dataset(_conversion(toy_records({"noisy": 3})), str(tmp_path / "d"), progress=False)
     info = write_dataset(_conversion(toy_records({"noisy": 3})), str(tmp_path / "d"), overwrite=True, progress=False)
     assert info.splits["noisy"].num_records == 3

@@ -8,16 +8,8 @@ overall shares of false noisy annotations and of missed true labels.
 
 from typing import Any, Optional
 
-from nlr_tf.data.parsing import iterate_label_lists
+from nlr_tf.data.label_stats import split_stats
 from nlr_tf.data.schema import DatasetInfo
-from tfrecords_tools.stats import LabelStats
-
-
-def split_stats(info: DatasetInfo, split: str) -> LabelStats:
-    stats = LabelStats(info.num_classes)
-    for r in iterate_label_lists(info.split_files(split)):
-        stats.add(r["noisy"], r["verified_pos"], r["verified_neg"], r["true"])
-    return stats
 
 
 def inspect_dataset(info: DatasetInfo, splits: Optional[list[str]] = None) -> dict[str, Any]:

@@ -10,67 +10,28 @@ failed or interrupted run never leaves a dataset that looks complete.
 
 import collections
 import concurrent.futures
-import contextlib
 import datetime
 import os
 import re
-import shutil
 import sys
-import uuid
-from collections.abc import Iterator, Sequence
 from typing import Any, Optional, Union
 
 import tensorflow as tf
 import tqdm
 
 from nlr_tf.data import schema
+from nlr_tf.data.label_stats import LabelStats
+from nlr_tf.data.output_dir import atomic_output_dir
+from nlr_tf.data.parsing import make_example
 from tfrecords_tools import __version__ as CONVERTER_VERSION
 from tfrecords_tools.images import ImageError, read_record_image
 from tfrecords_tools.records import BadRow, Conversion, ConversionError, Record
-from tfrecords_tools.stats import LabelStats
 
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9_]+$")
 
 
 class BadInputError(ValueError):
     """A bad input row met without `--skip_bad`."""
-
-
-def _int64_list(values: Sequence[int]) -> tf.train.Feature:
-    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
-
-
-def _bytes(value: bytes) -> tf.train.Feature:
-    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
-
-
-def make_example(
-    image_id: str,
-    encoded: Optional[bytes],
-    noisy: Sequence[int],
-    verified_pos: Sequence[int] = (),
-    verified_neg: Sequence[int] = (),
-    true: Optional[Sequence[int]] = None,
-    features: Optional[Sequence[float]] = None,
-) -> bytes:
-    """A serialized `tf.train.Example` in the dataset schema.
-
-    A feature cache record passes `features` (pooled backbone features)
-    and `encoded=None`.
-    """
-    feature = {
-        schema.IMAGE_ID: _bytes(image_id.encode("utf-8")),
-        schema.LABEL_NOISY: _int64_list(sorted(set(noisy))),
-        schema.LABEL_VERIFIED_POS: _int64_list(sorted(set(verified_pos))),
-        schema.LABEL_VERIFIED_NEG: _int64_list(sorted(set(verified_neg))),
-    }
-    if true is not None:
-        feature[schema.LABEL_TRUE] = _int64_list(sorted(set(true)))
-    if encoded is not None:
-        feature[schema.IMAGE_ENCODED] = _bytes(encoded)
-    if features is not None:
-        feature[schema.FEATURES] = tf.train.Feature(float_list=tf.train.FloatList(value=features))
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
 def _prepare(record: Record, max_side: int) -> Union[tuple[Record, bytes], BadRow]:
@@ -130,38 +91,6 @@ class _SplitWriter:
             os.rename(self._tmp_name(shard), os.path.join(self.directory, name))
             files.append(name)
         return schema.SplitInfo(num_records=self.num_records, num_shards=len(files), files=files)
-
-
-@contextlib.contextmanager
-def atomic_output_dir(output_dir: str, overwrite: bool = False) -> Iterator[str]:
-    """Yields a temporary sibling folder that becomes `output_dir` on success.
-
-    On any failure (or interrupt) the temporary folder is removed and
-    `output_dir` is left as it was: a run that fails never leaves a
-    dataset that looks complete.
-
-    Raises:
-        ConversionError: `output_dir` exists and `overwrite` is False.
-    """
-    output_dir = os.path.abspath(output_dir)
-    if os.path.exists(output_dir) and not overwrite:
-        raise ConversionError(f"output folder {output_dir!r} already exists (pass --overwrite to replace it)")
-    parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
-    tmp_dir = os.path.join(parent, f".{os.path.basename(output_dir)}.incomplete-{uuid.uuid4().hex[:8]}")
-    os.makedirs(tmp_dir)
-    try:
-        yield tmp_dir
-        if os.path.exists(output_dir):
-            trash = f"{tmp_dir}.replaced"
-            os.rename(output_dir, trash)
-            os.rename(tmp_dir, output_dir)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(tmp_dir, output_dir)
-    except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
-        raise
 
 
 def write_dataset(

@@ -54,8 +54,8 @@ def _check_depths(values):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from nlr_tf.data.output_dir import OutputDirError
     from nlr_tf.data.schema import DatasetError, load_dataset_info
-    from tfrecords_tools.records import ConversionError
 
     try:
         # A missing dataset or split fails here, before TensorFlow loads.
@@ -65,6 +65,7 @@ def main(argv):
         return 1
     from nlr_tf.evaluation.cleaning import CleaningError, clean_labels, format_report
     from nlr_tf.evaluation.evaluator import EvalError
+    from nlr_tf.training.model_dir import CheckpointError
 
     try:
         report = clean_labels(
@@ -80,7 +81,7 @@ def main(argv):
             overwrite=_OVERWRITE.value,
             progress=not _QUIET.value,
         )
-    except (CleaningError, DatasetError, EvalError, ConversionError) as e:
+    except (CheckpointError, CleaningError, DatasetError, EvalError, OutputDirError) as e:
         print(f"nlr-clean-labels: error: {e}", file=sys.stderr)
         return 1
     print(format_report(report))

@@ -49,6 +49,7 @@ def main(argv):
     from nlr_tf.data.schema import DatasetError
     from nlr_tf.evaluation import reports
     from nlr_tf.evaluation.evaluator import EvalConfig, EvalError, run_evaluation
+    from nlr_tf.training.model_dir import CheckpointError
 
     config = EvalConfig(
         model_dir=_MODEL_DIR.value,
@@ -61,7 +62,7 @@ def main(argv):
     )
     try:
         out = run_evaluation(config)
-    except (DatasetError, EvalError) as e:
+    except (CheckpointError, DatasetError, EvalError) as e:
         print(f"nlr-eval: error: {e}", file=sys.stderr)
         return 1
     result = out.result

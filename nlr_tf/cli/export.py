@@ -26,15 +26,15 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from nlr_tf.data.preprocessing import default_image_size
-    from nlr_tf.evaluation.evaluator import EvalError, load_trained_model
     from nlr_tf.export.serving import export_saved_model
+    from nlr_tf.training.model_dir import CheckpointError, load_trained_model
 
     if os.path.exists(_EXPORT_DIR.value) and not _OVERWRITE.value:
         print(f"nlr-export: error: {_EXPORT_DIR.value!r} exists (pass --overwrite to replace it)", file=sys.stderr)
         return 1
     try:
         model, run_config = load_trained_model(_MODEL_DIR.value)
-    except EvalError as e:
+    except CheckpointError as e:
         print(f"nlr-export: error: {e}", file=sys.stderr)
         return 1
     size = run_config.get("image_size") or default_image_size(run_config["backbone"])[0]

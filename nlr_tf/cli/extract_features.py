@@ -17,7 +17,7 @@ import sys
 
 from absl import app, flags
 
-from nlr_tf.models.backbones import BACKBONES
+from nlr_tf.data.image_sizes import BACKBONES
 
 _DATASET = flags.DEFINE_string("dataset", None, "Dataset folder of images.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Feature cache folder to create.")
@@ -40,10 +40,11 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from nlr_tf.data.feature_cache import extract_features
+    from nlr_tf.data.output_dir import OutputDirError
     from nlr_tf.data.schema import DatasetError, load_dataset_info
     from nlr_tf.models.backbones import build_backbone
-    from nlr_tf.training.checkpoints import CheckpointError, resolve_checkpoint, restore_parts
-    from tfrecords_tools.records import ConversionError
+    from nlr_tf.training.checkpoints import restore_parts
+    from nlr_tf.training.model_dir import CheckpointError, resolve_checkpoint
 
     if _MODEL_DIR.value and _BACKBONE.value:
         raise app.UsageError("pass --model_dir or --backbone, not both")
@@ -80,7 +81,7 @@ def main(argv):
             overwrite=_OVERWRITE.value,
             progress=not _QUIET.value,
         )
-    except (DatasetError, CheckpointError, ConversionError, ValueError) as e:
+    except (DatasetError, CheckpointError, OutputDirError, ValueError) as e:
         print(f"nlr-extract-features: error: {e}", file=sys.stderr)
         return 1
     counts = ", ".join(f"{s}={v.num_records}" for s, v in sorted(cache.splits.items()))

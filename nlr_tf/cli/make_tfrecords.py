@@ -16,6 +16,7 @@ import sys
 
 from absl import app, flags
 
+from nlr_tf.data.output_dir import OutputDirError
 from tfrecords_tools.records import ConversionError
 
 SOURCES = ("manifest", "openimages", "coco", "clothing1m", "tfds", "digits_mosaic")
@@ -262,7 +263,7 @@ def main(argv):
             arguments={f.name: f.value for f in flags.FLAGS.get_key_flags_for_module(sys.modules[__name__])},
             progress=not _QUIET.value,
         )
-    except (BadInputError, ConversionError) as e:
+    except (BadInputError, ConversionError, OutputDirError) as e:
         print(f"nlr-make-tfrecords: error: {e}", file=sys.stderr)
         return 1
     counts = ", ".join(f"{name}={s.num_records}" for name, s in sorted(info.splits.items()))

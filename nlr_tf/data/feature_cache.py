@@ -22,7 +22,8 @@ import tensorflow as tf
 import tqdm
 
 from nlr_tf.data import pipeline, schema
-from tfrecords_tools.writer import atomic_output_dir, make_example
+from nlr_tf.data.output_dir import atomic_output_dir
+from nlr_tf.data.parsing import make_example
 
 
 class FeatureCacheError(ValueError):
@@ -133,9 +134,9 @@ def extract_features(
                 "source": "feature_cache",
                 "feature_cache": {
                     "feature_dim": feature_dim,
-                    "source_dataset": info.path,
+                    "source_dataset": weights_source(info.path),
                     "backbone": backbone_name,
-                    "backbone_source": backbone_source,
+                    "backbone_source": weights_source(backbone_source),
                     "image_size": image_size,
                 },
                 "noise_statistics": info.provenance.get("noise_statistics", {}),
@@ -146,27 +147,49 @@ def extract_features(
     return schema.load_dataset_info(output_dir)
 
 
-def load_feature_cache(
-    path: str, *, source_dataset: str, backbone_source: str, splits: Sequence[str] = ()
-) -> schema.DatasetInfo:
-    """Opens a cache and checks it was made from this dataset and backbone.
+def weights_source(source: str) -> str:
+    """The one form a backbone's weights source is kept and compared in: "none", "imagenet", or a real path."""
+    if source in ("", "none", "imagenet"):
+        return source or "none"
+    return os.path.realpath(source)
 
-    Raises:
-        FeatureCacheError: the cache is of another dataset or backbone, or
-            lacks a needed split.
-    """
-    cache = schema.load_dataset_info(path)
+
+def cache_mismatch(
+    cache: schema.DatasetInfo, *, source_dataset: str, backbone_source: str, image_size: Optional[int] = None
+) -> str:
+    """Why `cache` does not hold the features of this dataset, backbone and input size ("" when it does)."""
     meta: dict[str, Any] = cache.provenance.get("feature_cache", {})
     if not meta:
-        raise FeatureCacheError(f"{path!r} is a dataset of images, not a feature cache")
-    if os.path.abspath(meta.get("source_dataset", "")) != os.path.abspath(source_dataset):
-        raise FeatureCacheError(
-            f"feature cache {path!r} was made from dataset {meta.get('source_dataset')!r}, not {source_dataset!r}"
-        )
-    if meta.get("backbone_source") != backbone_source:
-        raise FeatureCacheError(
-            f"feature cache {path!r} holds features of {meta.get('backbone_source')!r}, not of {backbone_source!r}"
-        )
+        return f"{cache.path!r} is a dataset of images, not a feature cache"
+    if weights_source(meta.get("source_dataset", "")) != weights_source(source_dataset):
+        made_from = meta.get("source_dataset")
+        return f"feature cache {cache.path!r} was made from dataset {made_from!r}, not {source_dataset!r}"
+    if weights_source(meta.get("backbone_source", "")) != weights_source(backbone_source):
+        made_by = meta.get("backbone_source")
+        return f"feature cache {cache.path!r} holds features of {made_by!r}, not of {backbone_source!r}"
+    if image_size is not None and int(meta.get("image_size", 0)) != int(image_size):
+        return f"feature cache {cache.path!r} holds features of {meta.get('image_size')}-pixel images, not {image_size}"
+    return ""
+
+
+def load_feature_cache(
+    path: str,
+    *,
+    source_dataset: str,
+    backbone_source: str,
+    image_size: Optional[int] = None,
+    splits: Sequence[str] = (),
+) -> schema.DatasetInfo:
+    """Opens a cache and checks it was made from this dataset, backbone and input size (`cache_mismatch`).
+
+    Raises:
+        FeatureCacheError: the cache is of another dataset, backbone or
+            input size, or lacks a needed split.
+    """
+    cache = schema.load_dataset_info(path)
+    why = cache_mismatch(cache, source_dataset=source_dataset, backbone_source=backbone_source, image_size=image_size)
+    if why:
+        raise FeatureCacheError(why)
     missing = [s for s in splits if not cache.has_split(s)]
     if missing:
         raise FeatureCacheError(f"feature cache {path!r} lacks the split(s) {', '.join(missing)}")

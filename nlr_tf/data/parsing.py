@@ -1,4 +1,4 @@
-"""Parsing serialized `tf.train.Example`s of the dataset schema.
+"""Serializing and parsing `tf.train.Example`s of the dataset schema.
 
 Labels arrive as index lists and leave as dense float vectors of length d:
 `noisy_labels` (multi-hot), `verified_labels` (1 where verified present) and
@@ -8,12 +8,49 @@ negatives.
 """
 
 from collections.abc import Iterator, Sequence
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
 
 from nlr_tf.data import schema
+
+
+def _int64_list(values: Sequence[int]) -> tf.train.Feature:
+    return tf.train.Feature(int64_list=tf.train.Int64List(value=[int(v) for v in values]))
+
+
+def _bytes(value: bytes) -> tf.train.Feature:
+    return tf.train.Feature(bytes_list=tf.train.BytesList(value=[value]))
+
+
+def make_example(
+    image_id: str,
+    encoded: Optional[bytes],
+    noisy: Sequence[int],
+    verified_pos: Sequence[int] = (),
+    verified_neg: Sequence[int] = (),
+    true: Optional[Sequence[int]] = None,
+    features: Optional[Sequence[float]] = None,
+) -> bytes:
+    """A serialized `tf.train.Example` in the dataset schema.
+
+    A feature cache record passes `features` (pooled backbone features)
+    and `encoded=None`.
+    """
+    feature = {
+        schema.IMAGE_ID: _bytes(image_id.encode("utf-8")),
+        schema.LABEL_NOISY: _int64_list(sorted(set(noisy))),
+        schema.LABEL_VERIFIED_POS: _int64_list(sorted(set(verified_pos))),
+        schema.LABEL_VERIFIED_NEG: _int64_list(sorted(set(verified_neg))),
+    }
+    if true is not None:
+        feature[schema.LABEL_TRUE] = _int64_list(sorted(set(true)))
+    if encoded is not None:
+        feature[schema.IMAGE_ENCODED] = _bytes(encoded)
+    if features is not None:
+        feature[schema.FEATURES] = tf.train.Feature(float_list=tf.train.FloatList(value=features))
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
 def iterate_label_lists(files: Sequence[str], batch_size: int = 1024) -> Iterator[dict[str, Any]]:

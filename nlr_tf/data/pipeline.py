@@ -431,7 +431,7 @@ def make_split_dataset(
         global_batch_size: int. Batch size summed over replicas; each input
             pipeline batches `input_context.get_per_replica_batch_size()`
             of it (all of it without `input_context`).
-        backbone: str. One of `preprocessing.BACKBONES`; selects the
+        backbone: str. One of `image_sizes.BACKBONES`; selects the
             preprocessing and the default image size.
         training: bool. Shuffle and repeat forever (True) or read once in
             order (False).
@@ -552,7 +552,7 @@ def make_train_dataset(
             of it, which must be a multiple of n + c (of the reduced ratio).
         mix_ratio: str `"n:c"` or (n, c). Noisy to clean examples per batch.
             Defaults to `"9:1"` (both papers).
-        backbone: str. One of `preprocessing.BACKBONES`.
+        backbone: str. One of `image_sizes.BACKBONES`.
         image_size: int or (height, width). Defaults to the backbone's.
         noisy_split: str. Split of the noisy part. Defaults to `"noisy"`.
         clean_split: str. Split of the clean part, e.g. `"clean_all"` for

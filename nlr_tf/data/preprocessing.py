@@ -23,10 +23,7 @@ from typing import Optional, Union
 
 import tensorflow as tf
 
-BACKBONES = ("inception_v3", "resnet50", "small_cnn")
-
-# The input resolution each backbone is usually trained at.
-DEFAULT_IMAGE_SIZE = {"inception_v3": 299, "resnet50": 224, "small_cnn": 32}
+from nlr_tf.data.image_sizes import BACKBONES, DEFAULT_IMAGE_SIZE
 
 # ImageNet channel means in BGR order, as in keras.applications' "caffe" mode.
 _CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)

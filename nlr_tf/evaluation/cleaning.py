@@ -48,11 +48,12 @@ import numpy as np
 import tensorflow as tf
 
 from nlr_tf.data import pipeline, schema
+from nlr_tf.data.label_stats import split_stats
+from nlr_tf.data.output_dir import atomic_output_dir
 from nlr_tf.evaluation import evaluator
 from nlr_tf.evaluation import suspects as suspects_lib
-from nlr_tf.evaluation.evaluator import load_trained_model
-from tfrecords_tools.inspection import split_stats
-from tfrecords_tools.writer import atomic_output_dir
+from nlr_tf.models import prediction
+from nlr_tf.training.model_dir import load_trained_model
 
 SUSPECTS_CSV = "suspected_errors.csv"
 CLEANED_LABELS_CSV = "cleaned_labels.csv"
@@ -73,8 +74,8 @@ class CleaningError(ValueError):
 
 
 def predict_labels(model, info: schema.DatasetInfo, split: str, **kwargs) -> dict[str, np.ndarray]:
-    """`evaluator.predict`, with the image ids as str."""
-    out = evaluator.predict(model, info, split, **kwargs)
+    """`prediction.predict`, with the image ids as str."""
+    out = prediction.predict(model, info, split, **kwargs)
     out["id"] = np.array([i.decode("utf-8") for i in out["id"]], dtype=object)
     return out
 

@@ -16,115 +16,21 @@ TensorBoard events.
 import dataclasses
 import json
 import os
-import sys
-import weakref
 from typing import Any, Optional
 
-import keras
 import numpy as np
-import tensorflow as tf
-import tqdm
 
-from nlr_tf.data import pipeline
+from nlr_tf.data.feature_cache import cache_mismatch
 from nlr_tf.data.schema import DatasetError, DatasetInfo, load_dataset_info
-from nlr_tf.evaluation import metrics, reports
-from nlr_tf.models import methods as _methods  # noqa: F401  (registers the model classes for loading)
-from nlr_tf.models.label_cleaning_model import LabelCleaningModel
-from nlr_tf.training.checkpoints import CONFIG_FILE, MODEL_FILE, CheckpointError, resolve_checkpoint
-from nlr_tf.training.trainer import RESULT_FILE
+from nlr_tf.evaluation import reports
+from nlr_tf.models import metrics
+from nlr_tf.models.prediction import predict
+from nlr_tf.training import model_dir as run_files
+from nlr_tf.training.model_dir import CheckpointError
 
 
 class EvalError(ValueError):
     """A model dir or dataset that cannot be evaluated together."""
-
-
-def load_trained_model(model_dir: str) -> tuple[keras.Model, dict[str, Any]]:
-    """The final model of an `nlr-train` run and its run config."""
-    model_path, config_path = os.path.join(model_dir, MODEL_FILE), os.path.join(model_dir, CONFIG_FILE)
-    if not os.path.isfile(model_path) or not os.path.isfile(config_path):
-        raise EvalError(f"{model_dir!r} holds no finished run (needs {MODEL_FILE} and {CONFIG_FILE})")
-    with open(config_path) as f:
-        run_config = json.load(f)
-    return keras.saving.load_model(model_path, safe_mode=True), run_config
-
-
-_FORWARD_FUNCTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _forward_function(model):
-    """The model's traced inference step, built once per model (evaluations during training reuse it)."""
-    if model not in _FORWARD_FUNCTIONS:
-        cleaning = isinstance(model, LabelCleaningModel)
-
-        @tf.function(reduce_retracing=True)
-        def forward(batch):
-            features = model.features(batch, training=False)
-            out = {"scores": model.scores_from_features(features)}
-            if cleaning:
-                out["cleaned"] = model.clean_labels(batch["noisy_labels"], features)
-            return out
-
-        _FORWARD_FUNCTIONS[model] = forward
-    return _FORWARD_FUNCTIONS[model]
-
-
-def split_dataset(info: DatasetInfo, split: str, *, backbone: str, image_size: int = 0, batch_size: int = 64):
-    """The batches `predict` reads: every record of `split` once, in order, with ids and known truth."""
-    return pipeline.make_split_dataset(
-        info,
-        split,
-        batch_size,
-        backbone=backbone,
-        image_size=image_size or None,
-        training=False,
-        with_ids=True,
-        with_true=True,
-    )
-
-
-def predict(
-    model,
-    info: DatasetInfo,
-    split: str,
-    *,
-    backbone: str,
-    image_size: int = 0,
-    batch_size: int = 64,
-    progress: bool = False,
-    dataset=None,
-) -> dict[str, np.ndarray]:
-    """Scores and labels of every record of `split`, in the split's order.
-
-    Features come from the backbone on the images, or from `info` itself
-    when it is a feature cache. `dataset`: the `split_dataset` of these
-    arguments, when the caller keeps one (building it traces its parsing).
-
-    Returns:
-        dict of numpy arrays: `scores`, `noisy_labels`, `verified_labels`,
-        `verified_mask`, `true_labels` [N, d], `has_true` [N], `id` [N]
-        (bytes), and for a `LabelCleaningModel` `cleaned` [N, d] (c-hat).
-    """
-    ds = dataset or split_dataset(info, split, backbone=backbone, image_size=image_size, batch_size=batch_size)
-    forward = _forward_function(model)
-
-    label_keys = ("id", "noisy_labels", "verified_labels", "verified_mask", "true_labels", "has_true")
-    parts: dict[str, list] = {k: [] for k in (*label_keys, "scores", "cleaned")}
-    bar = tqdm.tqdm(
-        total=info.splits[split].num_records,
-        desc=f"predicting {split}",
-        unit="img",
-        disable=not progress,
-        file=sys.stderr,
-        mininterval=0.1 if sys.stderr.isatty() else 5.0,
-    )
-    for batch in ds:
-        for key, value in forward(batch).items():
-            parts[key].append(value.numpy())
-        for key in label_keys:
-            parts[key].append(batch[key].numpy())
-        bar.update(len(parts["id"][-1]))
-    bar.close()
-    return {k: np.concatenate(v) for k, v in parts.items() if v}
 
 
 def per_category_map(per_class_ap: np.ndarray, info: DatasetInfo) -> dict[str, Optional[float]]:
@@ -206,25 +112,16 @@ def images_dataset(info: DatasetInfo) -> tuple[Optional[DatasetInfo], str]:
         return None, str(e)
 
 
-def backbone_source(model_dir: str, run_config: dict[str, Any]) -> str:
-    """What a run's backbone weights are: its last checkpoint if it trained them, else what it loaded."""
-    if run_config.get("train_backbone"):
-        return resolve_checkpoint(model_dir)[0]
-    if run_config.get("init_checkpoint"):
-        return resolve_checkpoint(run_config["init_checkpoint"])[0]
-    return run_config.get("backbone_weights", "none")
-
-
 def _matches_cache(cache: DatasetInfo, model_dir: str, run_config: dict[str, Any]) -> bool:
     """Whether the cache's features are the ones the run's own backbone computes (same weights, same input size)."""
-    meta = cache.provenance["feature_cache"]
     try:
-        mine = backbone_source(model_dir, run_config)
+        mine = run_files.backbone_source(run_config, model_dir)
     except CheckpointError:
         return False
-    norm = lambda s: s if s in ("none", "imagenet") else os.path.abspath(s)  # noqa: E731
-    same_size = int(meta.get("image_size", 0)) == int(run_config.get("image_size", 0))
-    return same_size and norm(mine) == norm(meta.get("backbone_source", ""))
+    source = cache.provenance["feature_cache"].get("source_dataset", "")
+    return not cache_mismatch(
+        cache, source_dataset=source, backbone_source=mine, image_size=run_config.get("image_size", 0)
+    )
 
 
 def _predict_run(model, run_config, model_dir, info, split, batch_size, notes):
@@ -260,11 +157,7 @@ def _aligned(p: dict[str, np.ndarray], ids: np.ndarray, what: str) -> dict[str, 
 
 def _training_step(model_dir: str) -> int:
     """The step the run ended at (TensorBoard's x axis for the eval scalars)."""
-    path = os.path.join(model_dir, RESULT_FILE)
-    if os.path.isfile(path):
-        with open(path) as f:
-            return int(json.load(f).get("step", 0))
-    return 0
+    return int((run_files.read_result(model_dir) or {}).get("step", 0))
 
 
 def _gain_tables(stats: reports.ClassStatistics, model_ap, baseline_ap, class_names) -> dict[str, Any]:
@@ -299,12 +192,12 @@ def run_evaluation(config: EvalConfig) -> EvalOutputs:
     notes: list[str] = []
     info = load_dataset_info(config.dataset)
     info.split_files(config.split)
-    model, run_config = load_trained_model(config.model_dir)
+    model, run_config = run_files.load_trained_model(config.model_dir)
     if info.num_classes != model.num_classes:
         raise EvalError(f"the model has {model.num_classes} classes but dataset {info.path!r} has {info.num_classes}")
     baseline = stats = None
     if config.baseline_model_dir:
-        baseline, baseline_config = load_trained_model(config.baseline_model_dir)
+        baseline, baseline_config = run_files.load_trained_model(config.baseline_model_dir)
         if baseline.num_classes != model.num_classes:
             raise EvalError(
                 f"baseline {config.baseline_model_dir!r} has {baseline.num_classes} classes but the model "
@@ -333,7 +226,7 @@ def run_evaluation(config: EvalConfig) -> EvalOutputs:
         result.update(_gain_tables(stats, report.per_class_ap, base_report.per_class_ap, info.class_names))
 
     # === Files beside metrics.json ===
-    output = config.output or os.path.join(config.model_dir, f"eval_{config.split}", "metrics.json")
+    output = config.output or run_files.metrics_path(config.model_dir, config.split)
     out_dir = os.path.dirname(os.path.abspath(output))
     os.makedirs(out_dir, exist_ok=True)
     for name in reports.PNG_FILES:  # an earlier evaluation's; each is written again if it applies

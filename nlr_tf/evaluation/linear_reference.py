@@ -17,7 +17,7 @@ Single-label data: one multinomial `LogisticRegression` on the verified
 (unverified entries count neither in fitting nor in evaluation).
 
 The splits are read with the project's own input pipeline
-(`pipeline.make_split_dataset`, as `evaluator.predict` does), so the
+(`pipeline.make_split_dataset`, as `prediction.predict` does), so the
 arrays are exactly what the heads train and are evaluated on.
 """
 
@@ -28,7 +28,7 @@ from sklearn.linear_model import LogisticRegression
 
 from nlr_tf.data import pipeline
 from nlr_tf.data.schema import DatasetInfo, load_dataset_info
-from nlr_tf.evaluation import metrics
+from nlr_tf.models import metrics
 
 LABELS = ("clean", "noisy")
 # lbfgs on raw (unscaled) features may need far more than sklearn's default 100 iterations.

@@ -13,7 +13,7 @@
 - **Examples** (Hu Fig. 3, Veit Fig. 7): a grid of test images with their
   top-5 predictions, each marked right, wrong or unverified.
 
-AP itself comes from `nlr_tf.evaluation.metrics`; this module only groups,
+AP itself comes from `nlr_tf.models.metrics`; this module only groups,
 counts and draws.
 """
 
@@ -32,8 +32,8 @@ from PIL import Image
 from tensorboard.plugins.pr_curve import metadata as pr_metadata
 
 from nlr_tf.data import schema
+from nlr_tf.data.label_stats import split_stats
 from nlr_tf.data.schema import DatasetInfo
-from tfrecords_tools.inspection import split_stats
 
 NUM_GROUPS = 10
 PR_THRESHOLDS = 201  # thresholds i / 200, as TensorBoard's PR-curve plugin draws them
@@ -382,7 +382,7 @@ def render_examples(
 
     Args:
         images: uint8 [H, W, 3] arrays, one per entry of `indices`.
-        p: predictions of the model (`evaluator.predict`).
+        p: predictions of the model (`prediction.predict`).
         indices: int. Rows of `p` the images belong to.
         class_names: list of str. Names shown.
         baseline: the baseline's predictions aligned with `p`, or None; its

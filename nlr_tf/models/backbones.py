@@ -18,7 +18,7 @@ import os
 
 import keras
 
-from nlr_tf.data.preprocessing import BACKBONES, DEFAULT_IMAGE_SIZE
+from nlr_tf.data.image_sizes import BACKBONES, DEFAULT_IMAGE_SIZE
 from nlr_tf.models.image_preprocessing import BackbonePreprocessing
 
 MIN_IMAGE_SIZE = {"inception_v3": 75, "resnet50": 32, "small_cnn": 8}

@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-ACTIVATIONS = ("sigmoid", "tanh", "relu")
+from nlr_tf.models.methods import ACTIVATIONS
 
 
 @keras.saving.register_keras_serializable(package="nlr_tf")

@@ -9,11 +9,9 @@ parts it trains by default.
 import dataclasses
 from typing import Optional
 
-from nlr_tf.models.backbones import build_backbone
-from nlr_tf.models.base_model import NoisyLabelModel
-from nlr_tf.models.classifier_model import SigmoidClassifier
-from nlr_tf.models.label_cleaning_model import LabelCleaningModel
-from nlr_tf.models.noise_regularization_model import NoiseRegularizationModel
+FAMILIES = ("classifier", "label_cleaning", "noise_regularization")
+# The activations of noise regularization's clean and residual nets (Hu Table 2).
+ACTIVATIONS = ("sigmoid", "tanh", "relu")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +37,10 @@ class Method:
     restore: tuple[str, ...]
     train_backbone: Optional[bool]
     description: str
+
+    def __post_init__(self):
+        if self.family not in FAMILIES:
+            raise ValueError(f"unknown family; choose one of {', '.join(FAMILIES)}. Received: family={self.family}")
 
     @property
     def uses_clean(self) -> bool:
@@ -144,14 +146,23 @@ def build_model(
     activation: str = "sigmoid",
     alpha: float = 0.2,
     hidden_dim: int = 512,
-) -> NoisyLabelModel:
-    """Builds (and builds the weights of) the model for `method`."""
+):
+    """Builds (and builds the weights of) the model for `method`.
+
+    The model classes are imported here, not at the top: the method table
+    above is read by flag definitions, which must not wait for TensorFlow.
+    """
+    from nlr_tf.models.backbones import build_backbone
+    from nlr_tf.models.classifier_model import SigmoidClassifier
+    from nlr_tf.models.label_cleaning_model import LabelCleaningModel
+    from nlr_tf.models.noise_regularization_model import NoiseRegularizationModel
+
     backbone = build_backbone(backbone_name, backbone_weights, image_size, trainable=train_backbone)
     if method.family == "classifier":
         model = SigmoidClassifier(backbone, num_classes, name=method.name)
     elif method.family == "label_cleaning":
         model = LabelCleaningModel(backbone, num_classes, name=method.name)
-    else:
+    elif method.family == "noise_regularization":
         model = NoiseRegularizationModel(
             backbone,
             num_classes,
@@ -161,5 +172,7 @@ def build_model(
             use_noisy=method.uses_noisy,
             name=method.name,
         )
+    else:
+        raise ValueError(f"no model for family {method.family!r}")
     model.build()
     return model

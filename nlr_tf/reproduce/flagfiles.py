@@ -16,14 +16,13 @@ After changing the plan or the runner, regenerate them:
 
 import dataclasses
 import decimal
-import functools
 import glob
 import os
 import sys
 from typing import Any, Optional
 
 from nlr_tf.reproduce import plan, runner
-from nlr_tf.training.trainer import TrainConfig
+from nlr_tf.training.config import TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 FLAGS_DIR = os.path.join(ROOT, "flags")
@@ -209,8 +208,6 @@ def _flag_lines(config: TrainConfig, row: plan.Row, budget: plan.Budget) -> list
     lr_fields = [field for field, _ in row.lr_fields]
     lines = []
     for n in names:
-        if n not in _train_flags():
-            raise ValueError(f"TrainConfig.{n} = {values[n]!r} has no nlr-train flag")
         if len(grid) > 1 and n == lr_fields[0]:
             lines.append(f"# nlr-reproduce chooses this rate on val from the grid {', '.join(map(format_value, grid))}")
             if len(lr_fields) > 1:
@@ -221,16 +218,6 @@ def _flag_lines(config: TrainConfig, row: plan.Row, budget: plan.Budget) -> list
                 lines.append(f"# ({others})")
         lines.append(f"--{n}={format_value(values[n])}")
     return lines
-
-
-@functools.lru_cache(maxsize=None)
-def _train_flags() -> frozenset:
-    """nlr-train's flag names (importing its module defines them)."""
-    from absl import flags
-
-    from nlr_tf.cli import train as train_cli  # noqa: F401  (defines the flags)
-
-    return frozenset(flags.FLAGS)
 
 
 def flagfiles(budget: plan.Budget = plan.FULL) -> dict[str, str]:

@@ -37,6 +37,7 @@ do not depend on the fraction, so `noisy` and `gt` are trained once per seed.
 import dataclasses
 from typing import Any, Optional
 
+from nlr_tf.models.methods import ACTIVATIONS
 from tfrecords_tools.digits_mosaic import nested_split_name
 
 VARIANTS = ("multi_label", "single_label")
@@ -91,7 +92,7 @@ _NEW_HEADS_LR = (("learning_rate", 10.0), ("backbone_learning_rate", 1.0))
 NOISY = _row("noisy", "Backbone (Noisy)", "noisy", "scratch", shared=True)
 GT = _row("gt", "Backbone (GT)", "clean", "scratch", shared=True, clean_split="clean_all")
 
-NR_ACTIVATIONS = ("sigmoid", "tanh", "relu")
+NR_ACTIVATIONS = ACTIVATIONS
 MULTI_LABEL_ROWS = (
     _row("ft_whole", "Backbone (Noisy-FT-W)", "ft_whole", "whole"),
     _row("ft_last", "Backbone (Noisy-FT-L)", "ft_last", "heads"),

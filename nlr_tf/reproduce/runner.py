@@ -20,8 +20,11 @@ from absl import logging
 
 from nlr_tf.data.schema import DatasetInfo, load_dataset_info
 from nlr_tf.reproduce.plan import SHORT, Budget, Run, dataset_fractions, make_plan
+from nlr_tf.training import model_dir as run_files
 from nlr_tf.training import pretext
-from nlr_tf.training.trainer import TrainConfig, train
+from nlr_tf.training.config import TrainConfig
+from nlr_tf.training.model_dir import load_trained_model, resolve_checkpoint
+from nlr_tf.training.trainer import train
 from tfrecords_tools import __version__ as CONVERTER_VERSION
 from tfrecords_tools.digits_mosaic import nested_split_name
 
@@ -79,8 +82,6 @@ def feature_cache_dir(output_dir: str, run: Run) -> str:
 def build_feature_cache(output_dir: str, run: Run, noisy_dir: str, budget: Budget, log: Callable[[str], None]) -> None:
     """What `nlr-extract-features` does, for the splits the heads train and are evaluated on."""
     from nlr_tf.data.feature_cache import extract_features
-    from nlr_tf.evaluation.evaluator import load_trained_model
-    from nlr_tf.training.checkpoints import resolve_checkpoint
 
     path = feature_cache_dir(output_dir, run)
     if os.path.isfile(os.path.join(path, "dataset.json")):
@@ -168,7 +169,6 @@ def run_dir(output_dir: str, run: Run) -> str:
 
 
 PLAN_FILE = "reproduce_run.json"  # the run's TrainConfig as the plan made it
-METRICS_FILE = os.path.join("eval_test", "metrics.json")
 
 
 def _claim_run_dir(model_dir: str, wanted: dict[str, Any]) -> None:
@@ -187,16 +187,9 @@ def _claim_run_dir(model_dir: str, wanted: dict[str, Any]) -> None:
     raise ReproduceError(f"{model_dir} holds a run with other settings: use another --output_dir")
 
 
-def _write_json(path: str, value: Any) -> None:
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=1)
-    os.replace(path + ".tmp", path)
-
-
 def train_and_evaluate(config: TrainConfig) -> dict[str, Any]:
     """Trains one run (resuming if interrupted) and returns its test metrics and its best validation result."""
-    from nlr_tf.evaluation.evaluator import evaluate, load_trained_model
+    from nlr_tf.evaluation.evaluator import evaluate
 
     result = train(config)
     model, run_config = load_trained_model(config.model_dir)
@@ -274,7 +267,7 @@ def run_plan(
         rate = "" if run.learning_rate is None else f", lr {run.learning_rate:g}"
         prefix = f"[{i:>3}/{len(runs)}] {run.variant} seed {run.seed}{where}: {run.row.label}{rate}"
         model_dir = run_dir(output_dir, run)
-        metrics_path = os.path.join(model_dir, METRICS_FILE)
+        metrics_path = run_files.metrics_path(model_dir, "test")
         start = time.perf_counter()
         if run.row.stage == "reference":
             _claim_run_dir(model_dir, {"row": run.row.key, "fraction": run.fraction, "split": run.clean_split})
@@ -300,7 +293,7 @@ def run_plan(
                 keras.backend.clear_session()
             else:
                 metrics = train_and_evaluate(config)
-            _write_json(metrics_path, metrics)
+            run_files.write_json(metrics_path, metrics)
             state = f"{time.perf_counter() - start:.0f} s"
         if run.row.stage == "pretext":
             # Not a table row: the runs that start from it find it by its cell.

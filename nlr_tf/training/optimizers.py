@@ -8,7 +8,7 @@ the heads. The decay is a staircase on the optimizer's own step count.
 
 import keras
 
-OPTIMIZERS = ("rmsprop", "adam", "sgd")
+from nlr_tf.training.config import OPTIMIZERS
 
 
 def learning_rate_schedule(learning_rate: float, decay_rate: float, decay_steps: int):

@@ -6,7 +6,7 @@ from typing import Optional
 
 import tensorflow as tf
 
-STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
+from nlr_tf.training.config import STRATEGIES
 
 # One strategy per kind and device set for the life of the process: two
 # strategies over the same devices would draw the same collective instance

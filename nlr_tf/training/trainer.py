@@ -11,7 +11,6 @@ checkpoints as it goes. The final model is saved as `model.keras`.
 """
 
 import dataclasses
-import json
 import os
 import shutil
 import time
@@ -23,72 +22,21 @@ from absl import logging
 
 from nlr_tf.data import pipeline
 from nlr_tf.data.feature_cache import FeatureCacheError, extract_features, load_feature_cache
-from nlr_tf.data.preprocessing import DEFAULT_IMAGE_SIZE
+from nlr_tf.data.image_sizes import DEFAULT_IMAGE_SIZE
 from nlr_tf.data.schema import DatasetError, DatasetInfo, load_dataset_info
+from nlr_tf.models import metrics, prediction
 from nlr_tf.models.backbones import resolve_weights
 from nlr_tf.models.methods import Method, build_model, get_method
+from nlr_tf.training import model_dir as run_files
 from nlr_tf.training import optimizers as optim
-from nlr_tf.training.checkpoints import (
-    CHECKPOINT_DIR,
-    CONFIG_FILE,
-    MODEL_FILE,
-    CheckpointError,
-    resolve_checkpoint,
-    restore_parts,
-)
+from nlr_tf.training.checkpoints import restore_parts
+from nlr_tf.training.config import EVAL_METRICS, TrainConfig
+from nlr_tf.training.model_dir import CheckpointError, resolve_checkpoint
 from nlr_tf.training.strategies import get_strategy, is_chief
-
-RESULT_FILE = "train_result.json"
 
 
 class ConfigError(ValueError):
     """A training configuration that cannot work with its dataset or checkpoint."""
-
-
-@dataclasses.dataclass
-class TrainConfig:
-    """Everything a training run varies. See `nlr_tf/cli/train.py` for each field's flag."""
-
-    method: str
-    dataset: str
-    model_dir: str
-    backbone: str = "small_cnn"
-    backbone_weights: str = "none"
-    image_size: int = 0
-    train_backbone: Optional[bool] = None
-    init_checkpoint: str = ""
-    activation: str = "sigmoid"
-    alpha: float = 0.2
-    hidden_dim: int = 512
-    optimizer: str = "adam"
-    learning_rate: float = 1e-3
-    backbone_learning_rate: float = 0.0
-    cleaning_learning_rate: float = 0.015
-    cleaning_joint_learning_rate: float = 0.001
-    cleaning_pretrain_steps: int = 0
-    lr_decay_rate: float = 1.0
-    lr_decay_epochs: float = 2.0
-    batch_size: int = 32
-    train_steps: int = 1000
-    mix_ratio: str = ""
-    noisy_split: str = "noisy"
-    clean_split: str = "clean"
-    checkpoint_steps: int = 500
-    log_steps: int = 50
-    eval_split: str = ""
-    eval_steps: int = 0
-    eval_metric: str = ""
-    early_stopping_patience: int = 0
-    restore_best: bool = False
-    max_checkpoints: int = 3
-    strategy: str = "default"
-    tpu: str = ""
-    devices: tuple[str, ...] = ()
-    seed: int = 0
-    deterministic: bool = False
-    augment: bool = False
-    random_flip: bool = False
-    feature_cache: str = ""
 
 
 # === Checks before anything is built ===
@@ -242,10 +190,8 @@ def _write_run_config(config: TrainConfig, info: DatasetInfo, method: Method, tr
             "devices": list(config.devices),
         }
     )
-    path = os.path.join(config.model_dir, CONFIG_FILE)
-    if os.path.isfile(path):
-        with open(path) as f:
-            previous = json.load(f)
+    previous = run_files.read_run_config(config.model_dir)
+    if previous is not None:
         for key in ("method", "num_classes", "backbone", "train_backbone", "family"):
             if previous.get(key) != run_config.get(key):
                 raise ConfigError(
@@ -255,17 +201,11 @@ def _write_run_config(config: TrainConfig, info: DatasetInfo, method: Method, tr
     return run_config
 
 
-def _backbone_source(config: TrainConfig) -> str:
-    """What the frozen backbone's weights come from: the init checkpoint, or the weights flag."""
-    if config.init_checkpoint:
-        return resolve_checkpoint(config.init_checkpoint)[0]
-    return config.backbone_weights
-
-
 def _feature_cache(config: TrainConfig, info: DatasetInfo, method: Method, model, strategy) -> DatasetInfo:
     """Opens the run's feature cache, building it first from the model's backbone if absent."""
-    source = _backbone_source(config)
-    if source in ("", "none"):
+    # The frozen backbone's weights: the init checkpoint, or the weights flag.
+    source = run_files.backbone_source(dataclasses.asdict(config) | {"train_backbone": False})
+    if source == "none":
         raise ConfigError("a feature cache needs a trained backbone: pass --init_checkpoint or --backbone_weights")
     splits = [
         s for s, used in ((config.noisy_split, method.uses_noisy), (config.clean_split, method.uses_clean)) if used
@@ -285,7 +225,9 @@ def _feature_cache(config: TrainConfig, info: DatasetInfo, method: Method, model
             image_size=config.image_size,
         )
     try:
-        return load_feature_cache(path, source_dataset=info.path, backbone_source=source, splits=splits)
+        return load_feature_cache(
+            path, source_dataset=info.path, backbone_source=source, image_size=config.image_size, splits=splits
+        )
     except (FeatureCacheError, DatasetError) as e:
         raise ConfigError(str(e)) from None
 
@@ -296,12 +238,10 @@ _EVAL_IN_MEMORY_BYTES = 256 << 20
 def _split_evaluator(model, data: DatasetInfo, config: TrainConfig):
     """A function returning mAP, APall and top-1 of the model on `config.eval_split` (from the feature cache if
     training uses one); its input pipeline is built once and read again at every evaluation."""
-    from nlr_tf.evaluation import evaluator, metrics  # the evaluator loads models, so it imports the methods late
-
     # Cached features are small: large batches. Images: the training batch, which fits in memory.
     batch_size = 1024 if data.feature_dim else config.batch_size
     kwargs = dict(backbone=config.backbone, image_size=config.image_size, batch_size=batch_size)
-    dataset = evaluator.split_dataset(data, config.eval_split, **kwargs)
+    dataset = prediction.split_dataset(data, config.eval_split, **kwargs)
     # A split whose decoded inputs fit in a small memory budget is read once and kept: reading the records again
     # at every evaluation (a new iterator over the shards) cost more than the evaluation itself.
     side = config.image_size or DEFAULT_IMAGE_SIZE[config.backbone]
@@ -310,7 +250,7 @@ def _split_evaluator(model, data: DatasetInfo, config: TrainConfig):
         dataset = list(dataset)
 
     def evaluate() -> dict[str, float]:
-        p = evaluator.predict(model, data, config.eval_split, dataset=dataset, **kwargs)
+        p = prediction.predict(model, data, config.eval_split, dataset=dataset, **kwargs)
         report = metrics.evaluate(p["scores"], p["verified_labels"], p["verified_mask"])
         return {"mAP": report.map, "APall": report.ap_all, "top1": report.top1}
 
@@ -320,11 +260,6 @@ def _split_evaluator(model, data: DatasetInfo, config: TrainConfig):
 def weights_checksum(model) -> float:
     """Sum of the absolute values of every weight: equal on workers that agree."""
     return float(sum(tf.reduce_sum(tf.abs(tf.cast(v, tf.float64))) for v in model.weights))
-
-
-EVAL_HISTORY_FILE = "eval_history.json"
-EVAL_METRICS = ("mAP", "APall", "top1")
-BEST_DIR = "best"  # the best evaluation's weights, kept with --restore_best
 
 
 def best_evaluation(history: list[dict], metric: str, after: int = 0) -> Optional[dict]:
@@ -337,20 +272,6 @@ def patience_exhausted(history: list[dict], metric: str, patience: int, after: i
     """True once `patience` evaluations in a row have not beaten the best one."""
     best = best_evaluation(history, metric, after)
     return bool(patience) and best is not None and sum(e["step"] > best["step"] for e in history) >= patience
-
-
-def _read_eval_history(model_dir: str) -> list[dict]:
-    """Evaluations of an interrupted run, so a resumed run keeps its whole curve."""
-    path = os.path.join(model_dir, EVAL_HISTORY_FILE)
-    if not os.path.isfile(path):
-        return []
-    with open(path) as f:
-        return json.load(f)
-
-
-def _write_eval_history(model_dir: str, history: list[dict]) -> None:
-    with open(os.path.join(model_dir, EVAL_HISTORY_FILE), "w") as f:
-        json.dump(history, f, indent=1)
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -376,8 +297,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     os.makedirs(config.model_dir, exist_ok=True)
     run_config = _write_run_config(config, info, method, trains_backbone)
     if chief:
-        with open(os.path.join(config.model_dir, CONFIG_FILE), "w") as f:
-            json.dump(run_config, f, indent=1)
+        run_files.write_json(os.path.join(config.model_dir, run_files.CONFIG_FILE), run_config)
     if config.deterministic:
         keras.utils.set_random_seed(config.seed)
 
@@ -399,7 +319,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         checkpoint = tf.train.Checkpoint(
             model=model, step=step, **{f"{p}_optimizer": o for p, o in model.part_optimizers.items()}
         )
-    checkpoint_dir = os.path.join(config.model_dir, CHECKPOINT_DIR)
+    checkpoint_dir = os.path.join(config.model_dir, run_files.CHECKPOINT_DIR)
     if not chief:  # every MWMS worker saves; only the chief's copy is kept
         checkpoint_dir = os.path.join(config.model_dir, ".workers", str(strategy.cluster_resolver.task_id))
     manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=config.max_checkpoints)
@@ -441,16 +361,16 @@ def train(config: TrainConfig) -> dict[str, Any]:
     )
     eval_writer = None
     if config.eval_steps and chief:
-        eval_writer = tf.summary.create_file_writer(os.path.join(config.model_dir, f"eval_{config.eval_split}"))
+        eval_writer = tf.summary.create_file_writer(run_files.eval_dir(config.model_dir, config.eval_split))
     if config.eval_split and not data.has_split(config.eval_split):
         raise ConfigError(f"--eval_split={config.eval_split} is absent from the feature cache {data.path!r}")
     # Evaluations select the best weights and stop the run only after the pretraining phase.
     metric, after = eval_metric(config, info), config.cleaning_pretrain_steps
     best_manager = None
     if config.restore_best:
-        best_dir = os.path.join(config.model_dir, BEST_DIR)
+        best_dir = os.path.join(config.model_dir, run_files.BEST_DIR)
         if not chief:
-            best_dir = os.path.join(checkpoint_dir, BEST_DIR)
+            best_dir = os.path.join(checkpoint_dir, run_files.BEST_DIR)
         best_checkpoint = tf.train.Checkpoint(model=model)
         best_manager = tf.train.CheckpointManager(best_checkpoint, best_dir, max_to_keep=1)
     # The best weights since the last checkpoint stay in memory (step, values) and are written with it, so the
@@ -469,7 +389,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     evaluate_split = _split_evaluator(model, data, config) if config.eval_steps else None
     # A resumed run keeps the evaluations up to its restored step.
-    eval_history = [e for e in _read_eval_history(config.model_dir) if e["step"] <= int(step.numpy())]
+    eval_history = [e for e in run_files.read_eval_history(config.model_dir) if e["step"] <= int(step.numpy())]
     loops, live = {}, {}
     logs: dict[str, Any] = {}
     while int(step.numpy()) < config.train_steps and not patience_exhausted(
@@ -511,7 +431,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 "step %d %s: %s", current, config.eval_split, " ".join(f"{k}={v:.4g}" for k, v in scores.items())
             )
             if chief:
-                _write_eval_history(config.model_dir, eval_history)
+                run_files.write_eval_history(config.model_dir, eval_history)
             if best_manager is not None and best_evaluation(eval_history, metric, after)["step"] == current:
                 pending_best = (current, model.get_weights())
         stopping = patience_exhausted(eval_history, metric, config.early_stopping_patience, after)
@@ -544,7 +464,6 @@ def train(config: TrainConfig) -> dict[str, Any]:
         result["restored_best"] = bool(best_manager is not None and best is not None)
     result["weights_checksum"] = weights_checksum(model)
     if chief:
-        model.save(os.path.join(config.model_dir, MODEL_FILE))
-        with open(os.path.join(config.model_dir, RESULT_FILE), "w") as f:
-            json.dump(result, f, indent=1)
+        model.save(os.path.join(config.model_dir, run_files.MODEL_FILE))
+        run_files.write_json(os.path.join(config.model_dir, run_files.RESULT_FILE), result)
     return result

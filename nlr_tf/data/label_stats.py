@@ -1,7 +1,8 @@
 """Label statistics: class frequency and annotation quality, as Veit Fig. 4.
 
-One accumulator serves the writer (noise statistics in `dataset.json`) and
-`nlr-inspect` (reading shards back). The reference for judging a noisy
+One accumulator serves the writers (noise statistics in `dataset.json`),
+`nlr-inspect` and the evaluation reports (reading shards back:
+`split_stats`). The reference for judging a noisy
 annotation is the known truth (`label/true`) where a record has it, else the
 verified labels; classes that are neither are unverified and not judged.
 """
@@ -10,6 +11,9 @@ from collections.abc import Sequence
 from typing import Any, Optional
 
 import numpy as np
+
+from nlr_tf.data.parsing import iterate_label_lists
+from nlr_tf.data.schema import DatasetInfo
 
 
 class LabelStats:
@@ -113,3 +117,10 @@ class LabelStats:
                 }
             )
         return rows
+
+
+def split_stats(info: DatasetInfo, split: str) -> LabelStats:
+    stats = LabelStats(info.num_classes)
+    for r in iterate_label_lists(info.split_files(split)):
+        stats.add(r["noisy"], r["verified_pos"], r["verified_neg"], r["true"])
+    return stats

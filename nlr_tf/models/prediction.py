@@ -1,0 +1,94 @@
+"""Running a model over every record of a split: scores, labels and (for label cleaning) cleaned labels.
+
+Used by training-time evaluation, `nlr-eval`, `nlr-clean-labels` and the
+reproduction; it needs the model and the input pipeline only.
+"""
+
+import sys
+import weakref
+
+import numpy as np
+import tensorflow as tf
+import tqdm
+
+from nlr_tf.data import pipeline
+from nlr_tf.data.schema import DatasetInfo
+from nlr_tf.models.label_cleaning_model import LabelCleaningModel
+
+_FORWARD_FUNCTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _forward_function(model):
+    """The model's traced inference step, built once per model (evaluations during training reuse it)."""
+    if model not in _FORWARD_FUNCTIONS:
+        cleaning = isinstance(model, LabelCleaningModel)
+
+        @tf.function(reduce_retracing=True)
+        def forward(batch):
+            features = model.features(batch, training=False)
+            out = {"scores": model.scores_from_features(features)}
+            if cleaning:
+                out["cleaned"] = model.clean_labels(batch["noisy_labels"], features)
+            return out
+
+        _FORWARD_FUNCTIONS[model] = forward
+    return _FORWARD_FUNCTIONS[model]
+
+
+def split_dataset(info: DatasetInfo, split: str, *, backbone: str, image_size: int = 0, batch_size: int = 64):
+    """The batches `predict` reads: every record of `split` once, in order, with ids and known truth."""
+    return pipeline.make_split_dataset(
+        info,
+        split,
+        batch_size,
+        backbone=backbone,
+        image_size=image_size or None,
+        training=False,
+        with_ids=True,
+        with_true=True,
+    )
+
+
+def predict(
+    model,
+    info: DatasetInfo,
+    split: str,
+    *,
+    backbone: str,
+    image_size: int = 0,
+    batch_size: int = 64,
+    progress: bool = False,
+    dataset=None,
+) -> dict[str, np.ndarray]:
+    """Scores and labels of every record of `split`, in the split's order.
+
+    Features come from the backbone on the images, or from `info` itself
+    when it is a feature cache. `dataset`: the `split_dataset` of these
+    arguments, when the caller keeps one (building it traces its parsing).
+
+    Returns:
+        dict of numpy arrays: `scores`, `noisy_labels`, `verified_labels`,
+        `verified_mask`, `true_labels` [N, d], `has_true` [N], `id` [N]
+        (bytes), and for a `LabelCleaningModel` `cleaned` [N, d] (c-hat).
+    """
+    ds = dataset or split_dataset(info, split, backbone=backbone, image_size=image_size, batch_size=batch_size)
+    forward = _forward_function(model)
+
+    label_keys = ("id", "noisy_labels", "verified_labels", "verified_mask", "true_labels", "has_true")
+    parts: dict[str, list] = {k: [] for k in (*label_keys, "scores", "cleaned")}
+    bar = tqdm.tqdm(
+        total=info.splits[split].num_records,
+        desc=f"predicting {split}",
+        unit="img",
+        disable=not progress,
+        file=sys.stderr,
+        mininterval=0.1 if sys.stderr.isatty() else 5.0,
+    )
+    for batch in ds:
+        for key, value in forward(batch).items():
+            parts[key].append(value.numpy())
+        for key in label_keys:
+            parts[key].append(batch[key].numpy())
+        bar.update(len(parts["id"][-1]))
+    bar.close()
+    return {k: np.concatenate(v) for k, v in parts.items() if v}

@@ -1,0 +1,114 @@
+"""The model dir: every file an `nlr-train` run leaves, and reading them back.
+
+    MODEL_DIR/
+      config.json          the run's `TrainConfig`, with num_classes, backbone, family
+      checkpoints/ckpt-N   training state; a run started again resumes from the last
+      best/ckpt-N          the best evaluation's weights (--restore_best)
+      eval_history.json    the training-time evaluations
+      model.keras          the final model, written when training ends
+      train_result.json    final losses, step count and best evaluation
+      train/, eval_SPLIT/  TensorBoard events; `nlr-eval` writes eval_SPLIT/metrics.json
+
+Loading a model needs only this module (and the model classes), never the
+trainer.
+"""
+
+import json
+import os
+from typing import Any, Optional
+
+import keras
+import tensorflow as tf
+
+from nlr_tf.data.feature_cache import weights_source
+
+# Importing the model classes registers them (and their layers) for safe-mode loading.
+from nlr_tf.models import classifier_model, label_cleaning_model, noise_regularization_model  # noqa: F401
+
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.keras"
+CHECKPOINT_DIR = "checkpoints"
+BEST_DIR = "best"
+EVAL_HISTORY_FILE = "eval_history.json"
+RESULT_FILE = "train_result.json"
+METRICS_FILE = "metrics.json"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint or model dir that is absent or does not fit the model."""
+
+
+def eval_dir(model_dir: str, split: str) -> str:
+    """Where evaluations on `split` go: TensorBoard events and `nlr-eval`'s metrics.json."""
+    return os.path.join(model_dir, f"eval_{split}")
+
+
+def metrics_path(model_dir: str, split: str) -> str:
+    return os.path.join(eval_dir(model_dir, split), METRICS_FILE)
+
+
+def _read_json(path: str) -> Optional[Any]:
+    if not os.path.isfile(path):
+        return None
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_json(path: str, value: Any) -> None:
+    """Writes `value` to `path` atomically (a reader never sees half a file), making its folder if needed."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+        json.dump(value, f, indent=1)
+    os.replace(path + ".tmp", path)
+
+
+def read_run_config(model_dir: str) -> Optional[dict[str, Any]]:
+    return _read_json(os.path.join(model_dir, CONFIG_FILE))
+
+
+def read_result(model_dir: str) -> Optional[dict[str, Any]]:
+    """What `train` returned when the run ended (None for a run that has not ended)."""
+    return _read_json(os.path.join(model_dir, RESULT_FILE))
+
+
+def read_eval_history(model_dir: str) -> list[dict]:
+    return _read_json(os.path.join(model_dir, EVAL_HISTORY_FILE)) or []
+
+
+def write_eval_history(model_dir: str, history: list[dict]) -> None:
+    write_json(os.path.join(model_dir, EVAL_HISTORY_FILE), history)
+
+
+def resolve_checkpoint(path: str) -> tuple[str, Optional[dict[str, Any]]]:
+    """The checkpoint prefix and run config of `path` (a model dir or a checkpoint prefix)."""
+    if os.path.isdir(path):
+        prefix = tf.train.latest_checkpoint(os.path.join(path, CHECKPOINT_DIR))
+        if prefix is None:
+            raise CheckpointError(f"{path}: no checkpoint in {os.path.join(path, CHECKPOINT_DIR)}")
+        return prefix, read_run_config(path)
+    if not tf.io.gfile.exists(path + ".index"):
+        raise CheckpointError(f"{path}: neither a model dir nor a checkpoint prefix")
+    return path, read_run_config(os.path.dirname(os.path.dirname(path)))
+
+
+def load_trained_model(model_dir: str) -> tuple[keras.Model, dict[str, Any]]:
+    """The final model of an `nlr-train` run and its run config (safe-mode loading)."""
+    run_config = read_run_config(model_dir)
+    model_path = os.path.join(model_dir, MODEL_FILE)
+    if run_config is None or not os.path.isfile(model_path):
+        raise CheckpointError(f"{model_dir!r} holds no finished run (needs {MODEL_FILE} and {CONFIG_FILE})")
+    return keras.saving.load_model(model_path, safe_mode=True), run_config
+
+
+def backbone_source(run_config: dict[str, Any], model_dir: str = "") -> str:
+    """What a run's backbone weights are (the identity its feature caches carry).
+
+    A run that trains its backbone: its own last checkpoint (`model_dir`,
+    once it has one). A frozen backbone: the checkpoint it started from, else
+    its weights ("none", "imagenet" or a file).
+    """
+    if run_config.get("train_backbone") and model_dir:
+        return weights_source(resolve_checkpoint(model_dir)[0])
+    if run_config.get("init_checkpoint"):
+        return weights_source(resolve_checkpoint(run_config["init_checkpoint"])[0])
+    return weights_source(run_config.get("backbone_weights") or "none")
