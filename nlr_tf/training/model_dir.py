@@ -23,7 +23,12 @@ import tensorflow as tf
 from nlr_tf.data.feature_cache import weights_source
 
 # Importing the model classes registers them (and their layers) for safe-mode loading.
-from nlr_tf.models import classifier_model, label_cleaning_model, noise_regularization_model  # noqa: F401
+from nlr_tf.models import (  # noqa: F401
+    classifier_model,
+    image_preprocessing,
+    label_cleaning_model,
+    noise_regularization_model,
+)
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
