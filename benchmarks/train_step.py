@@ -34,6 +34,7 @@ from absl import app, flags
 
 from nlr_tf.models.methods import METHODS, build_model
 from nlr_tf.training import trainer
+from nlr_tf.training.config import TrainConfig
 from nlr_tf.training.optimizers import build_optimizer
 
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 60, "Batch size (a multiple of 10 for 9:1).")
@@ -114,7 +115,7 @@ def _cache_speedup():
     common = dict(
         dataset=data, backbone=_CACHE_BACKBONE.value, image_size=_CACHE_IMAGE_SIZE.value, batch_size=_BATCH_SIZE.value
     )
-    trainer.train(trainer.TrainConfig(method="noisy", model_dir=os.path.join(tmp, "noisy"), train_steps=1, **common))
+    trainer.train(TrainConfig(method="noisy", model_dir=os.path.join(tmp, "noisy"), train_steps=1, **common))
     speeds = {}
     for name, cache in (("through the frozen backbone", ""), ("from the feature cache", os.path.join(tmp, "cache"))):
         run = dict(
@@ -128,7 +129,7 @@ def _cache_speedup():
             **common,
         )
         # The first chunk (40 steps) includes tracing and warm-up; the last 20 are timed.
-        result = trainer.train(trainer.TrainConfig(model_dir=os.path.join(tmp, name.replace(" ", "_")), **run))
+        result = trainer.train(TrainConfig(model_dir=os.path.join(tmp, name.replace(" ", "_")), **run))
         speeds[name] = result["examples_per_second"]
     return speeds
 

@@ -13,7 +13,7 @@ from conftest import write_toy_dataset
 from nlr_tf.data import parsing, pipeline, schema
 from nlr_tf.data.feature_cache import extract_features
 from nlr_tf.data.schema import load_dataset_info
-from nlr_tf.evaluation import cleaning, suspects
+from nlr_tf.evaluation import cleaned_output, cleaning, suspects
 from nlr_tf.models.backbones import build_backbone
 from nlr_tf.training.model_dir import load_trained_model
 
@@ -147,7 +147,7 @@ def test_label_cleaning_model_writes_a_cleaned_dataset_that_reads_back(runs):
     assert stats["missed_label_share"] == pytest.approx((true_labels & ~labels).sum() / true_labels.sum())
 
     # cleaned_labels.csv: names of the noisy and cleaned labels, c-hat per class.
-    header, rows = _read_csv(out_dir / cleaning.CLEANED_LABELS_CSV)
+    header, rows = _read_csv(out_dir / cleaned_output.CLEANED_LABELS_CSV)
     assert header[:5] == ["image_id", "noisy_labels", "cleaned_labels", "removed", "added"]
     assert header[5:] == [f"cleaned_score/class_{c}" for c in range(NUM_CLASSES)] and len(rows) == 60
     for r in rows:
@@ -157,12 +157,12 @@ def test_label_cleaning_model_writes_a_cleaned_dataset_that_reads_back(runs):
         np.testing.assert_allclose([float(r[h]) for h in header[5:]], c_hat, atol=2e-6)
 
     # Suspects: ranked by the classifier's p-hat, c-hat alongside.
-    rows = _check_suspects_csv(out_dir / cleaning.SUSPECTS_CSV, truth, with_cleaned=True)
+    rows = _check_suspects_csv(out_dir / cleaned_output.SUSPECTS_CSV, truth, with_cleaned=True)
     assert len(rows) == 50
     for r in rows[:5]:
         assert float(r["cleaned_score"]) == pytest.approx(expected[r["image_id"]][0][int(r["class_index"])], abs=2e-6)
 
-    report = json.loads((out_dir / cleaning.REPORT_JSON).read_text())
+    report = json.loads((out_dir / cleaned_output.REPORT_JSON).read_text())
     assert set(report["suspect_precision"]) == {"false_annotation", "missed_label", "all"}
     assert set(report["suspect_precision"]["all"]["precision_at"]) == {"5", "20"}
     assert (
@@ -180,8 +180,8 @@ def test_feature_cache_gives_the_same_cleaned_labels(runs, tmp_path):
     from_cache = cleaning.clean_labels(str(root / "lc"), str(root / "fc"), str(tmp_path / "b"), max_suspects=0)
     assert from_cache["features"] == "feature cache" and from_images["features"] == "images"
     assert from_cache["cleaned_labels"]["noise_statistics"] == from_images["cleaned_labels"]["noise_statistics"]
-    _, a = _read_csv(tmp_path / "a" / cleaning.CLEANED_LABELS_CSV)
-    _, b = _read_csv(tmp_path / "b" / cleaning.CLEANED_LABELS_CSV)
+    _, a = _read_csv(tmp_path / "a" / cleaned_output.CLEANED_LABELS_CSV)
+    _, b = _read_csv(tmp_path / "b" / cleaned_output.CLEANED_LABELS_CSV)
     assert [r["cleaned_labels"] for r in a] == [r["cleaned_labels"] for r in b]
     # The cleaned dataset copies the images of the cache's source dataset.
     out = load_dataset_info(str(tmp_path / "b"))
@@ -204,11 +204,11 @@ def test_non_cleaning_model_writes_only_the_suspects(runs):
     proc = run_cli("clean_labels", f"--flagfile={flagfile}", f"--output_dir={out_dir}")
     assert proc.returncode == 0, proc.stderr
     assert "cleaned labels need a label_cleaning model" in proc.stdout
-    assert sorted(os.listdir(out_dir)) == [cleaning.REPORT_JSON, cleaning.SUSPECTS_CSV]
-    rows = _check_suspects_csv(out_dir / cleaning.SUSPECTS_CSV, truth, with_cleaned=False)
+    assert sorted(os.listdir(out_dir)) == [cleaned_output.REPORT_JSON, cleaned_output.SUSPECTS_CSV]
+    rows = _check_suspects_csv(out_dir / cleaned_output.SUSPECTS_CSV, truth, with_cleaned=False)
     # Every (image, class) entry, within the default --max_suspects.
     assert len(rows) == 60 * NUM_CLASSES
-    report = json.loads((out_dir / cleaning.REPORT_JSON).read_text())
+    report = json.loads((out_dir / cleaned_output.REPORT_JSON).read_text())
     assert report["cleaned_labels"] is None and report["suspect_precision"]["all"]["num_candidates"] == 300
     num_noisy = sum(len(r["noisy"]) for r in parsing.iterate_label_lists(info.split_files("noisy")))
     assert report["suspects"]["candidates"]["false_annotation"] == num_noisy

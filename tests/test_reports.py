@@ -1,10 +1,10 @@
-"""nlr_tf.evaluation.reports: gain binning, class statistics, PR-curve data, the examples grid."""
+"""nlr-eval's reports: gain binning, class statistics, PR-curve data, the examples grid."""
 
 import numpy as np
 import pytest
 from conftest import write_toy_dataset
 
-from nlr_tf.evaluation import reports
+from nlr_tf.evaluation import examples, gains, pr_curves
 
 NAN = float("nan")
 
@@ -14,7 +14,7 @@ def test_gain_by_group_sorts_cuts_and_averages_by_hand():
     statistic = [5.0, 1.0, 3.0, 3.0, 9.0, 2.0, NAN]
     model_ap = [0.9, 0.2, 0.5, 0.7, NAN, 0.4, 0.8]
     baseline_ap = [0.8, 0.4, 0.5, 0.3, NAN, 0.1, 0.8]
-    table = reports.gain_by_group(statistic, model_ap, baseline_ap, [f"c{i}" for i in range(7)], num_groups=3)
+    table = gains.gain_by_group(statistic, model_ap, baseline_ap, [f"c{i}" for i in range(7)], num_groups=3)
     # Class 4 has no AP and class 6 no statistic: left out. The rest by
     # statistic: 1 (1), 5 (2), 2 (3), 3 (3, tie keeps class order), 0 (5);
     # five classes in three groups: 2 + 2 + 1.
@@ -33,19 +33,19 @@ def test_gain_by_group_sorts_cuts_and_averages_by_hand():
 def test_gain_by_group_makes_ten_groups_of_near_equal_size_or_fewer_for_few_classes():
     rng = np.random.default_rng(0)
     ap = rng.random(23)
-    table = reports.gain_by_group(rng.permutation(23).astype(float), ap, ap * 0.5)
+    table = gains.gain_by_group(rng.permutation(23).astype(float), ap, ap * 0.5)
     assert table["num_groups"] == 10 and [g["num_classes"] for g in table["groups"]] == [3, 3, 3] + [2] * 7
     assert [g["min"] for g in table["groups"]] == sorted(g["min"] for g in table["groups"])
     assert all(a["max"] < b["min"] for a, b in zip(table["groups"], table["groups"][1:]))
     # Mean gain over all classes is the size-weighted mean of the groups' gains.
     weighted = sum(g["gain"] * g["num_classes"] for g in table["groups"]) / 23
     assert weighted == pytest.approx(np.mean(ap * 0.5))
-    few = reports.gain_by_group([3.0, 1.0, 2.0], [0.5, 0.6, 0.7], [0.5, 0.5, 0.5])
+    few = gains.gain_by_group([3.0, 1.0, 2.0], [0.5, 0.6, 0.7], [0.5, 0.5, 0.5])
     assert few["num_groups"] == 3 and [g["classes"] for g in few["groups"]] == [["1"], ["2"], ["0"]]
-    text = reports.format_gain_table(few, "title")
+    text = gains.format_gain_table(few, "title")
     assert "fewer than 10 classes to group: 3 groups of one class" in text
     with pytest.raises(ValueError, match="must all be"):
-        reports.gain_by_group([1.0, 2.0], [0.5], [0.5])
+        gains.gain_by_group([1.0, 2.0], [0.5], [0.5])
 
 
 def _by_hand_statistics(records, num_classes, split, use_truth):
@@ -68,7 +68,7 @@ def _by_hand_statistics(records, num_classes, split, use_truth):
 def test_class_statistics_count_the_noisy_split_and_judge_by_labelstats_rule(tmp_path, with_true):
     split_sizes = {"noisy": 40, "clean": 25, "test": 5}
     info, records = write_toy_dataset(tmp_path / "toy", split_sizes, num_shards=2, with_true=with_true)
-    stats = reports.class_statistics(info)
+    stats = gains.class_statistics(info)
     count, _, _ = _by_hand_statistics(records, 5, "noisy", use_truth=with_true)
     np.testing.assert_array_equal(stats.frequency, count)
     # With the truth on every record the noisy split itself is judged (all
@@ -79,7 +79,7 @@ def test_class_statistics_count_the_noisy_split_and_judge_by_labelstats_rule(tmp
     np.testing.assert_allclose(stats.quality, correct / judged)
     assert stats.judged == judged.sum()
     with pytest.raises(ValueError, match="no records in split 'nope'"):
-        reports.class_statistics(info, noisy_split="nope")
+        gains.class_statistics(info, noisy_split="nope")
 
 
 def test_pr_curve_data_counts_verified_entries_at_each_threshold():
@@ -89,7 +89,7 @@ def test_pr_curve_data_counts_verified_entries_at_each_threshold():
     scores[:3, 0] = [0.0, 1.0, 0.5]
     labels = (rng.random((n, d)) < 0.3).astype(np.float32)
     mask = (rng.random((n, d)) < 0.7).astype(np.float32)
-    curves = reports.pr_curves(scores, labels, mask, ["a", "b", "a", "b", "b", "b"], num_thresholds=t)
+    curves = pr_curves.pr_curves(scores, labels, mask, ["a", "b", "a", "b", "b", "b"], num_thresholds=t)
     assert set(curves) == {"all", "a", "b"} and all(c.shape == (6, t) for c in curves.values())
     for name, cols in (("all", slice(None)), ("a", [0, 2]), ("b", [1, 3, 4, 5])):
         s, y, m = scores[:, cols], labels[:, cols] > 0, mask[:, cols] > 0
@@ -101,8 +101,8 @@ def test_pr_curve_data_counts_verified_entries_at_each_threshold():
             np.testing.assert_allclose(curves[name][:, i], expected, rtol=1e-6, err_msg=f"{name} threshold {i}")
     # Unverified entries are left out: their scores change nothing.
     moved = np.where(mask > 0, scores, rng.random((n, d)).astype(np.float32))
-    np.testing.assert_array_equal(reports.pr_curves(moved, labels, mask, ["a"] * d, t)["all"], curves["all"])
-    assert list(reports.pr_curves(scores, labels, mask, ["x"] * d)) == ["all"]
+    np.testing.assert_array_equal(pr_curves.pr_curves(moved, labels, mask, ["a"] * d, t)["all"], curves["all"])
+    assert list(pr_curves.pr_curves(scores, labels, mask, ["x"] * d)) == ["all"]
 
 
 def test_top_k_judged_uses_truth_where_known_else_verified_labels():
@@ -114,14 +114,14 @@ def test_top_k_judged_uses_truth_where_known_else_verified_labels():
         "verified_labels": np.array([[0, 1, 0, 0, 0, 0], [0, 0, 0, 0, 1, 1]], np.float32),
         "verified_mask": np.array([[1] * d, [0, 0, 1, 0, 1, 1]], np.float32),
     }
-    assert reports.top_k_judged(p, 0) == [
+    assert examples.top_k_judged(p, 0) == [
         (0, pytest.approx(0.9), True),
         (1, pytest.approx(0.8), False),  # the truth wins over a wrong verification
         (2, pytest.approx(0.7), True),
         (3, pytest.approx(0.6), False),
         (4, pytest.approx(0.5), False),
     ]
-    judged = reports.top_k_judged(p, 1)
+    judged = examples.top_k_judged(p, 1)
     assert [(c, right) for c, _, right in judged] == [(5, True), (4, True), (3, None), (2, False), (1, None)]
 
 
@@ -138,8 +138,8 @@ def test_render_examples_draws_a_grid_of_marked_predictions():
     }
     images = [rng.integers(0, 256, (12, 10, 3), dtype=np.uint8) for _ in range(n)]
     names = [f"class {i}" for i in range(d)]
-    alone = reports.render_examples(images, p, range(n), names, cols=3)
-    beside = reports.render_examples(images, p, range(n), names, baseline=p, cols=3)
+    alone = examples.render_examples(images, p, range(n), names, cols=3)
+    beside = examples.render_examples(images, p, range(n), names, baseline=p, cols=3)
     assert alone.dtype == np.uint8 and alone.ndim == 3 and alone.shape[2] == 3
     assert beside.shape[0] == alone.shape[0] and beside.shape[1] > alone.shape[1]  # baseline column beside
     # Right (green) and wrong (red) marks are drawn.

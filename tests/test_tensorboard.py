@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing import event_accumulator as ea
 from tensorboard.plugins import base_plugin
 from tensorboard.plugins.pr_curve import pr_curves_plugin
 
-from nlr_tf.evaluation import evaluator, reports
+from nlr_tf.evaluation import evaluator, pr_curves
 from nlr_tf.models.noise_regularization_model import NoiseRegularizationModel
 
 NUM_CLASSES = 5
@@ -76,7 +76,7 @@ def test_training_and_eval_events_hold_every_tag(evaluated):
     for tag, classes in (("pr_curves/all", range(5)), ("pr_curves/even", (0, 2, 4)), ("pr_curves/odd", (1, 3))):
         (event,) = evals.Tensors(tag)
         data = tf.make_ndarray(event.tensor_proto)
-        assert data.shape == (6, reports.PR_THRESHOLDS) and event.step == 5
+        assert data.shape == (6, pr_curves.PR_THRESHOLDS) and event.step == 5
         tp, fp, tn, fn, precision, recall = data[:, 0]  # threshold 0: every counted entry predicted present
         assert (tp, fp, tn, fn) == (sum(positives[c] for c in classes), sum(negatives[c] for c in classes), 0, 0)
         assert recall == 1.0 and precision == pytest.approx(tp / (tp + fp))

@@ -13,8 +13,9 @@ from cli_util import ROOT, run_cli
 from conftest import write_toy_dataset
 
 from nlr_tf.models.methods import METHODS
+from nlr_tf.training.checks import ConfigError
 from nlr_tf.training.config import TrainConfig
-from nlr_tf.training.trainer import ConfigError, train
+from nlr_tf.training.trainer import train
 
 COMMON = ["--backbone=small_cnn", "--image_size=16", "--batch_size=20", "--log_steps=5", "--checkpoint_steps=10"]
 
@@ -165,7 +166,7 @@ def test_a_model_dir_of_another_run_is_refused(dataset, noisy_run):
 
 
 def test_best_evaluation_and_patience_on_a_hand_made_history():
-    from nlr_tf.training.trainer import best_evaluation, patience_exhausted
+    from nlr_tf.training.early_stopping import best_evaluation, patience_exhausted
 
     history = [{"step": s, "mAP": v} for s, v in ((10, 0.5), (20, 0.7), (30, 0.7), (40, 0.6), (50, 0.65))]
     assert best_evaluation(history, "mAP")["step"] == 20  # a tie keeps the earliest

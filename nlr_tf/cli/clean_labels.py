@@ -63,7 +63,8 @@ def main(argv):
     except DatasetError as e:
         print(f"nlr-clean-labels: error: {e}", file=sys.stderr)
         return 1
-    from nlr_tf.evaluation.cleaning import CleaningError, clean_labels, format_report
+    from nlr_tf.evaluation.cleaned_output import CleaningError, format_report
+    from nlr_tf.evaluation.cleaning import clean_labels
     from nlr_tf.evaluation.evaluator import EvalError
     from nlr_tf.training.model_dir import CheckpointError
 

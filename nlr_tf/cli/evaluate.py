@@ -47,7 +47,7 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from nlr_tf.data.schema import DatasetError
-    from nlr_tf.evaluation import reports
+    from nlr_tf.evaluation import gains
     from nlr_tf.evaluation.evaluator import EvalConfig, EvalError, run_evaluation
     from nlr_tf.training.model_dir import CheckpointError
 
@@ -81,12 +81,12 @@ def main(argv):
         )
         frequency, quality = result["gain_by_frequency"], result["gain_by_quality"]
         title = f"AP gain by class frequency (noisy annotations per class in split {frequency['split']!r}), rare first:"
-        print(reports.format_gain_table(frequency, title))
+        print(gains.format_gain_table(frequency, title))
         title = (
             f"AP gain by annotation quality (correct share of the {quality.get('judged_annotations', 0)} noisy "
             f"annotations judged in split {quality['split']!r}), noisiest first:"
         )
-        print(reports.format_gain_table(quality, title, percent_range=True))
+        print(gains.format_gain_table(quality, title, percent_range=True))
     for note in out.notes:
         print(note)
     print(f"wrote {out.output}, {', '.join(os.path.basename(f) for f in out.files)} and TensorBoard events beside it")

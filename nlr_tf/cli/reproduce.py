@@ -66,7 +66,7 @@ def main(argv):
     from nlr_tf.reproduce import plan
     from nlr_tf.reproduce.report import RESULTS_JSON, RESULTS_MD, write_results
     from nlr_tf.reproduce.runner import ReproduceError, build_datasets, run_plan
-    from nlr_tf.training.trainer import ConfigError
+    from nlr_tf.training.checks import ConfigError
 
     budget = plan.QUICK if _QUICK.value else plan.FULL
     if _SEEDS.value is not None:

@@ -55,7 +55,8 @@ def config_from_flags() -> TrainConfig:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from nlr_tf.training.trainer import ConfigError, train
+    from nlr_tf.training.checks import ConfigError
+    from nlr_tf.training.trainer import train
 
     try:
         result = train(config_from_flags())

@@ -36,38 +36,36 @@ from pixels to prove the cache holds this model's features). Scores of the
 whole split are held in memory, as `nlr-eval` does.
 """
 
-import csv
 import datetime
 import json
 import os
-import shutil
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
-import tensorflow as tf
 
 from nlr_tf.data import pipeline, schema
-from nlr_tf.data.label_stats import split_stats
 from nlr_tf.data.output_dir import atomic_output_dir
 from nlr_tf.evaluation import evaluator
 from nlr_tf.evaluation import suspects as suspects_lib
+from nlr_tf.evaluation.cleaned_output import (
+    CLEANED_LABELS_CSV,
+    REPORT_JSON,
+    SUSPECTS_CSV,
+    CleaningError,
+    write_cleaned_dataset,
+    write_cleaned_labels_csv,
+    write_suspects_csv,
+)
 from nlr_tf.models import prediction
 from nlr_tf.training.model_dir import load_trained_model
 
-SUSPECTS_CSV = "suspected_errors.csv"
-CLEANED_LABELS_CSV = "cleaned_labels.csv"
-REPORT_JSON = "cleaning_report.json"
 DEFAULT_DEPTHS = (100, 500, 1000)
 
 # Images whose scores are recomputed from pixels to prove that a feature
 # cache holds this model's backbone features.
 _CACHE_CHECK_IMAGES = 16
 _CACHE_CHECK_TOLERANCE = 1e-3
-
-
-class CleaningError(ValueError):
-    """A model, dataset and output folder that cannot be used together."""
 
 
 # === Predictions ===
@@ -153,153 +151,6 @@ def _check_cache_scores(model, images: schema.DatasetInfo, split: str, predictio
             f"the feature cache's features are not this model's backbone features (scores differ by up to {gap:.3g} "
             f"from scores computed on the images of {images.path!r}): pass the dataset of images"
         )
-
-
-# === Writing ===
-
-
-def _names(classes: Sequence[schema.ClassInfo], labels: np.ndarray) -> str:
-    return ";".join(classes[c].name for c in np.flatnonzero(labels))
-
-
-def _copy_cleaned_split(
-    images: schema.DatasetInfo, split: str, predictions, labels: np.ndarray, directory: str
-) -> tuple[schema.SplitInfo, list[int]]:
-    """Writes the split's records with cleaned labels, shard for shard.
-
-    Returns:
-        The split's `SplitInfo` and the prediction row of each written
-        record, in writing order.
-    """
-    ids = predictions["id"]
-    index = {image_id: i for i, image_id in enumerate(ids)}
-    if len(index) != len(ids):
-        raise CleaningError(f"split {split!r} of {images.path!r} has duplicate image ids: cannot match its records")
-    cleaned = predictions["cleaned"]
-    written: list[int] = []
-    for name in images.splits[split].files:
-        with tf.io.TFRecordWriter(os.path.join(directory, name)) as writer:
-            records = tf.data.TFRecordDataset(os.path.join(images.path, name)).batch(256)
-            for block in records.as_numpy_iterator():
-                for serialized in block:
-                    example = tf.train.Example.FromString(serialized)
-                    feature = example.features.feature
-                    value = feature[schema.IMAGE_ID].bytes_list.value
-                    row = index.get(value[0].decode("utf-8") if value else "")
-                    if row is None:
-                        raise CleaningError(f"record {list(value)!r} of {name!r} in {images.path!r} has no prediction")
-                    noisy = tf.train.Int64List(value=np.flatnonzero(labels[row]).tolist())
-                    feature[schema.LABEL_NOISY].CopyFrom(tf.train.Feature(int64_list=noisy))
-                    scores = tf.train.FloatList(value=cleaned[row].tolist())
-                    feature[schema.LABEL_CLEANED_SCORES].CopyFrom(tf.train.Feature(float_list=scores))
-                    writer.write(example.SerializeToString())
-                    written.append(row)
-    if len(written) != len(ids) or len(set(written)) != len(ids):
-        raise CleaningError(
-            f"split {split!r} of {images.path!r} holds {len(written)} records ({len(set(written))} distinct) "
-            f"but {len(ids)} were predicted"
-        )
-    files = list(images.splits[split].files)
-    return schema.SplitInfo(num_records=len(written), num_shards=len(files), files=files), written
-
-
-def write_cleaned_dataset(
-    images: schema.DatasetInfo,
-    split: str,
-    predictions,
-    labels: np.ndarray,
-    directory: str,
-    *,
-    copy_other_splits: bool,
-    provenance: dict[str, Any],
-) -> tuple[schema.DatasetInfo, list[int]]:
-    """Writes the dataset folder with `split` cleaned into `directory`.
-
-    Returns:
-        Its `DatasetInfo` (fresh noise statistics in the provenance) and the
-        prediction row of each record of the cleaned split, in file order.
-    """
-    splits = {}
-    splits[split], order = _copy_cleaned_split(images, split, predictions, labels, directory)
-    if copy_other_splits:
-        for name, info in images.splits.items():
-            if name != split:
-                for f in info.files:
-                    shutil.copyfile(os.path.join(images.path, f), os.path.join(directory, f))
-                splits[name] = info
-    out = schema.DatasetInfo(
-        num_classes=images.num_classes,
-        multi_label=images.multi_label,
-        splits=splits,
-        classes=images.classes,
-        provenance=provenance,
-        skipped=images.skipped,
-        path=directory,
-    )
-    out.provenance["noise_statistics"] = {name: split_stats(out, name).summary() for name in sorted(splits)}
-    out.write(directory)
-    return out, order
-
-
-def write_cleaned_labels_csv(
-    path: str, classes: Sequence[schema.ClassInfo], predictions, labels: np.ndarray, rows: Sequence[int]
-) -> None:
-    """One row per image: noisy and cleaned label names, removed and added ones, c-hat per class."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        out = csv.writer(f)
-        out.writerow(
-            ["image_id", "noisy_labels", "cleaned_labels", "removed", "added"]
-            + [f"cleaned_score/{c.name}" for c in classes]
-        )
-        noisy, cleaned = predictions["noisy_labels"] > 0, labels > 0
-        for i in rows:
-            out.writerow(
-                [
-                    predictions["id"][i],
-                    _names(classes, noisy[i]),
-                    _names(classes, cleaned[i]),
-                    _names(classes, noisy[i] & ~cleaned[i]),
-                    _names(classes, cleaned[i] & ~noisy[i]),
-                ]
-                + [f"{v:.6g}" for v in predictions["cleaned"][i]]
-            )
-
-
-def write_suspects_csv(
-    path: str, classes: Sequence[schema.ClassInfo], predictions, ranked: suspects_lib.Suspects, max_rows: int
-) -> int:
-    """The ranked suspects (the first `max_rows`; 0: all); returns the rows written."""
-    n = len(ranked) if max_rows == 0 else min(max_rows, len(ranked))
-    with_cleaned = "cleaned" in predictions
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        out = csv.writer(f)
-        out.writerow(
-            ["rank", "image_id", "class_index", "class_id", "class_name", "kind", "kind_rank", "suspicion", "score"]
-            + (["cleaned_score"] if with_cleaned else [])
-            + ["verified", "is_error"]
-        )
-        for r in range(n):
-            i, c = int(ranked.row[r]), int(ranked.cls[r])
-            verified = ""
-            if predictions["verified_mask"][i, c] > 0:
-                verified = "present" if predictions["verified_labels"][i, c] > 0 else "absent"
-            error = int(ranked.is_error[r])
-            out.writerow(
-                [
-                    r + 1,
-                    predictions["id"][i],
-                    c,
-                    classes[c].id,
-                    classes[c].name,
-                    suspects_lib.KINDS[ranked.kind[r]],
-                    int(ranked.kind_rank[r]),
-                    f"{ranked.suspicion[r]:.6g}",
-                    f"{predictions['scores'][i, c]:.6g}",
-                ]
-                + ([f"{predictions['cleaned'][i, c]:.6g}"] if with_cleaned else [])
-                + [verified, "" if error < 0 else error]
-            )
-    return n
 
 
 # === The whole run ===
@@ -431,58 +282,3 @@ def clean_labels(
         with open(os.path.join(tmp, REPORT_JSON), "w") as f:
             json.dump(report, f, indent=1)
     return report
-
-
-# === Printing ===
-
-
-def _pct(x: Optional[float]) -> str:
-    return "-" if x is None else f"{100 * x:.1f}"
-
-
-def format_report(report: dict[str, Any]) -> str:
-    """The report as a few lines of text."""
-    s = report["suspects"]
-    cands = s["candidates"]
-    lines = [
-        f"{report['split']}: {report['num_images']} images (features from {report['features']}); "
-        f"{cands['false_annotation']} noisy positives and {cands['missed_label']} noisy negatives ranked; "
-        f"wrote the {s['written']} most suspicious to {os.path.join(report['output_dir'], s['file'])}"
-    ]
-    precision = report.get("suspect_precision")
-    if precision:
-        depths = list(precision["all"]["precision_at"])
-        lines.append(f"precision (%) of the ranked suspects against label/true; ranked by {s['ranked_by']}")
-        lines.append(
-            f"  {'kind':<17}{'errors':>8}{'base':>7}" + "".join(f"{'@' + d:>8}" for d in depths) + f"{'@K':>8}{'AP':>7}"
-        )
-        for kind, r in precision.items():
-            lines.append(
-                f"  {kind:<17}{r['num_errors']:>8}{_pct(r['base_rate']):>7}"
-                + "".join(f"{_pct(r['precision_at'][d]):>8}" for d in depths)
-                + f"{_pct(r['precision_at_K']):>8}{_pct(r['average_precision']):>7}"
-            )
-    cleaned = report.get("cleaned_labels")
-    if cleaned:
-        lines.append(
-            f"cleaned labels (threshold {cleaned['threshold']}): dataset {cleaned['dataset']} "
-            f"(splits {', '.join(cleaned['splits'])}), {cleaned['file']}; annotations "
-            f"{cleaned['annotations_before']} -> {cleaned['annotations_after']} "
-            f"({cleaned['removed']} removed, {cleaned['added']} added)"
-        )
-    effect = report.get("cleaning_effect")
-    if effect:
-        b, a, red = effect["before"], effect["after"], effect["relative_reduction"]
-        lines.append(
-            f"  false-annotation share {_pct(b['false_annotation_share'])}% -> {_pct(a['false_annotation_share'])}% "
-            f"(relative reduction {_pct(red['false_annotation_share'])}%); missed-label share "
-            f"{_pct(b['missed_label_share'])}% -> {_pct(a['missed_label_share'])}% "
-            f"(relative reduction {_pct(red['missed_label_share'])}%)"
-        )
-        lines.append(
-            f"  removed {effect['removed']['count']} annotations ({effect['removed']['false']} of them false), "
-            f"added {effect['added']['count']} ({effect['added']['true']} of them true)"
-        )
-    if report.get("note"):
-        lines.append(f"note: {report['note']}")
-    return "\n".join(lines)

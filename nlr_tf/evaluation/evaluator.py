@@ -8,7 +8,7 @@ Metrics compare the scores with the verified labels, ignoring unverified
 entries, as Veit evaluates Open Images.
 
 `run_evaluation` is `nlr-eval`: the metrics, and with them the reports of
-`nlr_tf.evaluation.reports` (gain over a baseline by class frequency and
+`gains`, `pr_curves`, `examples` and `summaries` (gain over a baseline by class frequency and
 annotation quality, PR curves, an examples grid) as metrics.json, PNGs and
 TensorBoard events.
 """
@@ -22,7 +22,7 @@ import numpy as np
 
 from nlr_tf.data.feature_cache import cache_mismatch
 from nlr_tf.data.schema import DatasetError, DatasetInfo, load_dataset_info
-from nlr_tf.evaluation import reports
+from nlr_tf.evaluation import examples, gains, plotting, pr_curves, summaries
 from nlr_tf.models import metrics
 from nlr_tf.models.prediction import predict
 from nlr_tf.training import model_dir as run_files
@@ -70,6 +70,9 @@ def metrics_of_predictions(p: dict[str, np.ndarray], info: DatasetInfo, split: s
 
 
 # === nlr-eval: metrics, the papers' reports, TensorBoard ===
+PNG_FILES = ("gain_by_frequency.png", "gain_by_quality.png", "pr_curves.png", "examples.png")
+
+
 @dataclasses.dataclass
 class EvalConfig:
     """What `nlr-eval` varies. See `nlr_tf/cli/evaluate.py` for each field's flag."""
@@ -160,8 +163,8 @@ def _training_step(model_dir: str) -> int:
     return int((run_files.read_result(model_dir) or {}).get("step", 0))
 
 
-def _gain_tables(stats: reports.ClassStatistics, model_ap, baseline_ap, class_names) -> dict[str, Any]:
-    frequency = reports.gain_by_group(stats.frequency, model_ap, baseline_ap, class_names)
+def _gain_tables(stats: gains.ClassStatistics, model_ap, baseline_ap, class_names) -> dict[str, Any]:
+    frequency = gains.gain_by_group(stats.frequency, model_ap, baseline_ap, class_names)
     frequency.update({"statistic": "noisy annotations of the class", "split": stats.noisy_split})
     about = {
         "statistic": "share of the class's noisy annotations that are correct (judged against label/true where a "
@@ -170,7 +173,7 @@ def _gain_tables(stats: reports.ClassStatistics, model_ap, baseline_ap, class_na
         "judged_annotations": stats.judged,
     }
     if stats.judged:
-        quality = {**reports.gain_by_group(stats.quality, model_ap, baseline_ap, class_names), **about}
+        quality = {**gains.gain_by_group(stats.quality, model_ap, baseline_ap, class_names), **about}
     else:
         quality = {**about, "skipped": "no noisy annotation of the training splits has a known truth or verification"}
     return {"gain_by_frequency": frequency, "gain_by_quality": quality}
@@ -205,7 +208,7 @@ def run_evaluation(config: EvalConfig) -> EvalOutputs:
             )
         # The training labels' statistics; a feature cache holds the same label lists as its source.
         labels_info = images_dataset(info)[0] or info
-        stats = reports.class_statistics(
+        stats = gains.class_statistics(
             labels_info, run_config.get("noisy_split", "noisy"), run_config.get("clean_split", "clean")
         )
 
@@ -229,7 +232,7 @@ def run_evaluation(config: EvalConfig) -> EvalOutputs:
     output = config.output or run_files.metrics_path(config.model_dir, config.split)
     out_dir = os.path.dirname(os.path.abspath(output))
     os.makedirs(out_dir, exist_ok=True)
-    for name in reports.PNG_FILES:  # an earlier evaluation's; each is written again if it applies
+    for name in PNG_FILES:  # an earlier evaluation's; each is written again if it applies
         if os.path.isfile(os.path.join(out_dir, name)):
             os.remove(os.path.join(out_dir, name))
     files = []
@@ -238,25 +241,25 @@ def run_evaluation(config: EvalConfig) -> EvalOutputs:
         if result.get(key, {}).get("groups"):
             path = os.path.join(out_dir, f"{key}.png")
             title = f"AP gain over the baseline in {result[key]['num_groups']} groups of classes by {xlabel}"
-            reports.plot_gain(result[key], path, title, xlabel, percent_range=key == "gain_by_quality")
+            gains.plot_gain(result[key], path, title, xlabel, percent_range=key == "gain_by_quality")
             files.append(path)
     categories = [c.category for c in info.classes]
     mask = p["verified_mask"]
-    curves = reports.pr_curves(p["scores"], p["verified_labels"], mask, categories)
+    curves = pr_curves.pr_curves(p["scores"], p["verified_labels"], mask, categories)
     base_curves = None
     if base_p is not None:
-        base_curves = reports.pr_curves(base_p["scores"], base_p["verified_labels"], mask, categories)
+        base_curves = pr_curves.pr_curves(base_p["scores"], base_p["verified_labels"], mask, categories)
     files.append(os.path.join(out_dir, "pr_curves.png"))
-    reports.plot_pr_curves(curves, files[-1], base_curves)
+    pr_curves.plot_pr_curves(curves, files[-1], base_curves)
     grid = _examples_grid(p, base_p, info, config, notes)
     if grid is not None:
         files.append(os.path.join(out_dir, "examples.png"))
-        reports.save_png(grid, files[-1])
+        plotting.save_png(grid, files[-1])
     # The tags of the trainer's periodic evaluation (--eval_split), so the final point joins its curve.
     scalars = {k: result[k] for k in ("mAP", "APall", "top1")}
     scalars.update({f"per_category_mAP/{k}": v for k, v in result["per_category_mAP"].items()})
     scalars.update({f"against_truth/{k}": v for k, v in result.get("against_truth", {}).items()})
-    reports.write_tensorboard(out_dir, _training_step(config.model_dir), scalars, curves, grid)
+    summaries.write_tensorboard(out_dir, _training_step(config.model_dir), scalars, curves, grid)
     with open(output, "w") as f:
         json.dump(result, f, indent=1)
     return EvalOutputs(result=result, output=output, files=files, notes=notes)
@@ -272,11 +275,11 @@ def _examples_grid(p, base_p, info: DatasetInfo, config: EvalConfig, notes: list
         notes.append(f"examples.png skipped: the feature cache's images are not readable ({why})")
         return None
     index = {image_id.decode("utf-8"): i for i, image_id in enumerate(p["id"])}
-    first = reports.first_images(images_info, config.split, config.num_examples)
+    first = examples.first_images(images_info, config.split, config.num_examples)
     shown = [(index[image_id], image) for image_id, image in first if image_id in index]
     if len(shown) < len(first):
         notes.append(f"examples.png skipped: the images of {images_info.path!r} are not the evaluated records")
         return None
-    return reports.render_examples(
+    return examples.render_examples(
         [image for _, image in shown], p, [i for i, _ in shown], info.class_names, baseline=base_p
     )

@@ -16,7 +16,9 @@ from collections import defaultdict
 from typing import Any, Optional
 
 import numpy as np
+from matplotlib.figure import Figure
 
+from nlr_tf.evaluation import plotting
 from nlr_tf.reproduce import plan
 
 ML, SL = "multi_label", "single_label"
@@ -411,13 +413,9 @@ def _restricted(res: Results, variant: str, fractions: list[float]) -> Results:
 # === Plots ===
 def plot_regime_map(res: Results, path: str) -> None:
     """Multi-label mAP and single-label top-1 against the clean fraction, per row (log-scaled fraction axis)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     variants = [v for v in (ML, SL) if res.fractions[v]]
-    fig, axes = plt.subplots(1, len(variants), figsize=(7 * len(variants), 4.8), squeeze=False)
+    fig = Figure(figsize=(7 * len(variants), 4.8), dpi=110)
+    axes = fig.subplots(1, len(variants), squeeze=False)
     for ax, variant in zip(axes[0], variants):
         metric = MAIN_METRIC[variant]
         fr = res.fractions[variant]
@@ -453,24 +451,18 @@ def plot_regime_map(res: Results, path: str) -> None:
         ax.set_title(f"digits_mosaic {variant.replace('_', '-')}")
         ax.legend(fontsize=6, loc="lower right")
         ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plotting.save_figure(fig, path)
 
 
 def plot_training_curves(res: Results, path: str) -> bool:
     """Validation mAP over training steps per activation (Hu Fig. 4); False if no run recorded a curve."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     fr = res.fractions[ML]
     fraction = 0.05 if 0.05 in fr else (fr[0] if fr else None)
     curves = {k: v for k, v in res.curves.items() if k[0] == ML and k[2] == fraction}
     if not curves:
         return False
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4), dpi=110)
+    ax = fig.subplots()
     for (variant, row, f), histories in sorted(curves.items()):
         h = histories[0]  # the first seed: runs stop at different steps
         ax.plot([e["step"] for e in h], [100 * e["mAP"] for e in h], marker=".", label=f"{res.labels[(variant, row)]}")
@@ -479,7 +471,5 @@ def plot_training_curves(res: Results, path: str) -> bool:
     ax.set_title(f"Training curves per activation, {_pct(fraction)} clean (Hu Fig. 4)")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plotting.save_figure(fig, path)
     return True

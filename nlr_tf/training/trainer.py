@@ -14,7 +14,7 @@ import dataclasses
 import os
 import shutil
 import time
-from typing import Any, Optional
+from typing import Any
 
 import keras
 import tensorflow as tf
@@ -22,112 +22,22 @@ from absl import logging
 
 from nlr_tf.data import pipeline
 from nlr_tf.data.feature_cache import FeatureCacheError, extract_features, load_feature_cache
-from nlr_tf.data.image_sizes import DEFAULT_IMAGE_SIZE
-from nlr_tf.data.schema import DatasetError, DatasetInfo, load_dataset_info
-from nlr_tf.models import metrics, prediction
-from nlr_tf.models.backbones import resolve_weights
-from nlr_tf.models.methods import Method, build_model, get_method
+from nlr_tf.data.schema import DatasetError, DatasetInfo
+from nlr_tf.models.methods import Method, build_model
+from nlr_tf.training import early_stopping
 from nlr_tf.training import model_dir as run_files
 from nlr_tf.training import optimizers as optim
 from nlr_tf.training.checkpoints import restore_parts
-from nlr_tf.training.config import EVAL_METRICS, TrainConfig
-from nlr_tf.training.model_dir import CheckpointError, resolve_checkpoint
+from nlr_tf.training.checks import (
+    ConfigError,
+    check_config,
+    mix_ratio,
+    steps_per_epoch,
+    train_backbone,
+)
+from nlr_tf.training.config import TrainConfig
+from nlr_tf.training.model_dir import CheckpointError
 from nlr_tf.training.strategies import get_strategy, is_chief
-
-
-class ConfigError(ValueError):
-    """A training configuration that cannot work with its dataset or checkpoint."""
-
-
-# === Checks before anything is built ===
-def check_config(config: TrainConfig) -> tuple[DatasetInfo, Method]:
-    """Fails with one clear line for any configuration that cannot run."""
-    try:
-        method = get_method(config.method)
-        info = load_dataset_info(config.dataset)
-    except (DatasetError, ValueError) as e:
-        raise ConfigError(str(e)) from None
-    where = f"dataset {config.dataset!r} (splits: {', '.join(sorted(info.splits))})"
-    if method.uses_noisy and not info.has_split(config.noisy_split):
-        raise ConfigError(f"--method={method.name} trains on noisy split {config.noisy_split!r}, absent from {where}")
-    if method.uses_clean and not info.has_split(config.clean_split):
-        raise ConfigError(
-            f"--method={method.name} needs clean data but split {config.clean_split!r} is absent from {where}"
-        )
-    if method.init == "required" and not config.init_checkpoint:
-        raise ConfigError(f"--method={method.name} fine-tunes a noisy model: pass --init_checkpoint=NOISY_MODEL_DIR")
-    if method.init == "none" and config.init_checkpoint:
-        raise ConfigError(f"--method={method.name} trains from scratch (or ImageNet); drop --init_checkpoint")
-    if config.init_checkpoint:
-        try:
-            _, run_config = resolve_checkpoint(config.init_checkpoint)
-        except CheckpointError as e:
-            raise ConfigError(f"--init_checkpoint={e}") from None
-        if run_config is not None:
-            if run_config.get("num_classes") != info.num_classes:
-                raise ConfigError(
-                    f"--init_checkpoint={config.init_checkpoint} has {run_config.get('num_classes')} classes but "
-                    f"dataset {config.dataset!r} has {info.num_classes}"
-                )
-            if run_config.get("backbone") != config.backbone:
-                raise ConfigError(
-                    f"--init_checkpoint={config.init_checkpoint} has backbone {run_config.get('backbone')!r}, "
-                    f"not --backbone={config.backbone}"
-                )
-    if config.cleaning_pretrain_steps:
-        if method.family != "label_cleaning":
-            raise ConfigError("--cleaning_pretrain_steps applies to --method=label_cleaning only")
-        if config.cleaning_pretrain_steps >= config.train_steps:
-            raise ConfigError(
-                f"--cleaning_pretrain_steps={config.cleaning_pretrain_steps} leaves no joint training in "
-                f"--train_steps={config.train_steps}"
-            )
-    if config.eval_steps and not config.eval_split:
-        raise ConfigError("--eval_steps needs --eval_split")
-    if (config.early_stopping_patience or config.restore_best) and not config.eval_steps:
-        raise ConfigError("--early_stopping_patience and --restore_best need --eval_split and --eval_steps")
-    if config.eval_metric and config.eval_metric not in EVAL_METRICS:
-        raise ConfigError(f"--eval_metric must be one of {', '.join(EVAL_METRICS)}, got {config.eval_metric!r}")
-    if config.early_stopping_patience < 0:
-        raise ConfigError(f"--early_stopping_patience must be >= 0, got {config.early_stopping_patience}")
-    if config.eval_split and not info.has_split(config.eval_split):
-        raise ConfigError(f"--eval_split={config.eval_split} is absent from {where}")
-    if config.feature_cache and train_backbone(config, method, info):
-        raise ConfigError("a feature cache holds frozen-backbone features: it needs --train_backbone=false")
-    if config.train_steps < 1 or config.batch_size < 1 or config.checkpoint_steps < 1 or config.log_steps < 1:
-        raise ConfigError("--train_steps, --batch_size, --checkpoint_steps and --log_steps must be >= 1")
-    if config.eval_steps < 0:
-        raise ConfigError(f"--eval_steps must be >= 0, got {config.eval_steps}")
-    try:
-        pipeline.mix_counts(config.batch_size, mix_ratio(config, method))
-        resolve_weights(config.backbone, config.backbone_weights)
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-    return info, method
-
-
-def eval_metric(config: TrainConfig, info: DatasetInfo) -> str:
-    """The metric that selects the best evaluation: the flag, else mAP (multi-label) or top-1 (single-label)."""
-    return config.eval_metric or ("mAP" if info.multi_label else "top1")
-
-
-def train_backbone(config: TrainConfig, method: Method, info: DatasetInfo) -> bool:
-    """The flag if set; else the method's default; else the papers' scheme."""
-    if config.train_backbone is not None:
-        return config.train_backbone
-    if method.train_backbone is not None:
-        return method.train_backbone
-    return not info.multi_label  # multi-label: heads on a frozen backbone; single-label: whole network
-
-
-def mix_ratio(config: TrainConfig, method: Method) -> str:
-    return config.mix_ratio or method.mix_ratio
-
-
-def _steps_per_epoch(config: TrainConfig, method: Method, info: DatasetInfo) -> int:
-    noisy, clean = pipeline.mix_counts(config.batch_size, mix_ratio(config, method))
-    split, per_batch = (config.noisy_split, noisy) if noisy else (config.clean_split, clean)
-    return max(1, info.splits[split].num_records // per_batch)
 
 
 # === Model, optimizers, initial weights ===
@@ -141,7 +51,7 @@ def restore_init_checkpoint(model, method: Method, init: str) -> None:
 
 
 def _part_optimizers(config: TrainConfig, method: Method, info: DatasetInfo, trains_backbone: bool):
-    decay_steps = int(config.lr_decay_epochs * _steps_per_epoch(config, method, info))
+    decay_steps = int(config.lr_decay_epochs * steps_per_epoch(config, method, info))
     schedule = lambda lr: optim.learning_rate_schedule(lr, config.lr_decay_rate, decay_steps)  # noqa: E731
     head = "heads" if method.family == "noise_regularization" else "classifier"
     parts = {head: optim.build_optimizer(config.optimizer, schedule(config.learning_rate), f"{head}_optimizer")}
@@ -232,46 +142,9 @@ def _feature_cache(config: TrainConfig, info: DatasetInfo, method: Method, model
         raise ConfigError(str(e)) from None
 
 
-_EVAL_IN_MEMORY_BYTES = 256 << 20
-
-
-def _split_evaluator(model, data: DatasetInfo, config: TrainConfig):
-    """A function returning mAP, APall and top-1 of the model on `config.eval_split` (from the feature cache if
-    training uses one); its input pipeline is built once and read again at every evaluation."""
-    # Cached features are small: large batches. Images: the training batch, which fits in memory.
-    batch_size = 1024 if data.feature_dim else config.batch_size
-    kwargs = dict(backbone=config.backbone, image_size=config.image_size, batch_size=batch_size)
-    dataset = prediction.split_dataset(data, config.eval_split, **kwargs)
-    # A split whose decoded inputs fit in a small memory budget is read once and kept: reading the records again
-    # at every evaluation (a new iterator over the shards) cost more than the evaluation itself.
-    side = config.image_size or DEFAULT_IMAGE_SIZE[config.backbone]
-    bytes_per_record = 4 * (data.feature_dim or side * side * 3)
-    if data.splits[config.eval_split].num_records * bytes_per_record <= _EVAL_IN_MEMORY_BYTES:
-        dataset = list(dataset)
-
-    def evaluate() -> dict[str, float]:
-        p = prediction.predict(model, data, config.eval_split, dataset=dataset, **kwargs)
-        report = metrics.evaluate(p["scores"], p["verified_labels"], p["verified_mask"])
-        return {"mAP": report.map, "APall": report.ap_all, "top1": report.top1}
-
-    return evaluate
-
-
 def weights_checksum(model) -> float:
     """Sum of the absolute values of every weight: equal on workers that agree."""
     return float(sum(tf.reduce_sum(tf.abs(tf.cast(v, tf.float64))) for v in model.weights))
-
-
-def best_evaluation(history: list[dict], metric: str, after: int = 0) -> Optional[dict]:
-    """The evaluation with the highest `metric` (the earliest on ties), among those after step `after`."""
-    entries = [e for e in history if e["step"] > after]
-    return max(entries, key=lambda e: (e[metric], -e["step"])) if entries else None
-
-
-def patience_exhausted(history: list[dict], metric: str, patience: int, after: int = 0) -> bool:
-    """True once `patience` evaluations in a row have not beaten the best one."""
-    best = best_evaluation(history, metric, after)
-    return bool(patience) and best is not None and sum(e["step"] > best["step"] for e in history) >= patience
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -359,49 +232,20 @@ def train(config: TrainConfig) -> dict[str, Any]:
         if chief
         else tf.summary.create_noop_writer()
     )
-    eval_writer = None
-    if config.eval_steps and chief:
-        eval_writer = tf.summary.create_file_writer(run_files.eval_dir(config.model_dir, config.eval_split))
     if config.eval_split and not data.has_split(config.eval_split):
         raise ConfigError(f"--eval_split={config.eval_split} is absent from the feature cache {data.path!r}")
-    # Evaluations select the best weights and stop the run only after the pretraining phase.
-    metric, after = eval_metric(config, info), config.cleaning_pretrain_steps
-    best_manager = None
-    if config.restore_best:
-        best_dir = os.path.join(config.model_dir, run_files.BEST_DIR)
-        if not chief:
-            best_dir = os.path.join(checkpoint_dir, run_files.BEST_DIR)
-        best_checkpoint = tf.train.Checkpoint(model=model)
-        best_manager = tf.train.CheckpointManager(best_checkpoint, best_dir, max_to_keep=1)
-    # The best weights since the last checkpoint stay in memory (step, values) and are written with it, so the
-    # best dir always matches the evaluation history a resumed run restores, and a new best costs no disk write.
-    pending_best = None
-
-    def save_checkpoint(current: int) -> None:
-        nonlocal pending_best
-        manager.save(checkpoint_number=current)
-        if pending_best is not None:
-            weights = model.get_weights()
-            model.set_weights(pending_best[1])
-            best_manager.save(checkpoint_number=pending_best[0])
-            model.set_weights(weights)
-            pending_best = None
-
-    evaluate_split = _split_evaluator(model, data, config) if config.eval_steps else None
-    # A resumed run keeps the evaluations up to its restored step.
-    eval_history = [e for e in run_files.read_eval_history(config.model_dir) if e["step"] <= int(step.numpy())]
+    best_dir = os.path.join(config.model_dir if chief else checkpoint_dir, run_files.BEST_DIR)
+    evaluations = early_stopping.Evaluations(model, data, info, config, chief, best_dir, int(step.numpy()))
     loops, live = {}, {}
     logs: dict[str, Any] = {}
-    while int(step.numpy()) < config.train_steps and not patience_exhausted(
-        eval_history, metric, config.early_stopping_patience, after
-    ):
+    while int(step.numpy()) < config.train_steps and not evaluations.exhausted():
         current = int(step.numpy())
         phase = "pretrain" if current < config.cleaning_pretrain_steps else "train"
         boundary = config.cleaning_pretrain_steps if phase == "pretrain" else config.train_steps
         next_checkpoint = (current // config.checkpoint_steps + 1) * config.checkpoint_steps
         num_steps = min(config.log_steps, boundary - current, next_checkpoint - current)
-        if config.eval_steps:
-            num_steps = min(num_steps, (current // config.eval_steps + 1) * config.eval_steps - current)
+        if evaluations.next_due(current) is not None:
+            num_steps = min(num_steps, evaluations.next_due(current) - current)
         if phase not in loops:
             step_fn = model.pretrain_step if phase == "pretrain" else model.train_step
             names = model.pretrain_loss_names if phase == "pretrain" else model.loss_names
@@ -419,49 +263,19 @@ def train(config: TrainConfig) -> dict[str, Any]:
             for part, opt in model.part_optimizers.items():
                 tf.summary.scalar(f"learning_rate/{part}", optim.current_learning_rate(opt))
         logging.info("step %d/%d %s", current, config.train_steps, " ".join(f"{k}={v:.4g}" for k, v in logs.items()))
-        evaluated = config.eval_steps and (current % config.eval_steps == 0 or current == config.train_steps)
-        if evaluated and current > after:
-            scores = evaluate_split()
-            eval_history.append({"step": current, **scores})
-            if eval_writer is not None:
-                with eval_writer.as_default(step=current):
-                    for name, value in scores.items():
-                        tf.summary.scalar(name, value)
-            logging.info(
-                "step %d %s: %s", current, config.eval_split, " ".join(f"{k}={v:.4g}" for k, v in scores.items())
-            )
-            if chief:
-                run_files.write_eval_history(config.model_dir, eval_history)
-            if best_manager is not None and best_evaluation(eval_history, metric, after)["step"] == current:
-                pending_best = (current, model.get_weights())
-        stopping = patience_exhausted(eval_history, metric, config.early_stopping_patience, after)
+        if evaluations.due(current):
+            evaluations.evaluate(current)
+        stopping = evaluations.exhausted()
         if current % config.checkpoint_steps == 0 or current == config.train_steps or stopping:
-            save_checkpoint(current)
+            manager.save(checkpoint_number=current)
+            evaluations.save_best()
     writer.flush()
-    if eval_writer is not None:
-        eval_writer.flush()
-    best = best_evaluation(eval_history, metric, after)
-    if best_manager is not None and best is not None:
-        if best_manager.latest_checkpoint != os.path.join(best_manager.directory, f"ckpt-{best['step']}"):
-            raise CheckpointError(
-                f"{best_manager.directory} holds {best_manager.latest_checkpoint}, not the best evaluation's "
-                f"weights (step {best['step']}): the run was interrupted while saving; start it in a new --model_dir"
-            )
-        best_checkpoint.restore(best_manager.latest_checkpoint).assert_existing_objects_matched()
-        logging.info(
-            "restored the best %s weights: step %d, %s=%.4g", config.eval_split, best["step"], metric, best[metric]
-        )
+    evaluated = evaluations.finish(int(step.numpy()))
 
     # === Outputs ===
     if not chief:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    result = {"step": int(step.numpy()), "method": method.name, **logs}
-    if eval_history:
-        result["eval_history"] = eval_history
-        result["best_step"] = best["step"] if best else None
-        result["best_" + metric] = best[metric] if best else None
-        result["stopped_early"] = int(step.numpy()) < config.train_steps
-        result["restored_best"] = bool(best_manager is not None and best is not None)
+    result = {"step": int(step.numpy()), "method": method.name, **logs, **evaluated}
     result["weights_checksum"] = weights_checksum(model)
     if chief:
         model.save(os.path.join(config.model_dir, run_files.MODEL_FILE))

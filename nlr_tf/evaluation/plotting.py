@@ -1,0 +1,31 @@
+"""The evaluation plots' shared style: colours, and writing figures as PNGs without a display.
+
+Figures are `matplotlib.figure.Figure` objects drawn on the Agg canvas (no
+pyplot state, no backend to select), so plotting is safe in any process.
+"""
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from PIL import Image
+
+RIGHT, WRONG, UNKNOWN = "#1a9850", "#d73027", "#808080"
+MODEL, BASELINE = "#2166ac", "#b2182b"
+
+
+def save_figure(fig: Figure, path: str) -> None:
+    """Lays out and writes a figure as a PNG (at the figure's own dpi)."""
+    fig.tight_layout()
+    FigureCanvasAgg(fig).print_png(path)
+
+
+def figure_pixels(fig: Figure) -> np.ndarray:
+    """A figure rendered as uint8 RGB pixels [H, W, 3]."""
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+def save_png(pixels: np.ndarray, path: str) -> None:
+    """Writes uint8 RGB pixels [H, W, 3] as a PNG."""
+    Image.fromarray(pixels).save(path, format="PNG")

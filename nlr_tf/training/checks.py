@@ -1,0 +1,108 @@
+"""Checks of a training configuration against its dataset and checkpoint, before anything is built.
+
+Every bad combination fails here with one line naming the flag, so a run
+that cannot work writes nothing. The settings a run derives from its
+configuration (the selection metric, whether the backbone trains, the batch
+mix) are decided here too, once.
+"""
+
+from nlr_tf.data import pipeline
+from nlr_tf.data.schema import DatasetError, DatasetInfo, load_dataset_info
+from nlr_tf.models.backbones import resolve_weights
+from nlr_tf.models.methods import Method, get_method
+from nlr_tf.training.config import EVAL_METRICS, TrainConfig
+from nlr_tf.training.model_dir import CheckpointError, resolve_checkpoint
+
+
+class ConfigError(ValueError):
+    """A training configuration that cannot work with its dataset or checkpoint."""
+
+
+def check_config(config: TrainConfig) -> tuple[DatasetInfo, Method]:
+    """Fails with one clear line for any configuration that cannot run."""
+    try:
+        method = get_method(config.method)
+        info = load_dataset_info(config.dataset)
+    except (DatasetError, ValueError) as e:
+        raise ConfigError(str(e)) from None
+    where = f"dataset {config.dataset!r} (splits: {', '.join(sorted(info.splits))})"
+    if method.uses_noisy and not info.has_split(config.noisy_split):
+        raise ConfigError(f"--method={method.name} trains on noisy split {config.noisy_split!r}, absent from {where}")
+    if method.uses_clean and not info.has_split(config.clean_split):
+        raise ConfigError(
+            f"--method={method.name} needs clean data but split {config.clean_split!r} is absent from {where}"
+        )
+    if method.init == "required" and not config.init_checkpoint:
+        raise ConfigError(f"--method={method.name} fine-tunes a noisy model: pass --init_checkpoint=NOISY_MODEL_DIR")
+    if method.init == "none" and config.init_checkpoint:
+        raise ConfigError(f"--method={method.name} trains from scratch (or ImageNet); drop --init_checkpoint")
+    if config.init_checkpoint:
+        try:
+            _, run_config = resolve_checkpoint(config.init_checkpoint)
+        except CheckpointError as e:
+            raise ConfigError(f"--init_checkpoint={e}") from None
+        if run_config is not None:
+            if run_config.get("num_classes") != info.num_classes:
+                raise ConfigError(
+                    f"--init_checkpoint={config.init_checkpoint} has {run_config.get('num_classes')} classes but "
+                    f"dataset {config.dataset!r} has {info.num_classes}"
+                )
+            if run_config.get("backbone") != config.backbone:
+                raise ConfigError(
+                    f"--init_checkpoint={config.init_checkpoint} has backbone {run_config.get('backbone')!r}, "
+                    f"not --backbone={config.backbone}"
+                )
+    if config.cleaning_pretrain_steps:
+        if method.family != "label_cleaning":
+            raise ConfigError("--cleaning_pretrain_steps applies to --method=label_cleaning only")
+        if config.cleaning_pretrain_steps >= config.train_steps:
+            raise ConfigError(
+                f"--cleaning_pretrain_steps={config.cleaning_pretrain_steps} leaves no joint training in "
+                f"--train_steps={config.train_steps}"
+            )
+    if config.eval_steps and not config.eval_split:
+        raise ConfigError("--eval_steps needs --eval_split")
+    if (config.early_stopping_patience or config.restore_best) and not config.eval_steps:
+        raise ConfigError("--early_stopping_patience and --restore_best need --eval_split and --eval_steps")
+    if config.eval_metric and config.eval_metric not in EVAL_METRICS:
+        raise ConfigError(f"--eval_metric must be one of {', '.join(EVAL_METRICS)}, got {config.eval_metric!r}")
+    if config.early_stopping_patience < 0:
+        raise ConfigError(f"--early_stopping_patience must be >= 0, got {config.early_stopping_patience}")
+    if config.eval_split and not info.has_split(config.eval_split):
+        raise ConfigError(f"--eval_split={config.eval_split} is absent from {where}")
+    if config.feature_cache and train_backbone(config, method, info):
+        raise ConfigError("a feature cache holds frozen-backbone features: it needs --train_backbone=false")
+    if config.train_steps < 1 or config.batch_size < 1 or config.checkpoint_steps < 1 or config.log_steps < 1:
+        raise ConfigError("--train_steps, --batch_size, --checkpoint_steps and --log_steps must be >= 1")
+    if config.eval_steps < 0:
+        raise ConfigError(f"--eval_steps must be >= 0, got {config.eval_steps}")
+    try:
+        pipeline.mix_counts(config.batch_size, mix_ratio(config, method))
+        resolve_weights(config.backbone, config.backbone_weights)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return info, method
+
+
+def eval_metric(config: TrainConfig, info: DatasetInfo) -> str:
+    """The metric that selects the best evaluation: the flag, else mAP (multi-label) or top-1 (single-label)."""
+    return config.eval_metric or ("mAP" if info.multi_label else "top1")
+
+
+def train_backbone(config: TrainConfig, method: Method, info: DatasetInfo) -> bool:
+    """The flag if set; else the method's default; else the papers' scheme."""
+    if config.train_backbone is not None:
+        return config.train_backbone
+    if method.train_backbone is not None:
+        return method.train_backbone
+    return not info.multi_label  # multi-label: heads on a frozen backbone; single-label: whole network
+
+
+def mix_ratio(config: TrainConfig, method: Method) -> str:
+    return config.mix_ratio or method.mix_ratio
+
+
+def steps_per_epoch(config: TrainConfig, method: Method, info: DatasetInfo) -> int:
+    noisy, clean = pipeline.mix_counts(config.batch_size, mix_ratio(config, method))
+    split, per_batch = (config.noisy_split, noisy) if noisy else (config.clean_split, clean)
+    return max(1, info.splits[split].num_records // per_batch)

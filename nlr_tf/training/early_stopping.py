@@ -1,0 +1,159 @@
+"""Training-time evaluation: evaluating a split, the best evaluation and its weights, and when patience runs out."""
+
+import os
+from typing import Any, Optional
+
+import tensorflow as tf
+from absl import logging
+
+from nlr_tf.data.image_sizes import DEFAULT_IMAGE_SIZE
+from nlr_tf.data.schema import DatasetInfo
+from nlr_tf.models import metrics, prediction
+from nlr_tf.training import model_dir as run_files
+from nlr_tf.training.checks import eval_metric
+from nlr_tf.training.config import TrainConfig
+from nlr_tf.training.model_dir import CheckpointError
+
+_EVAL_IN_MEMORY_BYTES = 256 << 20
+
+
+def split_evaluator(model, data: DatasetInfo, config: TrainConfig):
+    """A function returning mAP, APall and top-1 of the model on `config.eval_split` (from the feature cache if
+    training uses one); its input pipeline is built once and read again at every evaluation."""
+    # Cached features are small: large batches. Images: the training batch, which fits in memory.
+    batch_size = 1024 if data.feature_dim else config.batch_size
+    kwargs = dict(backbone=config.backbone, image_size=config.image_size, batch_size=batch_size)
+    dataset = prediction.split_dataset(data, config.eval_split, **kwargs)
+    # A split whose decoded inputs fit in a small memory budget is read once and kept: reading the records again
+    # at every evaluation (a new iterator over the shards) cost more than the evaluation itself.
+    side = config.image_size or DEFAULT_IMAGE_SIZE[config.backbone]
+    bytes_per_record = 4 * (data.feature_dim or side * side * 3)
+    if data.splits[config.eval_split].num_records * bytes_per_record <= _EVAL_IN_MEMORY_BYTES:
+        dataset = list(dataset)
+
+    def evaluate() -> dict[str, float]:
+        p = prediction.predict(model, data, config.eval_split, dataset=dataset, **kwargs)
+        report = metrics.evaluate(p["scores"], p["verified_labels"], p["verified_mask"])
+        return {"mAP": report.map, "APall": report.ap_all, "top1": report.top1}
+
+    return evaluate
+
+
+def best_evaluation(history: list[dict], metric: str, after: int = 0) -> Optional[dict]:
+    """The evaluation with the highest `metric` (the earliest on ties), among those after step `after`."""
+    entries = [e for e in history if e["step"] > after]
+    return max(entries, key=lambda e: (e[metric], -e["step"])) if entries else None
+
+
+def patience_exhausted(history: list[dict], metric: str, patience: int, after: int = 0) -> bool:
+    """True once `patience` evaluations in a row have not beaten the best one."""
+    best = best_evaluation(history, metric, after)
+    return bool(patience) and best is not None and sum(e["step"] > best["step"] for e in history) >= patience
+
+
+class Evaluations:
+    """The evaluations of one run on `--eval_split`, and the weights of the best one.
+
+    The history is read back when a run resumes (up to its restored step).
+    Evaluations count only after Veit's pretraining phase. With
+    `--restore_best`, the best weights since the last checkpoint stay in
+    memory and are written (under `best/`) together with that checkpoint, so
+    the best dir always matches the history a resumed run restores, and a
+    new best costs no disk write.
+
+    Args:
+        model: the model being trained.
+        data: `DatasetInfo`. The training data (images or a feature cache).
+        info: `DatasetInfo`. The dataset of images.
+        config: `TrainConfig`.
+        chief: bool. Whether this worker writes the run's files.
+        best_dir: str. Where the best weights are kept.
+        step: int. The step the run starts (or resumes) at.
+    """
+
+    def __init__(
+        self, model, data: DatasetInfo, info: DatasetInfo, config: TrainConfig, chief: bool, best_dir: str, step: int
+    ):
+        self.model, self.config, self.chief = model, config, chief
+        self.metric, self.after = eval_metric(config, info), config.cleaning_pretrain_steps
+        self.history = [e for e in run_files.read_eval_history(config.model_dir) if e["step"] <= step]
+        self.evaluate_split = split_evaluator(model, data, config) if config.eval_steps else None
+        self.writer = None
+        if config.eval_steps and chief:
+            self.writer = tf.summary.create_file_writer(run_files.eval_dir(config.model_dir, config.eval_split))
+        self.best_manager = None
+        if config.restore_best:
+            self.best_checkpoint = tf.train.Checkpoint(model=model)
+            self.best_manager = tf.train.CheckpointManager(self.best_checkpoint, best_dir, max_to_keep=1)
+        self.pending_best = None
+
+    def due(self, step: int) -> bool:
+        every = self.config.eval_steps
+        return bool(every) and (step % every == 0 or step == self.config.train_steps) and step > self.after
+
+    def next_due(self, step: int) -> Optional[int]:
+        """The next step at which to evaluate (None: never)."""
+        every = self.config.eval_steps
+        return (step // every + 1) * every if every else None
+
+    def evaluate(self, step: int) -> None:
+        scores = self.evaluate_split()
+        self.history.append({"step": step, **scores})
+        if self.writer is not None:
+            with self.writer.as_default(step=step):
+                for name, value in scores.items():
+                    tf.summary.scalar(name, value)
+        logging.info(
+            "step %d %s: %s", step, self.config.eval_split, " ".join(f"{k}={v:.4g}" for k, v in scores.items())
+        )
+        if self.chief:
+            run_files.write_eval_history(self.config.model_dir, self.history)
+        if self.best_manager is not None and self.best()["step"] == step:
+            self.pending_best = (step, self.model.get_weights())
+
+    def best(self) -> Optional[dict]:
+        return best_evaluation(self.history, self.metric, self.after)
+
+    def exhausted(self) -> bool:
+        return patience_exhausted(self.history, self.metric, self.config.early_stopping_patience, self.after)
+
+    def save_best(self) -> None:
+        """Writes the best weights kept in memory (called with each checkpoint)."""
+        if self.pending_best is None:
+            return
+        weights = self.model.get_weights()
+        self.model.set_weights(self.pending_best[1])
+        self.best_manager.save(checkpoint_number=self.pending_best[0])
+        self.model.set_weights(weights)
+        self.pending_best = None
+
+    def finish(self, step: int) -> dict[str, Any]:
+        """Restores the best weights (with --restore_best); returns what the run's result reports of its evaluations."""
+        if self.writer is not None:
+            self.writer.flush()
+        best = self.best()
+        restored = self.best_manager is not None and best is not None
+        if restored:
+            latest = self.best_manager.latest_checkpoint
+            if latest != os.path.join(self.best_manager.directory, f"ckpt-{best['step']}"):
+                raise CheckpointError(
+                    f"{self.best_manager.directory} holds {latest}, not the best evaluation's weights (step "
+                    f"{best['step']}): the run was interrupted while saving; start it in a new --model_dir"
+                )
+            self.best_checkpoint.restore(latest).assert_existing_objects_matched()
+            logging.info(
+                "restored the best %s weights: step %d, %s=%.4g",
+                self.config.eval_split,
+                best["step"],
+                self.metric,
+                best[self.metric],
+            )
+        if not self.history:
+            return {}
+        return {
+            "eval_history": self.history,
+            "best_step": best["step"] if best else None,
+            f"best_{self.metric}": best[self.metric] if best else None,
+            "stopped_early": step < self.config.train_steps,
+            "restored_best": restored,
+        }
