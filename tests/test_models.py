@@ -146,3 +146,24 @@ def test_noise_regularization_serves_g_unless_h_is_trained_alone():
     assert copy.serve == "h"
     with pytest.raises(ValueError, match="`serve` must be one of"):
         type(model).from_config(dict(model.get_config(), serve="c"))
+
+
+@pytest.mark.parametrize("train_backbone", [False, True], ids=["frozen_backbone", "trained_backbone"])
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_train_steps_move_every_trained_part_and_leave_frozen_ones_alone(method, train_backbone):
+    model = build_model(METHODS[method], D, "small_cnn", image_size=16, train_backbone=train_backbone)
+    parts = [p for p in model.part_layers() if model.part_variables(p)]
+    assert ("backbone" in parts) == train_backbone
+    model.set_part_optimizers({p: keras.optimizers.Adam(0.05) for p in parts})
+    batch = dict(_batch(batch=20, clean=10))
+    del batch["features"]
+    batch["image"] = tf.random.uniform((20, 16, 16, 3), 0, 255, seed=3)
+    every = {p: layers for p, layers in model.part_layers().items()}
+    before = {p: [w.numpy().copy() for layer in layers for w in layer.weights] for p, layers in every.items()}
+    for _ in range(3):
+        model.train_step(batch)
+    for part, layers in every.items():
+        after = [w.numpy() for layer in layers for w in layer.weights]
+        moved = any(not np.array_equal(a, b) for a, b in zip(before[part], after))
+        # A trained part moves; a frozen backbone keeps its weights and its BatchNorm statistics.
+        assert moved == (part in parts), (method, part)

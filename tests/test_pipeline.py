@@ -91,7 +91,7 @@ def test_bad_ratio_or_batch_size_is_a_clear_value_error(toy_dataset):
         pipeline.make_train_dataset(info, 10, "9:1", backbone="vgg")
     # 20 over 3 replicas does not divide.
     context = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0, num_replicas_in_sync=3)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not divisible by"):
         pipeline.make_train_dataset(info, 20, "9:1", input_context=context, **SMALL)
 
 
