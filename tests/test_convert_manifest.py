@@ -204,3 +204,48 @@ def test_bad_inputs_as_a_whole(tmp_path):
     assert proc.returncode == 1 and "needs --input, --classes" in proc.stderr
     proc = run_cli("make_tfrecords", "--source=nonsense", f"--output_dir={tmp_path / 'o'}")
     assert proc.returncode != 0 and "source" in proc.stderr
+
+
+def test_text_that_is_not_utf8_is_named_by_file_line_and_byte_and_read_with_encoding(tmp_path):
+    paths = _write_images(tmp_path, 3)
+    (tmp_path / "classes.txt").write_bytes("cat\ndog\ncar\nbus\ncaf\xe9\n".encode("latin-1"))
+    rows = _rows(paths)
+    rows[1]["noisy"] = "caf\xe9"
+    with open(tmp_path / "rows.csv", "w", newline="", encoding="latin-1") as f:
+        w = csv.DictWriter(f, fieldnames=["image", "noisy", "verified_pos", "verified_neg", "split", "id"])
+        w.writeheader()
+        w.writerows(rows)
+    args = ["--source=manifest", f"--input={tmp_path / 'rows.csv'}", f"--image_root={tmp_path}", "--quiet"]
+    proc = run_cli("make_tfrecords", *args, f"--classes={tmp_path / 'classes.txt'}", f"--output_dir={tmp_path / 'a'}")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    assert f"{tmp_path / 'classes.txt'}:5: byte 19 (b'\\xe9') is not valid utf-8" in proc.stderr
+    assert "--encoding" in proc.stderr and not (tmp_path / "a").exists()
+    (tmp_path / "classes.txt").write_text("cat\ndog\ncar\nbus\ncaf\xe9\n", encoding="utf-8")
+    proc = run_cli("make_tfrecords", *args, f"--classes={tmp_path / 'classes.txt'}", f"--output_dir={tmp_path / 'a'}")
+    assert proc.returncode == 1 and f"{tmp_path / 'rows.csv'}:3: byte" in proc.stderr
+    (tmp_path / "classes.txt").write_bytes("cat\ndog\ncar\nbus\ncaf\xe9\n".encode("latin-1"))
+    proc = run_cli(
+        "make_tfrecords",
+        *args,
+        f"--classes={tmp_path / 'classes.txt'}",
+        f"--output_dir={tmp_path / 'a'}",
+        "--encoding=latin-1",
+    )
+    assert proc.returncode == 0, proc.stderr
+    info = load_dataset_info(str(tmp_path / "a"))
+    assert "caf\xe9" in info.class_names
+
+
+def test_a_split_name_the_methods_do_not_read_is_a_bad_row_unless_listed(tmp_path):
+    paths = _write_images(tmp_path, 5)
+    (tmp_path / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    rows = _rows(paths)
+    rows[0]["split"] = "training"
+    _write_csv(tmp_path / "rows.csv", rows)
+    convert = lambda **kw: manifest.convert(str(tmp_path / "rows.csv"), str(tmp_path / "classes.txt"), **kw)  # noqa: E731
+    bad = [item for item in convert().items if not hasattr(item, "split")]
+    assert [b.origin for b in bad] == [f"{tmp_path / 'rows.csv'}:2"]
+    assert "unknown split 'training': expected one of clean, noisy, test, val" in bad[0].reason
+    assert [item.split for item in convert(extra_splits=("training",)).items][0] == "training"
+    with pytest.raises(ConversionError, match="--default_split=train is not one of"):
+        convert(default_split="train")

@@ -2,12 +2,13 @@
 
 import json
 import os
+import socket
 
 import numpy as np
 import pytest
 from conftest import toy_records, write_toy_dataset
 
-from nlr_tf.data.output_dir import OutputDirError
+from nlr_tf.data.output_dir import OutputDirError, stale_incomplete_dirs
 from nlr_tf.data.parsing import iterate_label_lists
 from nlr_tf.data.schema import ClassInfo, DatasetError, load_dataset_info
 from tfrecords_tools.records import BadRow, Conversion, ConversionError, Record
@@ -131,3 +132,37 @@ def test_load_rejects_inconsistent_metadata(tmp_path):
     (tmp_path / "d" / "label_map.json").write_text(json.dumps(label_map))
     with pytest.raises(DatasetError, match="num_classes=5"):
         load_dataset_info(str(tmp_path / "d"), check_files=False)
+
+
+def test_a_killed_conversion_leaves_a_folder_the_next_run_removes(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from cli_util import ROOT
+
+    out = tmp_path / "digits"
+    args = [sys.executable, "-m", "nlr_tf.cli.make_tfrecords", "--source=digits_mosaic", f"--output_dir={out}"]
+    args += ["--num_train=2000", "--num_val=100", "--num_test=100", "--quiet", "--num_workers=1"]
+    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not stale_incomplete_dirs(str(out)) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the conversion ended before it could be killed"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    [left] = stale_incomplete_dirs(str(out))
+    assert not out.exists()
+
+    # Another run into the same folder, still going (this process): reported, kept; --overwrite removes it.
+    alive = tmp_path / f".digits.incomplete-{socket.gethostname().replace('-', '_')}-{os.getpid()}-0000beef"
+    alive.mkdir()
+    done = subprocess.run(args, env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"removed {left}" in done.stderr and "the unfinished output of an interrupted earlier run" in done.stderr
+    assert f"{alive} (0.0 MB) is the unfinished output of another run" in done.stderr
+    assert stale_incomplete_dirs(str(out)) == [str(alive)] and (out / "dataset.json").is_file()
+    done = subprocess.run(args + ["--overwrite"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and stale_incomplete_dirs(str(out)) == []

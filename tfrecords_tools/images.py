@@ -5,19 +5,22 @@ truncated file is caught at conversion time and named by its row, instead
 of failing a training run hours later. JPEG and PNG bytes are kept as they
 are; other formats (and arrays) are re-encoded losslessly as PNG; JPEGs in
 colour modes TensorFlow cannot decode (CMYK, YCCK) are re-encoded as RGB.
+An EXIF orientation (a phone photo taken sideways) is applied to the pixels
+and the image re-encoded, since TensorFlow's decoders ignore it.
 """
 
 import io
 import os
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from tfrecords_tools.records import Record
 
 # Decode a truncated JPEG as an error, not as a grey bottom half.
 Image.LOAD_TRUNCATED_IMAGES = False
 
+_EXIF_ORIENTATION = 0x0112
 _KEEP_MODES = {"JPEG": {"L", "RGB"}, "PNG": {"1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I;16B"}}
 
 
@@ -72,6 +75,9 @@ def check_image_bytes(data: bytes, max_side: int = 0) -> bytes:
     if img.width < 1 or img.height < 1:
         raise ImageError(f"image has no pixels ({img.width}x{img.height})")
     resized = False
+    if img.getexif().get(_EXIF_ORIENTATION, 1) != 1:
+        img = ImageOps.exif_transpose(img)
+        resized = True  # the pixels moved: re-encode
     if max_side > 0 and max(img.size) > max_side:
         scale = max_side / max(img.size)
         size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))

@@ -12,9 +12,36 @@ from typing import Union
 
 import numpy as np
 
+from nlr_tf.data.schema import ClassInfo
 from tfrecords_tools.records import BadRow, ConversionError
 
 CsvItem = Union[BadRow, tuple[str, dict[str, str]]]
+DEFAULT_ENCODING = "utf-8-sig"  # UTF-8, with or without a byte-order mark
+
+
+def text_lines(path: str, encoding: str = DEFAULT_ENCODING) -> Iterator[str]:
+    """The lines of a text file, decoded one by one (line endings kept, as `csv.reader` needs them).
+
+    Raises:
+        ConversionError: a line is not valid in `encoding`, named by file,
+            line and byte offset, with the offending bytes.
+    """
+    try:
+        "".encode(encoding)
+    except LookupError:
+        raise ConversionError(f"unknown text encoding {encoding!r} (for {path})") from None
+    offset = 0
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                yield raw.decode(encoding)
+            except UnicodeDecodeError as e:
+                bad = raw[e.start : e.end]
+                raise ConversionError(
+                    f"{path}:{lineno}: byte {offset + e.start} ({bad!r}) is not valid {encoding.replace('-sig', '')}; "
+                    "pass --encoding (for example --encoding=latin-1) if the file uses another encoding"
+                ) from None
+            offset += len(raw)
 
 
 def require_file(path: str, what: str) -> str:
@@ -36,10 +63,11 @@ def require_dir(path: str, what: str) -> str:
     return path
 
 
-def read_csv_header(path: str, required: Sequence[str]) -> list[str]:
+def read_csv_header(path: str, required: Sequence[str], encoding: str = DEFAULT_ENCODING) -> list[str]:
     """The header row of the CSV file `path`, checked for `required` columns."""
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        header = next(csv.reader(f), None)
+    lines = text_lines(path, encoding)
+    header = next(csv.reader(lines), None)
+    lines.close()
     if not header:
         raise ConversionError(f"{path} is empty: expected a header row with {', '.join(required)}")
     header = [h.strip() for h in header]
@@ -51,30 +79,30 @@ def read_csv_header(path: str, required: Sequence[str]) -> list[str]:
     return header
 
 
-def csv_rows(path: str, required: Sequence[str]) -> Iterator[CsvItem]:
+def csv_rows(path: str, required: Sequence[str], encoding: str = DEFAULT_ENCODING) -> Iterator[CsvItem]:
     """Streams the data rows of a CSV file with a header.
 
     Args:
         path: str. CSV file whose first row names the columns.
         required: list of str. Columns the header must hold.
+        encoding: str. The file's text encoding. Defaults to UTF-8.
 
     Yields:
         `(origin, row)` with `origin` = `path:line` and `row` a dict of
         column to stripped value, or a `BadRow` for a row whose number of
         fields differs from the header's. Blank lines are skipped.
     """
-    header = read_csv_header(path, required)
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        next(reader)
-        for fields in reader:
-            origin = f"{path}:{reader.line_num}"
-            if not fields or (len(fields) == 1 and not fields[0].strip()):
-                continue
-            if len(fields) != len(header):
-                yield BadRow(origin, f"expected {len(header)} columns ({','.join(header)}), got {len(fields)}")
-                continue
-            yield origin, {k: v.strip() for k, v in zip(header, fields)}
+    header = read_csv_header(path, required, encoding)
+    reader = csv.reader(text_lines(path, encoding))
+    next(reader)
+    for fields in reader:
+        origin = f"{path}:{reader.line_num}"
+        if not fields or (len(fields) == 1 and not fields[0].strip()):
+            continue
+        if len(fields) != len(header):
+            yield BadRow(origin, f"expected {len(header)} columns ({','.join(header)}), got {len(fields)}")
+            continue
+        yield origin, {k: v.strip() for k, v in zip(header, fields)}
 
 
 def count_data_lines(path: str) -> int:
@@ -123,3 +151,30 @@ def check_share(name: str, value: float) -> float:
     if not 0.0 <= value <= 1.0:
         raise ConversionError(f"{name} must be in [0, 1], got {value}")
     return value
+
+
+def read_classes_file(path: str, encoding: str = DEFAULT_ENCODING) -> list[ClassInfo]:
+    """Reads a classes file: one class per line, `name` or `name,category`.
+
+    Blank lines and lines starting with `#` are ignored.
+    """
+    if not os.path.isfile(path):
+        raise ConversionError(f"classes file not found: {path!r}")
+    classes = []
+    seen = set()
+    for lineno, line in enumerate(text_lines(path, encoding), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) > 2 or not parts[0]:
+            raise ConversionError(f"{path}:{lineno}: expected `name` or `name,category`, got {line!r}")
+        name = parts[0]
+        if name in seen:
+            raise ConversionError(f"{path}:{lineno}: class {name!r} is listed twice")
+        seen.add(name)
+        category = parts[1] if len(parts) == 2 and parts[1] else "others"
+        classes.append(ClassInfo(id=name, name=name, category=category))
+    if not classes:
+        raise ConversionError(f"classes file {path!r} lists no class")
+    return classes

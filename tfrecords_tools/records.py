@@ -6,7 +6,6 @@ one-line error, or (with `--skip_bad`) a skipped and counted row.
 """
 
 import dataclasses
-import os
 from collections.abc import Iterable, Sequence
 from typing import Any, Optional, Union
 
@@ -120,34 +119,6 @@ class ClassIndex:
 
     def get(self, name: str) -> Optional[int]:
         return self._index.get(name)
-
-
-def read_classes_file(path: str) -> list[ClassInfo]:
-    """Reads a classes file: one class per line, `name` or `name,category`.
-
-    Blank lines and lines starting with `#` are ignored.
-    """
-    if not os.path.isfile(path):
-        raise ConversionError(f"classes file not found: {path!r}")
-    classes = []
-    seen = set()
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            parts = [p.strip() for p in line.split(",")]
-            if len(parts) > 2 or not parts[0]:
-                raise ConversionError(f"{path}:{lineno}: expected `name` or `name,category`, got {line!r}")
-            name = parts[0]
-            if name in seen:
-                raise ConversionError(f"{path}:{lineno}: class {name!r} is listed twice")
-            seen.add(name)
-            category = parts[1] if len(parts) == 2 and parts[1] else "others"
-            classes.append(ClassInfo(id=name, name=name, category=category))
-    if not classes:
-        raise ConversionError(f"classes file {path!r} lists no class")
-    return classes
 
 
 def complement(positives: Iterable[int], num_classes: int) -> list[int]:

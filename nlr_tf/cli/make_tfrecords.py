@@ -46,6 +46,12 @@ _CLEAN_FRACTION = flags.DEFINE_float(
 _INPUT = flags.DEFINE_string("input", None, "manifest: CSV or JSONL file of rows.")
 _CLASSES = flags.DEFINE_string("classes", None, "manifest: classes file, one `name` or `name,category` per line.")
 _DEFAULT_SPLIT = flags.DEFINE_string("default_split", "noisy", "manifest: split of rows without a `split` column.")
+_EXTRA_SPLITS = flags.DEFINE_list(
+    "extra_splits", [], "manifest: split names allowed besides noisy, clean, val and test (others are bad rows)."
+)
+_ENCODING = flags.DEFINE_string(
+    "encoding", "utf-8-sig", "manifest: text encoding of the manifest and the classes file (e.g. latin-1)."
+)
 _MULTI_LABEL = flags.DEFINE_bool(
     "multi_label", True, "manifest: false for single-label data (a verified class makes the others verified absent)."
 )
@@ -151,6 +157,8 @@ def _manifest():
         _CLASSES.value,
         image_root=_IMAGE_ROOT.value or "",
         default_split=_DEFAULT_SPLIT.value,
+        encoding=_ENCODING.value,
+        extra_splits=tuple(_EXTRA_SPLITS.value),
         multi_label=_MULTI_LABEL.value,
     )
 
