@@ -138,7 +138,13 @@ def test_bad_configurations_fail_at_start_with_one_clear_line(dataset, noisy_run
             ["--method=noise_regularization", "--train_backbone=true", f"--feature_cache={tmp_path / 'fc'}"],
             "--train_backbone=false",
         ),
-        (["--backbone=resnet50", "--backbone_weights=/nope.h5"], "not found"),
+        (["--backbone=resnet50", "--image_size=32", "--backbone_weights=/nope.h5"], "not found"),
+        (["--learning_rate=0"], "--learning_rate must be > 0, got 0.0"),
+        (["--method=label_cleaning", "--cleaning_joint_learning_rate=0"], "--cleaning_joint_learning_rate must be > 0"),
+        (["--lr_decay_rate=0.5", "--lr_decay_epochs=0"], "--lr_decay_rate=0.5 needs --lr_decay_epochs > 0"),
+        (["--image_size=4"], "--image_size=4: small_cnn needs images of at least 8 pixels"),
+        (["--mix_ratio=9:x"], "mix"),
+        (["--eval_split=vall", "--eval_steps=5"], "--eval_split=vall is absent from dataset"),
     ]
     for extra, message in cases:
         args = [
@@ -157,7 +163,9 @@ def test_bad_configurations_fail_at_start_with_one_clear_line(dataset, noisy_run
             if "rror" in line and not line.startswith(("I0000", "W0000", "E0000"))
         ]
         assert errors and message in errors[-1], (extra, proc.stderr[-2000:])
-    assert not os.path.exists(tmp_path / "bad" / "checkpoints")
+        assert "Traceback" not in proc.stderr, extra
+    # Nothing is written for a configuration that cannot run: not even the model dir.
+    assert not os.path.exists(tmp_path / "bad")
 
 
 def test_a_model_dir_of_another_run_is_refused(dataset, noisy_run):

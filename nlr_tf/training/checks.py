@@ -7,8 +7,9 @@ mix) are decided here too, once.
 """
 
 from nlr_tf.data import pipeline
+from nlr_tf.data.image_sizes import DEFAULT_IMAGE_SIZE
 from nlr_tf.data.schema import DatasetError, DatasetInfo, load_dataset_info
-from nlr_tf.models.backbones import resolve_weights
+from nlr_tf.models.backbones import MIN_IMAGE_SIZE, resolve_weights
 from nlr_tf.models.methods import Method, get_method
 from nlr_tf.training.config import EVAL_METRICS, TrainConfig
 from nlr_tf.training.model_dir import CheckpointError, resolve_checkpoint
@@ -76,6 +77,19 @@ def check_config(config: TrainConfig) -> tuple[DatasetInfo, Method]:
         raise ConfigError("--train_steps, --batch_size, --checkpoint_steps and --log_steps must be >= 1")
     if config.eval_steps < 0:
         raise ConfigError(f"--eval_steps must be >= 0, got {config.eval_steps}")
+    rates = ["learning_rate"] + (
+        ["cleaning_learning_rate", "cleaning_joint_learning_rate"] * (method.family == "label_cleaning")
+    )
+    for name in rates:
+        if not getattr(config, name) > 0:
+            raise ConfigError(f"--{name} must be > 0, got {getattr(config, name)}")
+    if config.lr_decay_rate < 1 and not config.lr_decay_epochs > 0:
+        raise ConfigError(f"--lr_decay_rate={config.lr_decay_rate} needs --lr_decay_epochs > 0")
+    size = config.image_size or DEFAULT_IMAGE_SIZE[config.backbone]
+    if size < MIN_IMAGE_SIZE[config.backbone]:
+        raise ConfigError(
+            f"--image_size={size}: {config.backbone} needs images of at least {MIN_IMAGE_SIZE[config.backbone]} pixels"
+        )
     try:
         pipeline.mix_counts(config.batch_size, mix_ratio(config, method))
         resolve_weights(config.backbone, config.backbone_weights)
