@@ -13,16 +13,15 @@ import concurrent.futures
 import datetime
 import os
 import re
-import sys
 from typing import Any, Optional, Union
 
 import tensorflow as tf
-import tqdm
 
 from nlr_tf.data import schema
 from nlr_tf.data.label_stats import LabelStats
 from nlr_tf.data.output_dir import atomic_output_dir
 from nlr_tf.data.parsing import make_example
+from nlr_tf.data.progress import progress_bar
 from tfrecords_tools import __version__ as CONVERTER_VERSION
 from tfrecords_tools.images import ImageError, read_record_image
 from tfrecords_tools.records import BadRow, Conversion, ConversionError, Record
@@ -188,14 +187,7 @@ def _write_into(
         )
 
     window = 16 * num_workers
-    bar = tqdm.tqdm(
-        total=conversion.total,
-        unit="img",
-        desc="writing",
-        disable=not progress,
-        file=sys.stderr,
-        mininterval=0.1 if sys.stderr.isatty() else 5.0,
-    )
+    bar = progress_bar(conversion.total, "writing", progress)
     with concurrent.futures.ThreadPoolExecutor(num_workers) as pool:
         pending: collections.deque = collections.deque()
         try:

@@ -13,17 +13,16 @@ carries `features`.
 """
 
 import os
-import sys
 from typing import Any, Optional, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
-import tqdm
 
 from nlr_tf.data import pipeline, schema
 from nlr_tf.data.output_dir import atomic_output_dir
 from nlr_tf.data.parsing import make_example
+from nlr_tf.data.progress import progress_bar
 
 
 class FeatureCacheError(ValueError):
@@ -102,14 +101,7 @@ def extract_features(
             names = [schema.shard_name(split, j, shards) for j in range(shards)]
             writers = [tf.io.TFRecordWriter(os.path.join(tmp, n)) for n in names]
             count = 0
-            bar = tqdm.tqdm(
-                total=total,
-                desc=f"features {split}",
-                unit="img",
-                disable=not progress,
-                file=sys.stderr,
-                mininterval=0.1 if sys.stderr.isatty() else 5.0,
-            )
+            bar = progress_bar(total, f"features {split}", progress)
             for batch in ds:
                 feats = features_of(batch["image"]).numpy()
                 arrays = {k: v.numpy() for k, v in batch.items() if k != "image"}

@@ -4,14 +4,13 @@ Used by training-time evaluation, `nlr-eval`, `nlr-clean-labels` and the
 reproduction; it needs the model and the input pipeline only.
 """
 
-import sys
 import weakref
 
 import numpy as np
 import tensorflow as tf
-import tqdm
 
 from nlr_tf.data import pipeline
+from nlr_tf.data.progress import progress_bar
 from nlr_tf.data.schema import DatasetInfo
 from nlr_tf.models.label_cleaning_model import LabelCleaningModel
 
@@ -76,14 +75,7 @@ def predict(
 
     label_keys = ("id", "noisy_labels", "verified_labels", "verified_mask", "true_labels", "has_true")
     parts: dict[str, list] = {k: [] for k in (*label_keys, "scores", "cleaned")}
-    bar = tqdm.tqdm(
-        total=info.splits[split].num_records,
-        desc=f"predicting {split}",
-        unit="img",
-        disable=not progress,
-        file=sys.stderr,
-        mininterval=0.1 if sys.stderr.isatty() else 5.0,
-    )
+    bar = progress_bar(info.splits[split].num_records, f"predicting {split}", progress)
     for batch in ds:
         for key, value in forward(batch).items():
             parts[key].append(value.numpy())
