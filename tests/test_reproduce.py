@@ -186,13 +186,17 @@ def test_tiny_reproduction_through_the_cli(tmp_path):
     assert {c["claim"] for c in results["checks"]} == {c["claim"] for c in tables.claims(tables.Results(runs), 0.1)}
     assert (out / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Proposed (sigmoid)" in proc.stdout and "[  1/" in proc.stdout
+    # Every run records its own time, and results.md sums them (a resumed plan's wall time alone says little).
+    assert len(results["run_seconds"]) == len(expected) and all(s > 0 for s in results["run_seconds"])
+    assert all(r["seconds"] > 0 for r in runs)
+    assert f"the {len(expected)} runs took" in md and "not counted" not in md
 
     # Started again, it reuses every finished run and writes the same tables; compared with itself, rows agree.
     proc = run_cli("reproduce", f"--output_dir={out}", *TINY, f"--compare_to={out / 'results.json'}", timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("reused") == len(expected)
     again = json.loads((out / "results.json").read_text())
-    assert again["aggregate"] == results["aggregate"]
+    assert again["aggregate"] == results["aggregate"] and again["run_seconds"] == results["run_seconds"]
     assert all(v is None or v == pytest.approx(1.0) for v in again["rank_agreement"].values())
 
     # Other settings in the same folder: a clear error, not a mixed table.

@@ -13,7 +13,7 @@ import json
 import os
 import sys
 import time
-from typing import Any, Callable, TextIO
+from typing import Any, Callable, Optional, TextIO
 
 import keras
 from absl import logging
@@ -234,13 +234,14 @@ def run_plan(
     variants,
     *,
     out: TextIO = sys.stdout,
-) -> list[dict[str, Any]]:
+) -> tuple[list[dict[str, Any]], list[Optional[float]]]:
     """Trains and evaluates every run (on the datasets `build_datasets` wrote).
 
     Returns:
         One record per table cell (variant, seed, fraction, row): the run its
         learning-rate choice selected, with `grid`, every rate's validation
-        metric.
+        metric; and every run's own time in seconds (None for a run finished
+        before its time was recorded).
     """
 
     def log(message: str) -> None:
@@ -249,6 +250,7 @@ def run_plan(
     runs = make_plan(budget, variants)
     cells: dict[str, list[dict[str, Any]]] = {}  # cell -> the records of its runs so far
     pretexts: dict[str, float] = {}  # pretext cell -> its rotation accuracy
+    seconds: list[Optional[float]] = []
     logging.set_verbosity(logging.WARNING)
     start_all = time.perf_counter()
 
@@ -293,8 +295,11 @@ def run_plan(
                 keras.backend.clear_session()
             else:
                 metrics = train_and_evaluate(config)
+            # The run's own time (of the invocation that finished it): results.md sums them.
+            metrics["seconds"] = time.perf_counter() - start
             run_files.write_json(metrics_path, metrics)
             state = f"{time.perf_counter() - start:.0f} s"
+        seconds.append(metrics.get("seconds"))
         if run.row.stage == "pretext":
             # Not a table row: the runs that start from it find it by its cell.
             log(f"{prefix}: rotation accuracy {100 * metrics['rotation_accuracy']:.1f} % on training images [{state}]")
@@ -322,6 +327,7 @@ def run_plan(
                 "model_dir_abs": model_dir,
                 **{k: metrics[k] for k in ("mAP", "APall", "top1", "val", "best_step", "stopped_early")},
                 **({"C": metrics["C"], "C_grid": metrics["grid"]} if "C" in metrics else {}),
+                "seconds": metrics.get("seconds"),
                 **({"pretext_rotation_accuracy": pretexts[run.init]} if run.init in pretexts else {}),
                 "eval_history": metrics.get("eval_history", []),
             }
@@ -334,4 +340,4 @@ def run_plan(
         record.pop("model_dir_abs")
         record["grid"] = [{"learning_rate": r["learning_rate"], "val": r["val"]} for r in cells[cell]]
         records.append(record)
-    return records
+    return records, seconds
