@@ -65,6 +65,19 @@ def test_gap_closed_means_over_seeds_and_claims():
     assert tables.Results(flipped).gap_closed(ml, "nr_sigmoid", 0.05, "mAP") is None
 
 
+def test_regime_findings_name_the_leader_per_fraction_and_where_whole_network_fine_tuning_overtakes():
+    ml = "multi_label"
+    values = {  # fraction -> row -> mAP
+        0.01: {"nr_sigmoid": 0.70, "ft_last": 0.66, "ft_whole": 0.68},
+        0.10: {"nr_sigmoid": 0.72, "ft_last": 0.74, "ft_whole": 0.80},
+    }
+    records = [_record(ml, r, f, s, v) for f, rows in values.items() for r, v in rows.items() for s in (0, 1)]
+    records += [_record(ml, "noisy", None, s, 0.6) for s in (0, 1)] + [_record(ml, "gt", None, s, 0.9) for s in (0, 1)]
+    text = tables.regime_findings(tables.Results(records), ml)
+    assert "1 %: nr_sigmoid (70.00); 10 %: ft_last (74.00)." in text
+    assert "Noisy-FT-W is above the best of them at 10 %: -2.00 points at 1 %, +6.00 points at 10 %." in text
+
+
 def test_premise_table_pairs_each_rotation_pretrained_row_with_its_counterpart():
     ml = "multi_label"
     records = []

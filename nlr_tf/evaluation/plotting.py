@@ -5,12 +5,23 @@ pyplot state, no backend to select), so plotting is safe in any process.
 """
 
 import numpy as np
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
 
 RIGHT, WRONG, UNKNOWN = "#1a9850", "#d73027", "#808080"
 MODEL, BASELINE = "#2166ac", "#b2182b"
+_SERIES_COLORS = tuple(colormaps["tab10"].colors)
+
+
+def series_style(i: int) -> dict:
+    """Colour, line style and marker of the i-th line of a plot with many: no two of the first 20 alike."""
+    return {
+        "color": _SERIES_COLORS[i % len(_SERIES_COLORS)],
+        "linestyle": "-" if (i // len(_SERIES_COLORS)) % 2 == 0 else "--",
+        "marker": "osD^v<>"[i % 7],
+    }
 
 
 def save_figure(fig: Figure, path: str) -> None:

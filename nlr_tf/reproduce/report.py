@@ -120,6 +120,7 @@ def write_results(
             sections += [
                 f"## Regime map, {variant.replace('_', '-')}: gap closed against the clean fraction",
                 tables.regime_table(res, variant),
+                tables.regime_findings(res, variant),
             ]
     if any(res.has(tables.ML, key) for key in tables.PREMISE_KEYS):
         accuracy = [r["pretext_rotation_accuracy"] for r in records if "pretext_rotation_accuracy" in r]
