@@ -63,7 +63,7 @@ def _cleaned_by_model(model_dir, info):
     )
     out = {}
     for batch in ds:
-        c_hat = model.clean_labels(batch["noisy_labels"], model.backbone(batch["image"], training=False)).numpy()
+        c_hat = model.cleaner([batch["noisy_labels"], model.backbone(batch["image"], training=False)]).numpy()
         for image_id, c, image, noisy in zip(batch["id"].numpy(), c_hat, batch["image"].numpy(), batch["noisy_labels"]):
             out[image_id.decode()] = (c, image, noisy.numpy())
     return out

@@ -81,7 +81,7 @@ def test_fresh_process_gets_the_keras_scores_on_a_real_jpeg(exported):
     model, config = load_trained_model(str(exported / "nr"))
     data = open(SAMPLE_JPEG, "rb").read()
     images = tf.image.resize(tf.io.decode_jpeg(data, channels=3), (24, 24))[None]
-    want = keras.ops.convert_to_numpy(model(images))[0]
+    want = keras.ops.convert_to_numpy(model(images)["scores"])[0]
     np.testing.assert_allclose(served["scores"][0], want, atol=1e-5)
     np.testing.assert_allclose(served["serve_images_scores"][0], want, atol=1e-5)
     top = np.argsort(-want)[:3]

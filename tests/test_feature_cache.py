@@ -83,13 +83,9 @@ def test_a_step_on_cached_features_equals_a_step_through_the_frozen_backbone(toy
         tf.keras.utils.set_random_seed(1)
         model = build_model(METHODS[method], info.num_classes, "small_cnn", image_size=16, train_backbone=False)
         model.backbone.set_weights(backbone.get_weights())
-        head = "heads" if METHODS[method].family == "noise_regularization" else "classifier"
         import keras
 
-        parts = {head: keras.optimizers.SGD(0.5)}
-        if method == "label_cleaning":
-            parts["cleaning"] = keras.optimizers.SGD(0.5)
-        model.set_part_optimizers(parts)
+        model.set_part_optimizers({p: keras.optimizers.SGD(0.5) for p in model.part_layers() if p != "backbone"})
         batch = {k: v for k, v in batch.items() if k != "id"}
         model.train_step(batch)
         model.train_step(batch)

@@ -27,8 +27,8 @@ def _batch(seed=0, batch=10, clean=2, feature_dim=FEATURE_DIM):
     }
 
 
-def _model(method, **kwargs):
-    return build_model(METHODS[method], D, "small_cnn", image_size=16, train_backbone=False, **kwargs)
+def _model(method, **options):
+    return build_model(METHODS[method], D, "small_cnn", image_size=16, train_backbone=False, options=options)
 
 
 def _grads(loss_fn, variables):
@@ -57,7 +57,7 @@ def test_label_cleaning_losses_reach_only_their_parts():
 def test_noise_regularization_clean_loss_skips_the_residual_net():
     model = _model("noise_regularization", activation="relu")
     batch = _batch()
-    heads = model.heads
+    heads = model.clean_residual
     clean_net = heads.clean_hidden.trainable_variables + heads.clean_output.trainable_variables
     residual_net = heads.residual_hidden.trainable_variables + heads.residual_output.trainable_variables
     grads = _grads(lambda: model.losses_on_batch(batch)[0], clean_net + residual_net)
@@ -76,19 +76,21 @@ def test_unverified_entries_send_no_gradient_and_do_not_count(method):
     assert float(tf.reduce_sum(tf.abs(flipped["verified_labels"] - batch["verified_labels"]))) > 0
     variables = model.trainable_variables
 
-    def loss(b):
-        if method == "ft_mixed":
-            _, noisy_mask, clean_mask = model.split_masks(b, D)
-            from nlr_tf.models.losses import masked_bce_with_logits
-
-            targets = noisy_mask * b["noisy_labels"] + clean_mask * b["verified_labels"]
-            return masked_bce_with_logits(targets, model.logits(b["features"]), noisy_mask + clean_mask)
-        return tf.add_n(list(model.losses_on_batch(b)))
-
-    np.testing.assert_allclose(float(loss(batch)), float(loss(flipped)), rtol=1e-6)
-    for a, b in zip(_grads(lambda: loss(batch), variables), _grads(lambda: loss(flipped), variables)):
-        if a is not None:
-            np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-7)
+    # The model's own train step: equal losses, and (from equal weights, with plain SGD) equal updates.
+    start = [v.numpy().copy() for v in variables]
+    results = []
+    for b in (batch, flipped):
+        for v, w in zip(variables, start):
+            v.assign(w)
+        trained = [p for p in model.part_layers() if model.part_variables(p)]
+        model.set_part_optimizers({p: keras.optimizers.SGD(0.5) for p in trained})
+        losses = {k: float(v) for k, v in model.train_step(b).items()}
+        results.append((losses, [v.numpy().copy() for v in variables]))
+    (losses_a, after_a), (losses_b, after_b) = results
+    assert losses_a == pytest.approx(losses_b, rel=1e-6)
+    assert any(not np.array_equal(a, w) for a, w in zip(after_a, start))  # the step did train
+    for a, b in zip(after_a, after_b):
+        np.testing.assert_allclose(a, b, atol=1e-6)
 
 
 def test_clean_loss_ignores_noisy_examples_and_noise_loss_ignores_clean_ones():
@@ -110,8 +112,8 @@ def test_frozen_backbone_keeps_batchnorm_in_inference_mode():
     model = build_model(METHODS["ft_last"], D, "small_cnn", image_size=16, train_backbone=False)
     images = np.random.default_rng(0).normal(size=(4, 16, 16, 3)).astype(np.float32)
     before = [v.numpy().copy() for v in model.backbone.non_trainable_variables]
-    a = model(images, training=True).numpy()
-    b = model(images, training=False).numpy()
+    a = model(images, training=True)["scores"].numpy()
+    b = model(images, training=False)["scores"].numpy()
     np.testing.assert_allclose(a, b, atol=1e-6)
     for v, w in zip(model.backbone.non_trainable_variables, before):
         np.testing.assert_array_equal(v.numpy(), w)
@@ -128,8 +130,11 @@ def test_every_model_saves_and_loads_in_safe_mode(method, tmp_path):
     as_json = lambda m: json.loads(json.dumps(m.get_config()))  # noqa: E731  (tuples and lists alike)
     assert type(loaded) is type(model) and as_json(loaded) == as_json(model)
     assert loaded.backbone.trainable == model.backbone.trainable
-    np.testing.assert_allclose(loaded(images).numpy(), model(images).numpy(), atol=1e-6)
-    scores = model(images).numpy()
+    out, out_loaded = model(images), loaded(images)
+    assert set(out) == set(out_loaded) and "scores" in out
+    for name in out:
+        np.testing.assert_allclose(out_loaded[name].numpy(), out[name].numpy(), atol=1e-6)
+    scores = out["scores"].numpy()
     assert scores.shape == (3, D) and scores.min() >= 0 and scores.max() <= 1
 
 
@@ -141,7 +146,7 @@ def test_noise_regularization_serves_g_unless_h_is_trained_alone():
         assert model.serve == served and model.get_config()["serve"] == served
         out = model.heads(batch["features"])
         logits = out["clean_logits"] if served == "g" else out["noisy_logits"]  # c, or c + r
-        np.testing.assert_allclose(model.scores_from_features(batch["features"]), tf.sigmoid(logits), atol=1e-6)
+        np.testing.assert_allclose(out["scores"], tf.sigmoid(logits), atol=1e-6)
     copy = type(model).from_config(dict(model.get_config(), serve="h"))
     assert copy.serve == "h"
     with pytest.raises(ValueError, match="`serve` must be one of"):
@@ -167,3 +172,48 @@ def test_train_steps_move_every_trained_part_and_leave_frozen_ones_alone(method,
         moved = any(not np.array_equal(a, b) for a, b in zip(before[part], after))
         # A trained part moves; a frozen backbone keeps its weights and its BatchNorm statistics.
         assert moved == (part in parts), (method, part)
+
+
+OUTPUTS = {
+    "classifier": {"scores", "logits"},
+    "label_cleaning": {"scores", "logits"},
+    "noise_regularization": {"scores", "clean_logits", "noisy_logits"},
+}
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_model_is_one_functional_graph_with_named_outputs(method):
+    model = _model(method)
+    family = METHODS[method].family
+    images = np.random.default_rng(2).normal(size=(2, 16, 16, 3)).astype(np.float32)
+    out = model(images)
+    assert set(out) == OUTPUTS[family] and out["scores"].shape == (2, D)
+    # The heads are a model of their own, features -> the same outputs: what feature-cache training calls.
+    features = model.backbone(images)
+    from_heads = model.heads(features)
+    for name in out:
+        np.testing.assert_allclose(from_heads[name].numpy(), out[name].numpy(), atol=1e-6)
+    # The summary shows the whole network, heads included, with their shapes.
+    lines = []
+    model.summary(expand_nested=True, print_fn=lambda line, **_: lines.append(line))
+    text = "\n".join(lines)
+    head_layer = {"classifier": "classifier", "label_cleaning": "classifier", "noise_regularization": "clean_residual"}
+    assert "backbone" in text and "heads" in text and head_layer[family] in text and f"(None, {D})" in text
+    if family == "label_cleaning":  # c-hat, which needs the noisy labels: the model's extra output
+        assert model.extra_outputs == ("cleaned",)
+        cleaned = model.extra_output_values({"noisy_labels": tf.ones((2, D))}, features)["cleaned"]
+        assert cleaned.shape == (2, D) and float(tf.reduce_min(cleaned)) >= 0 and float(tf.reduce_max(cleaned)) <= 1
+    else:
+        assert model.extra_outputs == () and model.extra_output_values({}, features) == {}
+
+
+def test_a_run_saved_before_functional_models_is_refused_with_a_clear_error(tmp_path):
+    from nlr_tf.training.model_dir import MODEL_FORMAT, CheckpointError, load_trained_model
+
+    _model("noisy").save(tmp_path / "model.keras")
+    (tmp_path / "config.json").write_text(json.dumps({"backbone": "small_cnn"}))  # no model_format: written before
+    with pytest.raises(CheckpointError, match="saved by an earlier nlr_tf.*--init_checkpoint"):
+        load_trained_model(str(tmp_path))
+    (tmp_path / "config.json").write_text(json.dumps({"backbone": "small_cnn", "model_format": MODEL_FORMAT}))
+    model, _ = load_trained_model(str(tmp_path))
+    assert model.heads.name == "heads"

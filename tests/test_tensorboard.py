@@ -169,7 +169,7 @@ def test_a_baseline_with_another_class_count_is_a_one_line_error(evaluated, tmp_
     from nlr_tf.models.methods import build_model, get_method
 
     build_model(get_method("noisy"), 7, "small_cnn", image_size=16).save(tmp_path / "model.keras")
-    (tmp_path / "config.json").write_text(json.dumps({"backbone": "small_cnn", "image_size": 16}))
+    (tmp_path / "config.json").write_text(json.dumps({"backbone": "small_cnn", "image_size": 16, "model_format": 2}))
     proc = run_cli(
         "evaluate", f"--model_dir={root / 'nr'}", f"--dataset={info.path}", f"--baseline_model_dir={tmp_path}"
     )

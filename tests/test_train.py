@@ -62,8 +62,7 @@ def test_every_method_trains_from_the_cli(method, dataset, noisy_run, tmp_path):
     assert config["method"] == method and config["num_classes"] == 5
     tags = _scalar_tags(model_dir)
     assert {"losses/loss", "examples_per_second"} <= tags
-    head = "heads" if METHODS[method].family == "noise_regularization" else "classifier"
-    assert f"learning_rate/{head}" in tags
+    assert f"learning_rate/{METHODS[method].model_class().head_part}" in tags
     if method == "label_cleaning":
         assert {"losses/clean_loss", "losses/classify_loss", "learning_rate/cleaning"} <= tags
     if method == "noise_regularization":
@@ -133,6 +132,11 @@ def test_bad_configurations_fail_at_start_with_one_clear_line(dataset, noisy_run
         (["--method=noisy", f"--init_checkpoint={noisy_run}"], "drop --init_checkpoint"),
         (["--method=noise_regularization", "--batch_size=15"], "15"),
         (["--method=noise_regularization", "--cleaning_pretrain_steps=3"], "label_cleaning only"),
+        (
+            ["--method=ft_last", f"--init_checkpoint={noisy_run}", "--alpha=0.5"],
+            "--alpha applies to --method=noise_regularization or g_only only",
+        ),
+        (["--method=label_cleaning", "--cleaning_pretrain_steps=5"], "leaves no main training in --train_steps=5"),
         (["--method=ft_last", f"--init_checkpoint={tmp_path}"], "no checkpoint"),
         (
             ["--method=noise_regularization", "--train_backbone=true", f"--feature_cache={tmp_path / 'fc'}"],

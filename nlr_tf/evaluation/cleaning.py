@@ -144,7 +144,7 @@ def _check_cache_scores(model, images: schema.DatasetInfo, split: str, predictio
     rows = [index.get(i.decode("utf-8"), -1) for i in batch["id"].numpy()]
     if min(rows) < 0:
         raise CleaningError(f"the feature cache lacks images of split {split!r} of {images.path!r}: rebuild the cache")
-    from_pixels = model(batch["image"], training=False).numpy()
+    from_pixels = model(batch["image"], training=False)["scores"].numpy()
     gap = float(np.max(np.abs(from_pixels - predictions["scores"][rows])))
     if gap > _CACHE_CHECK_TOLERANCE:
         raise CleaningError(
@@ -215,7 +215,7 @@ def clean_labels(
         _check_cache_scores(model, images, split, p, backbone=backbone, image_size=image_size)
     all_true = bool(p["has_true"].all())
     ranked = suspects_lib.rank_suspects(p["scores"], p["noisy_labels"], p["true_labels"], p["has_true"])
-    cleaning = "cleaned" in p
+    cleaning = "cleaned" in model.extra_outputs  # the model outputs c-hat (label cleaning)
     report: dict[str, Any] = {
         "model_dir": os.path.abspath(model_dir),
         "method": run_config.get("method"),

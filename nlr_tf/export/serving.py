@@ -40,7 +40,7 @@ def export_saved_model(model: keras.Model, export_dir: str, *, image_size: int, 
     names = tf.constant(list(class_names))
 
     def outputs(images):
-        scores = model(images, training=False)
+        scores = model(images, training=False)["scores"]
         top = tf.math.top_k(scores, k=k)
         return {"scores": scores, "top_k_indices": top.indices, "top_k_names": tf.gather(names, top.indices)}
 

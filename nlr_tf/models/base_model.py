@@ -1,42 +1,79 @@
-"""The base of every method model: a backbone, heads, and part-wise updates.
+"""The base of every method model: a functional graph, part-wise updates and what a family declares.
 
-A model maps images to class scores in [0, 1] (`call`), and knows how to
-take one training step on a mixed batch (`train_step`, one per method
-family). Its variables are grouped into named parts ("backbone",
-"classifier", "cleaning", "heads"), each updated by its own optimizer, so
-that each part can have the learning rate the papers give it and frozen
-parts are left alone. When a batch carries cached `features` instead of
-`image`s, the backbone is skipped.
+A method model is a Keras functional model, built in keras-hub's
+functional-subclass style: images -> `backbone` -> `heads` -> named outputs
+(`scores` in [0, 1] first, then what the family adds, such as logits). The
+heads are a functional model of their own (features -> the same outputs),
+which feature-cache training calls directly: when a batch carries cached
+`features` instead of `image`s, the backbone is skipped.
+
+Each model knows how to take one training step on a mixed batch
+(`train_step`, one per family) and declares what the training and
+evaluation code needs to ask it:
+
+- `part_layers()`: named groups of layers ("backbone", "classifier",
+  "cleaning", "heads"), each updated by its own optimizer so that each part
+  can have the learning rate the papers give it and frozen parts are left
+  alone; `head_part` is the one `--learning_rate` drives;
+  `part_learning_rates(config)` gives the others' rates;
+- `phases`: optional phases before the main one (`methods.Phase`), each
+  with its own `NAME_step`;
+- `extra_outputs`: predictions besides the scores that need more than the
+  image (label cleaning's c-hat needs the noisy labels), computed by
+  `extra_output_values`;
+- `training_options`: the `TrainConfig` fields only this family's training
+  reads, so that a configuration setting them for another family fails.
 """
 
-from typing import Optional
+from typing import Any, Optional
 
 import keras
 import tensorflow as tf
 
+from nlr_tf.models.methods import Phase
+
 
 class NoisyLabelModel(keras.Model):
-    """Backbone plus method heads; subclasses define the heads and the step.
+    """Backbone plus method heads as one functional model; subclasses define the heads and the step.
+
+    Subclasses create their layers and their `heads` model, then call
+    `super().__init__(backbone, heads, num_classes, **kwargs)`, which wires
+    `heads(backbone(images))` as the model's graph.
 
     Args:
         backbone: `keras.Model` mapping images [B, S, S, 3] to features [B, F].
+        heads: `keras.Model` mapping features [B, F] to a dict of named
+            outputs, `scores` [B, d] among them.
         num_classes: int. Number of classes d.
         **kwargs: standard model arguments.
     """
 
     family = ""
-    # The keys of the dict `train_step` returns (and `pretrain_step`, where
-    # a family has one); the trainer averages and logs them.
+    head_part = "heads"
+    # The keys of the dict `train_step` returns; the trainer averages and logs them.
     loss_names: tuple[str, ...] = ("loss",)
-    pretrain_loss_names: tuple[str, ...] = ()
+    phases: tuple[Phase, ...] = ()
+    extra_outputs: tuple[str, ...] = ()
+    training_options: tuple[str, ...] = ()
 
-    def __init__(self, backbone, num_classes, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, backbone, heads, num_classes, **kwargs):
         if not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"`num_classes` must be a positive integer. Received: num_classes={num_classes}")
+        # === Layers ===
         self.backbone = backbone
+        self.heads = heads
+        # === Functional Model ===
+        inputs = backbone.input
+        outputs = heads(backbone(inputs))
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        # === Config ===
         self.num_classes = num_classes
         self.part_optimizers: dict[str, keras.optimizers.Optimizer] = {}
+
+    @staticmethod
+    def features_input(backbone) -> keras.KerasTensor:
+        """The input of a heads model: the backbone's features."""
+        return keras.Input(backbone.output.shape[1:], name="features")
 
     # === Forward ===
     def features(self, batch, training=False):
@@ -45,16 +82,19 @@ class NoisyLabelModel(keras.Model):
             return batch["features"]
         return self.backbone(batch["image"], training=training and self.backbone.trainable)
 
-    def scores_from_features(self, features):
-        raise NotImplementedError(f"{type(self).__name__} must define scores_from_features (features -> scores)")
-
-    def call(self, images, training=False):
-        return self.scores_from_features(self.backbone(images, training=training and self.backbone.trainable))
+    def extra_output_values(self, batch, features) -> dict[str, tf.Tensor]:
+        """The `extra_outputs` for a batch and its features."""
+        return {}
 
     # === Parts and optimizers ===
     def part_layers(self) -> dict[str, list[keras.layers.Layer]]:
         """Named groups of layers, each with its own optimizer."""
         raise NotImplementedError(f"{type(self).__name__} must define part_layers (part name -> layers)")
+
+    @classmethod
+    def part_learning_rates(cls, config) -> dict[str, Any]:
+        """Learning rates (or schedules) of the parts other than the backbone and `head_part`."""
+        return {}
 
     def part_variables(self, part: str) -> list:
         return [v for layer in self.part_layers()[part] for v in layer.trainable_variables]
@@ -90,10 +130,15 @@ class NoisyLabelModel(keras.Model):
         clean_mask = is_clean * tf.cast(batch["verified_mask"], tf.float32)
         return is_clean, noisy_mask, clean_mask
 
+    # === Config ===
     def get_config(self):
-        config = super().get_config()
-        config.update({"backbone": keras.saving.serialize_keras_object(self.backbone), "num_classes": self.num_classes})
-        return config
+        # Not the functional graph's config: the constructor's arguments, from which the graph is rebuilt.
+        return {
+            "name": self.name,
+            "trainable": self.trainable,
+            "backbone": keras.saving.serialize_keras_object(self.backbone),
+            "num_classes": self.num_classes,
+        }
 
     @classmethod
     def from_config(cls, config):

@@ -17,27 +17,31 @@ class SigmoidClassifier(NoisyLabelModel):
     classes), clean-set examples to their verified labels (verified classes
     only); one binary cross-entropy over both.
 
+    Outputs: `scores` (p) and `logits` (w f), [B, d].
+
     Args:
         backbone: `keras.Model`. Images to features.
         num_classes: int. Number of classes d.
         **kwargs: standard model arguments.
+
+    Example:
+    >>> from nlr_tf.models.backbones import build_backbone
+    >>> model = SigmoidClassifier(build_backbone("small_cnn", image_size=16), num_classes=10)
+    >>> scores = model(keras.ops.zeros((2, 16, 16, 3)))["scores"]
     """
 
     family = "classifier"
+    head_part = "classifier"
 
     def __init__(self, backbone, num_classes, **kwargs):
-        super().__init__(backbone, num_classes, **kwargs)
+        # === Layers ===
         self.classifier = keras.layers.Dense(num_classes, name="classifier")
-
-    def build(self, input_shape=None):
-        self.classifier.build(self.backbone.output.shape)
-        self.built = True
-
-    def logits(self, features):
-        return self.classifier(features)
-
-    def scores_from_features(self, features):
-        return tf.sigmoid(self.logits(features))
+        # === Functional Model ===
+        features = self.features_input(backbone)
+        logits = self.classifier(features)
+        scores = keras.layers.Activation("sigmoid", name="scores")(logits)
+        heads = keras.Model(features, {"scores": scores, "logits": logits}, name="heads")
+        super().__init__(backbone, heads, num_classes, **kwargs)
 
     def part_layers(self):
         return {"backbone": [self.backbone], "classifier": [self.classifier]}
@@ -46,7 +50,7 @@ class SigmoidClassifier(NoisyLabelModel):
         _, noisy_mask, clean_mask = self.split_masks(batch, self.num_classes)
         targets = noisy_mask * batch["noisy_labels"] + clean_mask * batch["verified_labels"]
         with tf.GradientTape() as tape:
-            logits = self.logits(self.features(batch, training=True))
+            logits = self.heads(self.features(batch, training=True), training=True)["logits"]
             loss = masked_bce_with_logits(targets, logits, noisy_mask + clean_mask)
         self.apply_part_gradients(tape, loss)
         return {"loss": loss}

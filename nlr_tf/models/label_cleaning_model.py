@@ -6,6 +6,7 @@ import tensorflow as tf
 from nlr_tf.models.base_model import NoisyLabelModel
 from nlr_tf.models.label_cleaning_layer import LabelCleaning
 from nlr_tf.models.losses import masked_bce_with_logits, masked_l1
+from nlr_tf.models.methods import Phase
 
 CLEAN_LOSS_WEIGHT = 0.1
 CLASSIFY_LOSS_WEIGHT = 1.0
@@ -29,6 +30,11 @@ class LabelCleaningModel(NoisyLabelModel):
     network trains, on `L_clean`. Each sum is normalized by its number of
     counted entries.
 
+    Outputs: `scores` (p) and `logits` (w f), [B, d]. The cleaned labels
+    need the noisy labels as well as the image: `cleaner` is their own
+    functional model ([noisy labels, features] -> c), and `extra_outputs`
+    names them ("cleaned") for prediction.
+
     Args:
         backbone: `keras.Model`. Images to features.
         num_classes: int. Number of classes d.
@@ -42,16 +48,23 @@ class LabelCleaningModel(NoisyLabelModel):
     """
 
     family = "label_cleaning"
+    head_part = "classifier"
     loss_names = ("loss", "clean_loss", "classify_loss")
-    pretrain_loss_names = ("loss", "clean_loss")
+    phases = (
+        Phase(
+            "pretrain",
+            steps_option="cleaning_pretrain_steps",
+            mix_ratio="0:1",  # the cleaning net learns from the clean set alone
+            loss_names=("loss", "clean_loss"),
+        ),
+    )
+    extra_outputs = ("cleaned",)
+    training_options = ("cleaning_pretrain_steps", "cleaning_learning_rate", "cleaning_joint_learning_rate")
 
     def __init__(
         self, backbone, num_classes, label_embedding_dim=128, feature_embedding_dim=128, hidden_dim=256, **kwargs
     ):
-        super().__init__(backbone, num_classes, **kwargs)
-        self.label_embedding_dim = label_embedding_dim
-        self.feature_embedding_dim = feature_embedding_dim
-        self.hidden_dim = hidden_dim
+        # === Layers ===
         self.classifier = keras.layers.Dense(num_classes, name="classifier")
         self.cleaning = LabelCleaning(
             num_classes,
@@ -60,34 +73,47 @@ class LabelCleaningModel(NoisyLabelModel):
             hidden_dim=hidden_dim,
             name="cleaning",
         )
+        # === Functional Model ===
+        features = self.features_input(backbone)
+        logits = self.classifier(features)
+        scores = keras.layers.Activation("sigmoid", name="scores")(logits)
+        heads = keras.Model(features, {"scores": scores, "logits": logits}, name="heads")
+        # c-hat needs the noisy labels, which a served image does not have: its own model, beside the graph.
+        noisy_labels = keras.Input((num_classes,), name="noisy_labels")
+        cleaner_features = self.features_input(backbone)
+        self.cleaner = keras.Model(
+            [noisy_labels, cleaner_features], self.cleaning([noisy_labels, cleaner_features]), name="cleaner"
+        )
+        super().__init__(backbone, heads, num_classes, **kwargs)
+        # === Config ===
+        self.label_embedding_dim = label_embedding_dim
+        self.feature_embedding_dim = feature_embedding_dim
+        self.hidden_dim = hidden_dim
 
-    def build(self, input_shape=None):
-        feature_shape = self.backbone.output.shape
-        self.classifier.build(feature_shape)
-        self.cleaning.build(((None, self.num_classes), feature_shape))
-        self.built = True
+    @classmethod
+    def part_learning_rates(cls, config):
+        if config.cleaning_pretrain_steps:
+            rate = keras.optimizers.schedules.PiecewiseConstantDecay(
+                [config.cleaning_pretrain_steps], [config.cleaning_learning_rate, config.cleaning_joint_learning_rate]
+            )
+            return {"cleaning": rate}
+        return {"cleaning": config.cleaning_learning_rate}
 
-    def logits(self, features):
-        return self.classifier(features)
-
-    def scores_from_features(self, features):
-        return tf.sigmoid(self.logits(features))
-
-    def clean_labels(self, noisy_labels, features):
-        """Cleaned labels `c` for noisy labels [B, d] and features [B, F]."""
-        return self.cleaning([noisy_labels, features])
+    def extra_output_values(self, batch, features):
+        return {"cleaned": self.cleaner([batch["noisy_labels"], features])}
 
     def part_layers(self):
         return {"backbone": [self.backbone], "classifier": [self.classifier], "cleaning": [self.cleaning]}
 
     def losses_on_batch(self, batch, training=True):
-        """The two loss terms (this replica's share) and the cleaned labels."""
+        """The two loss terms (this replica's share)."""
         is_clean, noisy_mask, clean_mask = self.split_masks(batch, self.num_classes)
         features = self.features(batch, training=training)
-        cleaned = self.cleaning([batch["noisy_labels"], features])
+        cleaned = self.cleaner([batch["noisy_labels"], features], training=training)
         clean_loss = masked_l1(batch["verified_labels"], cleaned, clean_mask)
         targets = noisy_mask * tf.stop_gradient(cleaned) + clean_mask * batch["verified_labels"]
-        classify_loss = masked_bce_with_logits(targets, self.logits(features), noisy_mask + clean_mask)
+        logits = self.heads(features, training=training)["logits"]
+        classify_loss = masked_bce_with_logits(targets, logits, noisy_mask + clean_mask)
         return clean_loss, classify_loss
 
     def train_step(self, batch):
@@ -101,7 +127,7 @@ class LabelCleaningModel(NoisyLabelModel):
         """Trains the cleaning network alone on the verified examples."""
         is_clean, _, clean_mask = self.split_masks(batch, self.num_classes)
         with tf.GradientTape() as tape:
-            cleaned = self.cleaning([batch["noisy_labels"], self.features(batch, training=False)])
+            cleaned = self.cleaner([batch["noisy_labels"], self.features(batch, training=False)], training=True)
             clean_loss = masked_l1(batch["verified_labels"], cleaned, clean_mask)
         self.apply_part_gradients(tape, clean_loss, parts=["cleaning"])
         return {"loss": clean_loss, "clean_loss": clean_loss}

@@ -1,17 +1,79 @@
-"""The methods and baselines: which model, which data mix, which parts train.
+"""The methods and baselines, and the model families they train: a registry.
 
-Every row of the papers' tables is a `Method`: the model family, the
+Every row of the papers' tables is a `Method`: its model family, the
 default noisy:clean mix of a batch, whether it starts from a trained `noisy`
 model (`--init_checkpoint`), which layers it copies from there, and which
-parts it trains by default.
+parts it trains by default. A `Family` names its model class (a
+`NoisyLabelModel` subclass, imported only when a model is built) and the
+`TrainConfig` fields passed to it as arguments. The model class itself
+declares the rest (its parts, optional phases such as label cleaning's
+pretraining, extra outputs such as c-hat), and the trainer, evaluator and
+cleaning code ask it. Adding a method: one model file, one `Family` (if it
+is a new family) and one `Method` entry here, and their tests.
+
+This module imports no TensorFlow: flag definitions read it.
 """
 
 import dataclasses
-from typing import Optional
+import importlib
+from typing import Any, Optional
 
-FAMILIES = ("classifier", "label_cleaning", "noise_regularization")
 # The activations of noise regularization's clean and residual nets (Hu Table 2).
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
+
+
+@dataclasses.dataclass(frozen=True)
+class Family:
+    """A model family: its model class and the configuration it takes.
+
+    Args:
+        name: str. The family's name (recorded in a run's config.json).
+        model: str. "module:Class" of its `NoisyLabelModel` subclass.
+        options: tuple of str. `TrainConfig` fields passed to the model's
+            constructor as keyword arguments of the same name.
+    """
+
+    name: str
+    model: str
+    options: tuple[str, ...] = ()
+
+    def model_class(self):
+        module, name = self.model.split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+FAMILIES = {
+    f.name: f
+    for f in (
+        Family("classifier", "nlr_tf.models.classifier_model:SigmoidClassifier"),
+        Family("label_cleaning", "nlr_tf.models.label_cleaning_model:LabelCleaningModel"),
+        Family(
+            "noise_regularization",
+            "nlr_tf.models.noise_regularization_model:NoiseRegularizationModel",
+            ("activation", "alpha", "hidden_dim"),
+        ),
+    )
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Phase:
+    """A training phase a family runs before its main one (e.g. label cleaning's pretraining).
+
+    The model's `NAME_step` method takes its steps.
+
+    Args:
+        name: str. The phase's name; the model's step method is `{name}_step`.
+        steps_option: str. The `TrainConfig` field that holds its number of
+            steps (0: skipped). They count within `train_steps`.
+        mix_ratio: str. The noisy:clean mix of its batches.
+        loss_names: tuple of str. The keys of the dict its step returns.
+    """
+
+    name: str
+    steps_option: str
+    mix_ratio: str
+    loss_names: tuple[str, ...]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,7 +82,7 @@ class Method:
 
     Args:
         name: str. The `--method` value.
-        family: str. "classifier", "label_cleaning" or "noise_regularization".
+        family: str. A key of `FAMILIES`.
         mix_ratio: str. Default noisy:clean examples per batch.
         init: str. "required", "optional" or "none": starting from a `noisy`
             model's checkpoint.
@@ -28,6 +90,8 @@ class Method:
         train_backbone: bool or None. Default; None follows the papers'
             schemes: frozen for multi-label data, trained for single-label.
         description: str. The row it stands for.
+        model_args: tuple of (name, value) pairs. Fixed constructor
+            arguments of the family's model for this method.
     """
 
     name: str
@@ -37,6 +101,7 @@ class Method:
     restore: tuple[str, ...]
     train_backbone: Optional[bool]
     description: str
+    model_args: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self):
         if self.family not in FAMILIES:
@@ -49,6 +114,10 @@ class Method:
     @property
     def uses_noisy(self) -> bool:
         return not self.mix_ratio.startswith("0:")
+
+    def model_class(self):
+        """The family's model class (imports it, and so TensorFlow)."""
+        return FAMILIES[self.family].model_class()
 
 
 METHODS = {
@@ -125,6 +194,7 @@ METHODS = {
             ("backbone",),
             None,
             "Hu et al. 2019 ablation: g trained alone on the clean set",
+            model_args=(("use_noisy", False),),
         ),
     )
 }
@@ -143,36 +213,43 @@ def build_model(
     backbone_weights: str = "none",
     image_size: int = 0,
     train_backbone: bool = True,
-    activation: str = "sigmoid",
-    alpha: float = 0.2,
-    hidden_dim: int = 512,
+    options: Optional[dict[str, Any]] = None,
 ):
-    """Builds (and builds the weights of) the model for `method`.
+    """The model for `method` (its weights built), on a new backbone.
 
-    The model classes are imported here, not at the top: the method table
-    above is read by flag definitions, which must not wait for TensorFlow.
+    Args:
+        method: `Method`.
+        num_classes: int. Number of classes d.
+        backbone_name, backbone_weights, image_size: the backbone (see
+            `nlr_tf.models.backbones.build_backbone`).
+        train_backbone: bool. Whether the backbone's weights train.
+        options: dict. Values of the family's `options` (e.g. a
+            `TrainConfig`'s); those absent keep the model's defaults.
     """
     from nlr_tf.models.backbones import build_backbone
-    from nlr_tf.models.classifier_model import SigmoidClassifier
-    from nlr_tf.models.label_cleaning_model import LabelCleaningModel
-    from nlr_tf.models.noise_regularization_model import NoiseRegularizationModel
 
+    options = options or {}
+    kwargs = {k: options[k] for k in FAMILIES[method.family].options if k in options}
     backbone = build_backbone(backbone_name, backbone_weights, image_size, trainable=train_backbone)
-    if method.family == "classifier":
-        model = SigmoidClassifier(backbone, num_classes, name=method.name)
-    elif method.family == "label_cleaning":
-        model = LabelCleaningModel(backbone, num_classes, name=method.name)
-    elif method.family == "noise_regularization":
-        model = NoiseRegularizationModel(
-            backbone,
-            num_classes,
-            hidden_dim=hidden_dim,
-            activation=activation,
-            alpha=alpha,
-            use_noisy=method.uses_noisy,
-            name=method.name,
-        )
-    else:
-        raise ValueError(f"no model for family {method.family!r}")
-    model.build()
-    return model
+    return method.model_class()(backbone, num_classes, **kwargs, **dict(method.model_args), name=method.name)
+
+
+def phase_schedule(phases: tuple[Phase, ...], config) -> list[tuple[Optional[Phase], int]]:
+    """The phases of a run in order, each with the step it ends at; the main phase (None) ends at `train_steps`.
+
+    Args:
+        phases: the model class's `phases`.
+        config: a `TrainConfig` (read: each phase's `steps_option`, `train_steps`).
+    """
+    schedule, end = [], 0
+    for phase in phases:
+        steps = getattr(config, phase.steps_option)
+        if steps:
+            end += steps
+            schedule.append((phase, end))
+    return schedule + [(None, config.train_steps)]
+
+
+def main_phase_start(phases: tuple[Phase, ...], config) -> int:
+    """The step the main phase starts at: the steps of every phase before it."""
+    return sum(getattr(config, phase.steps_option) for phase in phases)

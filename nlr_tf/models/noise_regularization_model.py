@@ -23,6 +23,9 @@ class NoiseRegularizationModel(NoisyLabelModel):
     alone on the clean set, with objective `L_clean` (the paper's two
     ablations).
 
+    Outputs: `scores` (the served g or h), `clean_logits` (c) and
+    `noisy_logits` (c + r), [B, d].
+
     Args:
         backbone: `keras.Model`. Images to features.
         num_classes: int. Number of classes d.
@@ -42,6 +45,7 @@ class NoiseRegularizationModel(NoisyLabelModel):
     """
 
     family = "noise_regularization"
+    head_part = "heads"
     loss_names = ("loss", "clean_loss", "noise_loss")
 
     def __init__(
@@ -55,26 +59,29 @@ class NoiseRegularizationModel(NoisyLabelModel):
         serve=None,
         **kwargs,
     ):
-        super().__init__(backbone, num_classes, **kwargs)
         if alpha < 0:
             raise ValueError(f"`alpha` must be >= 0. Received: alpha={alpha}")
         if serve is None:
             serve = "h" if use_noisy and alpha == 0 else "g"
         if serve not in SERVED_OUTPUTS:
             raise ValueError(f"`serve` must be one of {SERVED_OUTPUTS}. Received: serve={serve}")
+        # === Layers ===
+        self.clean_residual = CleanResidualHeads(
+            num_classes, hidden_dim=hidden_dim, activation=activation, name="clean_residual"
+        )
+        # === Functional Model ===
+        features = self.features_input(backbone)
+        logits = self.clean_residual(features)
+        served = logits["clean_logits" if serve == "g" else "noisy_logits"]
+        scores = keras.layers.Activation("sigmoid", name="scores")(served)
+        heads = keras.Model(features, {"scores": scores, **logits}, name="heads")
+        super().__init__(backbone, heads, num_classes, **kwargs)
+        # === Config ===
         self.serve = serve
         self.hidden_dim = hidden_dim
         self.activation = activation
         self.alpha = float(alpha)
         self.use_noisy = bool(use_noisy)
-        self.heads = CleanResidualHeads(num_classes, hidden_dim=hidden_dim, activation=activation, name="heads")
-
-    def build(self, input_shape=None):
-        self.heads.build(self.backbone.output.shape)
-        self.built = True
-
-    def scores_from_features(self, features):
-        return tf.sigmoid(self.heads(features)["clean_logits" if self.serve == "g" else "noisy_logits"])
 
     def part_layers(self):
         return {"backbone": [self.backbone], "heads": [self.heads]}
@@ -82,7 +89,7 @@ class NoiseRegularizationModel(NoisyLabelModel):
     def losses_on_batch(self, batch, training=True):
         """`L_clean` and `L_noise` (this replica's share)."""
         _, noisy_mask, clean_mask = self.split_masks(batch, self.num_classes)
-        out = self.heads(self.features(batch, training=training))
+        out = self.heads(self.features(batch, training=training), training=training)
         clean_loss = masked_bce_with_logits(batch["verified_labels"], out["clean_logits"], clean_mask)
         noise_loss = masked_bce_with_logits(batch["noisy_labels"], out["noisy_logits"], noisy_mask)
         return clean_loss, noise_loss

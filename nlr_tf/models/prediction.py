@@ -1,4 +1,4 @@
-"""Running a model over every record of a split: scores, labels and (for label cleaning) cleaned labels.
+"""Running a model over every record of a split: scores, labels and the model's extra outputs (c-hat).
 
 Used by training-time evaluation, `nlr-eval`, `nlr-clean-labels` and the
 reproduction; it needs the model and the input pipeline only.
@@ -12,7 +12,6 @@ import tensorflow as tf
 from nlr_tf.data import pipeline
 from nlr_tf.data.progress import progress_bar
 from nlr_tf.data.schema import DatasetInfo
-from nlr_tf.models.label_cleaning_model import LabelCleaningModel
 
 _FORWARD_FUNCTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
@@ -20,15 +19,12 @@ _FORWARD_FUNCTIONS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 def _forward_function(model):
     """The model's traced inference step, built once per model (evaluations during training reuse it)."""
     if model not in _FORWARD_FUNCTIONS:
-        cleaning = isinstance(model, LabelCleaningModel)
 
         @tf.function(reduce_retracing=True)
         def forward(batch):
             features = model.features(batch, training=False)
-            out = {"scores": model.scores_from_features(features)}
-            if cleaning:
-                out["cleaned"] = model.clean_labels(batch["noisy_labels"], features)
-            return out
+            out = {"scores": model.heads(features, training=False)["scores"]}
+            return out | model.extra_output_values(batch, features)
 
         _FORWARD_FUNCTIONS[model] = forward
     return _FORWARD_FUNCTIONS[model]
@@ -68,13 +64,14 @@ def predict(
     Returns:
         dict of numpy arrays: `scores`, `noisy_labels`, `verified_labels`,
         `verified_mask`, `true_labels` [N, d], `has_true` [N], `id` [N]
-        (bytes), and for a `LabelCleaningModel` `cleaned` [N, d] (c-hat).
+        (bytes), and the model's `extra_outputs` (label cleaning: `cleaned`
+        [N, d], c-hat).
     """
     ds = dataset or split_dataset(info, split, backbone=backbone, image_size=image_size, batch_size=batch_size)
     forward = _forward_function(model)
 
     label_keys = ("id", "noisy_labels", "verified_labels", "verified_mask", "true_labels", "has_true")
-    parts: dict[str, list] = {k: [] for k in (*label_keys, "scores", "cleaned")}
+    parts: dict[str, list] = {k: [] for k in (*label_keys, "scores", *model.extra_outputs)}
     bar = progress_bar(info.splits[split].num_records, f"predicting {split}", progress)
     for batch in ds:
         for key, value in forward(batch).items():

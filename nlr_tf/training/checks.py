@@ -6,11 +6,13 @@ configuration (the selection metric, whether the backbone trains, the batch
 mix) are decided here too, once.
 """
 
+import dataclasses
+
 from nlr_tf.data import pipeline
 from nlr_tf.data.image_sizes import DEFAULT_IMAGE_SIZE
 from nlr_tf.data.schema import DatasetError, DatasetInfo, load_dataset_info
 from nlr_tf.models.backbones import MIN_IMAGE_SIZE, resolve_weights
-from nlr_tf.models.methods import Method, get_method
+from nlr_tf.models.methods import FAMILIES, METHODS, Method, get_method, main_phase_start
 from nlr_tf.training.config import EVAL_METRICS, TrainConfig
 from nlr_tf.training.model_dir import CheckpointError, resolve_checkpoint
 
@@ -53,14 +55,13 @@ def check_config(config: TrainConfig) -> tuple[DatasetInfo, Method]:
                     f"--init_checkpoint={config.init_checkpoint} has backbone {run_config.get('backbone')!r}, "
                     f"not --backbone={config.backbone}"
                 )
-    if config.cleaning_pretrain_steps:
-        if method.family != "label_cleaning":
-            raise ConfigError("--cleaning_pretrain_steps applies to --method=label_cleaning only")
-        if config.cleaning_pretrain_steps >= config.train_steps:
-            raise ConfigError(
-                f"--cleaning_pretrain_steps={config.cleaning_pretrain_steps} leaves no joint training in "
-                f"--train_steps={config.train_steps}"
-            )
+    model_class = method.model_class()
+    for name, methods in _family_options().items():
+        if method.name not in methods and getattr(config, name) != _DEFAULTS[name]:
+            raise ConfigError(f"--{name} applies to --method={' or '.join(methods)} only")
+    if model_class.phases and main_phase_start(model_class.phases, config) >= config.train_steps:
+        steps = ", ".join(f"--{p.steps_option}={getattr(config, p.steps_option)}" for p in model_class.phases)
+        raise ConfigError(f"{steps} leaves no main training in --train_steps={config.train_steps}")
     if config.eval_steps and not config.eval_split:
         raise ConfigError("--eval_steps needs --eval_split")
     if (config.early_stopping_patience or config.restore_best) and not config.eval_steps:
@@ -77,9 +78,7 @@ def check_config(config: TrainConfig) -> tuple[DatasetInfo, Method]:
         raise ConfigError("--train_steps, --batch_size, --checkpoint_steps and --log_steps must be >= 1")
     if config.eval_steps < 0:
         raise ConfigError(f"--eval_steps must be >= 0, got {config.eval_steps}")
-    rates = ["learning_rate"] + (
-        ["cleaning_learning_rate", "cleaning_joint_learning_rate"] * (method.family == "label_cleaning")
-    )
+    rates = ["learning_rate"] + [name for name in model_class.training_options if name.endswith("learning_rate")]
     for name in rates:
         if not getattr(config, name) > 0:
             raise ConfigError(f"--{name} must be > 0, got {getattr(config, name)}")
@@ -96,6 +95,19 @@ def check_config(config: TrainConfig) -> tuple[DatasetInfo, Method]:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     return info, method
+
+
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+
+
+def _family_options() -> dict[str, list[str]]:
+    """Each option that only some families read (model arguments, training options) -> the methods that read it."""
+    readers: dict[str, list[str]] = {}
+    for method in METHODS.values():
+        family = FAMILIES[method.family]
+        for name in (*family.options, *family.model_class().training_options):
+            readers.setdefault(name, []).append(method.name)
+    return readers
 
 
 def eval_metric(config: TrainConfig, info: DatasetInfo) -> str:

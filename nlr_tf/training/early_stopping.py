@@ -9,6 +9,7 @@ from absl import logging
 from nlr_tf.data.image_sizes import DEFAULT_IMAGE_SIZE
 from nlr_tf.data.schema import DatasetInfo
 from nlr_tf.models import metrics, prediction
+from nlr_tf.models.methods import main_phase_start
 from nlr_tf.training import model_dir as run_files
 from nlr_tf.training.checks import eval_metric
 from nlr_tf.training.config import TrainConfig
@@ -55,7 +56,8 @@ class Evaluations:
     """The evaluations of one run on `--eval_split`, and the weights of the best one.
 
     The history is read back when a run resumes (up to its restored step).
-    Evaluations count only after Veit's pretraining phase. With
+    Evaluations count only in the model's main phase (after Veit's
+    pretraining, for example). With
     `--restore_best`, the best weights since the last checkpoint stay in
     memory and are written (under `best/`) together with that checkpoint, so
     the best dir always matches the history a resumed run restores, and a
@@ -75,7 +77,8 @@ class Evaluations:
         self, model, data: DatasetInfo, info: DatasetInfo, config: TrainConfig, chief: bool, best_dir: str, step: int
     ):
         self.model, self.config, self.chief = model, config, chief
-        self.metric, self.after = eval_metric(config, info), config.cleaning_pretrain_steps
+        # Evaluations begin with the main phase (after label cleaning's pretraining, say).
+        self.metric, self.after = eval_metric(config, info), main_phase_start(model.phases, config)
         self.history = [e for e in run_files.read_eval_history(config.model_dir) if e["step"] <= step]
         self.evaluate_split = split_evaluator(model, data, config) if config.eval_steps else None
         self.writer = None

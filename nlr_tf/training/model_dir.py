@@ -96,12 +96,22 @@ def resolve_checkpoint(path: str) -> tuple[str, Optional[dict[str, Any]]]:
     return path, read_run_config(os.path.dirname(os.path.dirname(path)))
 
 
+# The layout of `model.keras`: 2 since method models are functional (their heads a model of their own).
+# A run dir records the layout it was saved with (config.json's `model_format`; absent: 1).
+MODEL_FORMAT = 2
+
+
 def load_trained_model(model_dir: str) -> tuple[keras.Model, dict[str, Any]]:
     """The final model of an `nlr-train` run and its run config (safe-mode loading)."""
     run_config = read_run_config(model_dir)
     model_path = os.path.join(model_dir, MODEL_FILE)
     if run_config is None or not os.path.isfile(model_path):
         raise CheckpointError(f"{model_dir!r} holds no finished run (needs {MODEL_FILE} and {CONFIG_FILE})")
+    if run_config.get("model_format", 1) != MODEL_FORMAT:
+        raise CheckpointError(
+            f"{model_path} was saved by an earlier nlr_tf, whose method models were not functional models, and "
+            "does not load into today's; train the run again (its checkpoints still serve as --init_checkpoint)"
+        )
     return keras.saving.load_model(model_path, safe_mode=True), run_config
 
 

@@ -23,7 +23,7 @@ from absl import logging
 from nlr_tf.data import pipeline
 from nlr_tf.data.feature_cache import FeatureCacheError, extract_features, load_feature_cache
 from nlr_tf.data.schema import DatasetError, DatasetInfo
-from nlr_tf.models.methods import Method, build_model
+from nlr_tf.models.methods import Method, build_model, phase_schedule
 from nlr_tf.training import early_stopping
 from nlr_tf.training import model_dir as run_files
 from nlr_tf.training import optimizers as optim
@@ -50,23 +50,15 @@ def restore_init_checkpoint(model, method: Method, init: str) -> None:
     logging.info("initialized %s from %s", ", ".join(method.restore), prefix)
 
 
-def _part_optimizers(config: TrainConfig, method: Method, info: DatasetInfo, trains_backbone: bool):
+def _part_optimizers(config: TrainConfig, method: Method, info: DatasetInfo, trains_backbone: bool, model):
+    """One optimizer per trained part: head part and backbone at their (decayed) rates, the rest as the model says."""
     decay_steps = int(config.lr_decay_epochs * steps_per_epoch(config, method, info))
     schedule = lambda lr: optim.learning_rate_schedule(lr, config.lr_decay_rate, decay_steps)  # noqa: E731
-    head = "heads" if method.family == "noise_regularization" else "classifier"
-    parts = {head: optim.build_optimizer(config.optimizer, schedule(config.learning_rate), f"{head}_optimizer")}
+    rates = {model.head_part: schedule(config.learning_rate)}
     if trains_backbone:
-        lr = config.backbone_learning_rate or config.learning_rate
-        parts["backbone"] = optim.build_optimizer(config.optimizer, schedule(lr), "backbone_optimizer")
-    if method.family == "label_cleaning":
-        if config.cleaning_pretrain_steps:
-            lr = keras.optimizers.schedules.PiecewiseConstantDecay(
-                [config.cleaning_pretrain_steps], [config.cleaning_learning_rate, config.cleaning_joint_learning_rate]
-            )
-        else:
-            lr = config.cleaning_learning_rate
-        parts["cleaning"] = optim.build_optimizer(config.optimizer, lr, "cleaning_optimizer")
-    return parts
+        rates["backbone"] = schedule(config.backbone_learning_rate or config.learning_rate)
+    rates.update(model.part_learning_rates(config))
+    return {part: optim.build_optimizer(config.optimizer, lr, f"{part}_optimizer") for part, lr in rates.items()}
 
 
 # === The step loop ===
@@ -98,11 +90,12 @@ def _write_run_config(config: TrainConfig, info: DatasetInfo, method: Method, tr
             "mix_ratio": mix_ratio(config, method),
             "dataset": info.path,
             "devices": list(config.devices),
+            "model_format": run_files.MODEL_FORMAT,
         }
     )
     previous = run_files.read_run_config(config.model_dir)
     if previous is not None:
-        for key in ("method", "num_classes", "backbone", "train_backbone", "family"):
+        for key in ("method", "num_classes", "backbone", "train_backbone", "family", "model_format"):
             if previous.get(key) != run_config.get(key):
                 raise ConfigError(
                     f"--model_dir={config.model_dir} holds a run with {key}={previous.get(key)!r}, "
@@ -183,11 +176,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
             config.backbone_weights,
             config.image_size,
             train_backbone=trains_backbone,
-            activation=config.activation,
-            alpha=config.alpha,
-            hidden_dim=config.hidden_dim,
+            options=dataclasses.asdict(config),
         )
-        model.set_part_optimizers(_part_optimizers(config, method, info, trains_backbone))
+        model.set_part_optimizers(_part_optimizers(config, method, info, trains_backbone, model))
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         checkpoint = tf.train.Checkpoint(
             model=model, step=step, **{f"{p}_optimizer": o for p, o in model.part_optimizers.items()}
@@ -223,8 +214,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
             )
         )
 
-    # Veit's pretraining fits the cleaning net on the clean set alone: its batches hold clean examples only.
-    iterators = {"train": lambda: batches(mix_ratio(config, method)), "pretrain": lambda: batches("0:1")}
+    # The model's phases before the main one (Veit's pretraining) have their own batch mix.
+    schedule = phase_schedule(model.phases, config)
 
     # === Loop ===
     writer = (
@@ -240,17 +231,18 @@ def train(config: TrainConfig) -> dict[str, Any]:
     logs: dict[str, Any] = {}
     while int(step.numpy()) < config.train_steps and not evaluations.exhausted():
         current = int(step.numpy())
-        phase = "pretrain" if current < config.cleaning_pretrain_steps else "train"
-        boundary = config.cleaning_pretrain_steps if phase == "pretrain" else config.train_steps
+        phase, boundary = next((p, end) for p, end in schedule if current < end)
         next_checkpoint = (current // config.checkpoint_steps + 1) * config.checkpoint_steps
         num_steps = min(config.log_steps, boundary - current, next_checkpoint - current)
         if evaluations.next_due(current) is not None:
             num_steps = min(num_steps, evaluations.next_due(current) - current)
         if phase not in loops:
-            step_fn = model.pretrain_step if phase == "pretrain" else model.train_step
-            names = model.pretrain_loss_names if phase == "pretrain" else model.loss_names
+            if phase is None:
+                step_fn, names, ratio = model.train_step, model.loss_names, mix_ratio(config, method)
+            else:
+                step_fn, names, ratio = getattr(model, f"{phase.name}_step"), phase.loss_names, phase.mix_ratio
             loops[phase] = _make_loop(strategy, step_fn, names)
-            live[phase] = iterators[phase]()
+            live[phase] = batches(ratio)
         start = time.perf_counter()
         logs = {k: float(v) for k, v in loops[phase](live[phase], tf.constant(num_steps)).items()}
         elapsed = time.perf_counter() - start
