@@ -178,6 +178,8 @@ OUTPUTS = {
     "classifier": {"scores", "logits"},
     "label_cleaning": {"scores", "logits"},
     "noise_regularization": {"scores", "clean_logits", "noisy_logits"},
+    "forward": {"scores", "logits"},
+    "misra": {"scores", "visual_scores", "relevance_scores"},
 }
 
 
@@ -197,7 +199,13 @@ def test_every_model_is_one_functional_graph_with_named_outputs(method):
     lines = []
     model.summary(expand_nested=True, print_fn=lambda line, **_: lines.append(line))
     text = "\n".join(lines)
-    head_layer = {"classifier": "classifier", "label_cleaning": "classifier", "noise_regularization": "clean_residual"}
+    head_layer = {
+        "classifier": "classifier",
+        "label_cleaning": "classifier",
+        "noise_regularization": "clean_residual",
+        "forward": "classifier",
+        "misra": "relevance",
+    }
     assert "backbone" in text and "heads" in text and head_layer[family] in text and f"(None, {D})" in text
     if family == "label_cleaning":  # c-hat, which needs the noisy labels: the model's extra output
         assert model.extra_outputs == ("cleaned",)

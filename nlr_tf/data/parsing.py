@@ -81,6 +81,21 @@ def iterate_label_lists(files: Sequence[str], batch_size: int = 1024) -> Iterato
             }
 
 
+def label_arrays(files: Sequence[str], num_classes: int) -> dict[str, np.ndarray]:
+    """Every record's labels as multi-hot arrays [N, d]: `noisy_labels`, `verified_labels`, `verified_mask`.
+
+    Decodes no image (reads a feature cache's records as well as images').
+    """
+    rows = list(iterate_label_lists(files))
+    keys = ("noisy_labels", "verified_labels", "verified_mask")
+    out = {k: np.zeros((len(rows), num_classes), np.float32) for k in keys}
+    for i, r in enumerate(rows):
+        out["noisy_labels"][i, r["noisy"]] = 1.0
+        out["verified_labels"][i, r["verified_pos"]] = 1.0
+        out["verified_mask"][i, r["verified_pos"] + r["verified_neg"]] = 1.0
+    return out
+
+
 def _multi_hot_rows(indices: tf.RaggedTensor, num_classes: int) -> tf.Tensor:
     """Dense float32 [N, d]: row i has 1 at each of `indices[i]`."""
     rows = tf.cast(indices.value_rowids(), tf.int32)

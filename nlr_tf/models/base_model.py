@@ -22,7 +22,10 @@ evaluation code needs to ask it:
   image (label cleaning's c-hat needs the noisy labels), computed by
   `extra_output_values`;
 - `training_options`: the `TrainConfig` fields only this family's training
-  reads, so that a configuration setting them for another family fails.
+  reads, so that a configuration setting them for another family fails;
+  `config_error(config, info)` refuses what the family cannot run with;
+- `fit_before_training(data, config)`: what the family estimates from the
+  data before its first step (forward correction's transition matrix).
 """
 
 from typing import Any, Optional
@@ -81,6 +84,15 @@ class NoisyLabelModel(keras.Model):
         if "features" in batch:
             return batch["features"]
         return self.backbone(batch["image"], training=training and self.backbone.trainable)
+
+    @classmethod
+    def config_error(cls, config, info) -> Optional[str]:
+        """Why this family cannot run `config` (a `TrainConfig`) on `info`, in one line; None if it can."""
+        return None
+
+    def fit_before_training(self, data, config) -> dict[str, Any]:
+        """Estimates from `data` what the family needs before its first step; returns it for the run's record."""
+        return {}
 
     def extra_output_values(self, batch, features) -> dict[str, tf.Tensor]:
         """The `extra_outputs` for a batch and its features."""

@@ -20,6 +20,8 @@ from typing import Any, Optional
 
 # The activations of noise regularization's clean and residual nets (Hu Table 2).
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
+# How forward correction estimates its noise transition matrix T.
+TRANSITIONS = ("clean_pairs", "anchor")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,8 +31,9 @@ class Family:
     Args:
         name: str. The family's name (recorded in a run's config.json).
         model: str. "module:Class" of its `NoisyLabelModel` subclass.
-        options: tuple of str. `TrainConfig` fields passed to the model's
-            constructor as keyword arguments of the same name.
+        options: tuple of str. `TrainConfig` fields (or `DATASET_OPTIONS`)
+            passed to the model's constructor as keyword arguments of the
+            same name.
     """
 
     name: str
@@ -50,10 +53,14 @@ FAMILIES = {
         Family(
             "noise_regularization",
             "nlr_tf.models.noise_regularization_model:NoiseRegularizationModel",
-            ("activation", "alpha", "hidden_dim"),
+            ("activation", "alpha", "hidden_dim", "serve"),
         ),
+        Family("forward", "nlr_tf.models.forward_model:ForwardModel", ("multi_label",)),
+        Family("misra", "nlr_tf.models.misra_model:MisraModel", ("serve",)),
     )
 }
+# Options a family takes from the dataset, not from the configuration.
+DATASET_OPTIONS = ("multi_label",)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,6 +202,26 @@ METHODS = {
             None,
             "Hu et al. 2019 ablation: g trained alone on the clean set",
             model_args=(("use_noisy", False),),
+        ),
+        Method(
+            "forward",
+            "forward",
+            "1:0",
+            "optional",
+            ("backbone", "classifier"),
+            None,
+            "Patrini et al. 2017: forward loss correction, noisy labels through a transition matrix T "
+            "(--transition=clean_pairs: T from the clean set's paired labels, as Hu's Forward row; anchor: Patrini's)",
+        ),
+        Method(
+            "misra",
+            "misra",
+            "1:0",
+            "optional",
+            ("backbone", "classifier"),
+            None,
+            "Misra et al. 2016: visual presence as a latent variable, trained on noisy labels only "
+            "(--serve=visual: the visual classifier; relevance: the relevance classifier)",
         ),
     )
 }

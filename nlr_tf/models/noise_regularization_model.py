@@ -35,8 +35,8 @@ class NoiseRegularizationModel(NoisyLabelModel):
         use_noisy: bool. Whether `L_noise` is part of the objective (False:
             g alone, `alpha` unused). Defaults to True.
         serve: str. The output the model scores with: "g" (sigma(c)) or "h"
-            (sigma(c + r)). Defaults to "h" when h is trained alone
-            (`alpha = 0` with `use_noisy`), else "g".
+            (sigma(c + r)). Defaults (None or "") to "h" when h is trained
+            alone (`alpha = 0` with `use_noisy`), else "g".
         **kwargs: standard model arguments.
 
     Reference:
@@ -61,7 +61,7 @@ class NoiseRegularizationModel(NoisyLabelModel):
     ):
         if alpha < 0:
             raise ValueError(f"`alpha` must be >= 0. Received: alpha={alpha}")
-        if serve is None:
+        if not serve:
             serve = "h" if use_noisy and alpha == 0 else "g"
         if serve not in SERVED_OUTPUTS:
             raise ValueError(f"`serve` must be one of {SERVED_OUTPUTS}. Received: serve={serve}")
@@ -82,6 +82,12 @@ class NoiseRegularizationModel(NoisyLabelModel):
         self.activation = activation
         self.alpha = float(alpha)
         self.use_noisy = bool(use_noisy)
+
+    @classmethod
+    def config_error(cls, config, info):
+        if config.serve not in ("", *SERVED_OUTPUTS):
+            return f"--serve={config.serve}: noise regularization serves one of {', '.join(SERVED_OUTPUTS)}"
+        return None
 
     def part_layers(self):
         return {"backbone": [self.backbone], "heads": [self.heads]}

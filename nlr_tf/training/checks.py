@@ -56,6 +56,9 @@ def check_config(config: TrainConfig) -> tuple[DatasetInfo, Method]:
                     f"not --backbone={config.backbone}"
                 )
     model_class = method.model_class()
+    problem = model_class.config_error(config, info)
+    if problem:
+        raise ConfigError(problem)
     for name, methods in _family_options().items():
         if method.name not in methods and getattr(config, name) != _DEFAULTS[name]:
             raise ConfigError(f"--{name} applies to --method={' or '.join(methods)} only")
@@ -106,7 +109,8 @@ def _family_options() -> dict[str, list[str]]:
     for method in METHODS.values():
         family = FAMILIES[method.family]
         for name in (*family.options, *family.model_class().training_options):
-            readers.setdefault(name, []).append(method.name)
+            if name in _DEFAULTS:  # not the options a family takes from the dataset
+                readers.setdefault(name, []).append(method.name)
     return readers
 
 

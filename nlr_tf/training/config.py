@@ -10,7 +10,7 @@ import dataclasses
 from typing import Any, Optional
 
 from nlr_tf.data.image_sizes import BACKBONES
-from nlr_tf.models.methods import ACTIVATIONS, METHODS
+from nlr_tf.models.methods import ACTIVATIONS, METHODS, TRANSITIONS
 
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
@@ -45,6 +45,18 @@ class TrainConfig:
     activation: str = _field("sigmoid", "noise_regularization: the nets' activation.", choices=ACTIVATIONS)
     alpha: float = _field(0.2, "noise_regularization: weight of L_clean (0 = h alone).", lower=0.0)
     hidden_dim: int = _field(512, "noise_regularization: hidden width of each net.", lower=1)
+    serve: str = _field(
+        "",
+        "The output a model scores with: noise_regularization g or h (default: h when alpha=0, else g); "
+        "misra visual or relevance (default: visual).",
+        choices=("", "g", "h", "visual", "relevance"),
+    )
+    transition: str = _field(
+        "clean_pairs",
+        "forward: how the noise transition T is estimated: from the clean set's paired noisy and verified "
+        "labels, or from the starting noisy model's predictions at anchor points.",
+        choices=TRANSITIONS,
+    )
 
     # === Optimization ===
     optimizer: str = _field("adam", "Optimizer of every part.", choices=OPTIMIZERS)

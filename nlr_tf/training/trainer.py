@@ -176,7 +176,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
             config.backbone_weights,
             config.image_size,
             train_backbone=trains_backbone,
-            options=dataclasses.asdict(config),
+            options=dataclasses.asdict(config) | {"multi_label": info.multi_label},
         )
         model.set_part_optimizers(_part_optimizers(config, method, info, trains_backbone, model))
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
@@ -195,6 +195,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     # === Input ===
     data = _feature_cache(config, info, method, model, strategy) if config.feature_cache else info
+    # What the family estimates from the data before its first step (a resumed run has it in its checkpoint).
+    estimated = {} if manager.latest_checkpoint else model.fit_before_training(data, config)
 
     def batches(ratio: str):
         return iter(
@@ -267,7 +269,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     # === Outputs ===
     if not chief:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    result = {"step": int(step.numpy()), "method": method.name, **logs, **evaluated}
+    result = {"step": int(step.numpy()), "method": method.name, **logs, **evaluated, **estimated}
     result["weights_checksum"] = weights_checksum(model)
     if chief:
         model.save(os.path.join(config.model_dir, run_files.MODEL_FILE))
