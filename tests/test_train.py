@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import tensorflow as tf
 from cli_util import ROOT, run_cli
@@ -170,6 +171,28 @@ def test_bad_configurations_fail_at_start_with_one_clear_line(dataset, noisy_run
         assert "Traceback" not in proc.stderr, extra
     # Nothing is written for a configuration that cannot run: not even the model dir.
     assert not os.path.exists(tmp_path / "bad")
+
+
+def test_a_diverging_run_stops_with_one_line_and_keeps_the_checkpoint_before_it(dataset, tmp_path):
+    model_dir = tmp_path / "diverges"
+    # A (barely) decaying rate is a schedule, which a checkpoint does not hold: a resumed run takes the new one.
+    args = ["--method=noisy", f"--dataset={dataset}", f"--model_dir={model_dir}", "--lr_decay_rate=0.999", *COMMON]
+    proc = run_cli("train", *args, "--train_steps=10")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    # Resumed at step 10 with a learning rate that sends the weights to infinity within a few steps.
+    proc = run_cli("train", *args, "--train_steps=40", "--learning_rate=1e38")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("nlr-train: error: the loss became non-finite between steps 10 and 15"), last
+    assert "ckpt-10: lower the learning rate" in last
+    state = tf.train.get_checkpoint_state(str(model_dir / "checkpoints"))
+    assert state.model_checkpoint_path.endswith("ckpt-10")  # nothing was saved after the divergence
+    for name, _ in tf.train.list_variables(state.model_checkpoint_path):
+        if name.startswith("model/"):
+            value = tf.train.load_variable(state.model_checkpoint_path, name)
+            assert np.all(np.isfinite(value)), name
+    # The model file is the 10-step run's, whose weights are finite; the diverged run wrote no new result.
+    assert json.loads((model_dir / "train_result.json").read_text())["step"] == 10
 
 
 def test_a_model_dir_of_another_run_is_refused(dataset, noisy_run):

@@ -69,6 +69,7 @@ def main(argv):
     from nlr_tf.reproduce.report import RESULTS_JSON, RESULTS_MD, write_results
     from nlr_tf.reproduce.runner import ReproduceError, build_datasets, run_plan
     from nlr_tf.training.checks import ConfigError
+    from nlr_tf.training.trainer import TrainingDiverged
 
     budget = plan.QUICK if _QUICK.value else plan.FULL
     if _SEEDS.value is not None:
@@ -91,7 +92,7 @@ def main(argv):
             if os.path.exists(os.path.join(output_dir, name)):
                 os.remove(os.path.join(output_dir, name))
         records, run_seconds = run_plan(output_dir, budget, variants)
-    except (ReproduceError, ConfigError, DatasetError) as e:
+    except (ReproduceError, ConfigError, DatasetError, TrainingDiverged) as e:
         print(f"nlr-reproduce: error: {e}", file=sys.stderr)
         return 1
     tables = write_results(output_dir, records, budget, command, time.perf_counter() - start, run_seconds, reference)

@@ -56,11 +56,11 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from nlr_tf.training.checks import ConfigError
-    from nlr_tf.training.trainer import train
+    from nlr_tf.training.trainer import TrainingDiverged, train
 
     try:
         result = train(config_from_flags())
-    except ConfigError as e:
+    except (ConfigError, TrainingDiverged) as e:
         print(f"nlr-train: error: {e}", file=sys.stderr)
         return 1
     losses = " ".join(f"{k}={v:.4g}" for k, v in result.items() if isinstance(v, float) and k != "weights_checksum")

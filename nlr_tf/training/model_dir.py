@@ -18,6 +18,7 @@ import os
 from typing import Any, Optional
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from nlr_tf.data.feature_cache import weights_source
@@ -112,7 +113,11 @@ def load_trained_model(model_dir: str) -> tuple[keras.Model, dict[str, Any]]:
             f"{model_path} was saved by an earlier nlr_tf, whose method models were not functional models, and "
             "does not load into today's; train the run again (its checkpoints still serve as --init_checkpoint)"
         )
-    return keras.saving.load_model(model_path, safe_mode=True), run_config
+    model = keras.saving.load_model(model_path, safe_mode=True)
+    bad = [w.path for w in model.weights if not np.all(np.isfinite(keras.ops.convert_to_numpy(w)))]
+    if bad:
+        raise CheckpointError(f"{model_path} holds non-finite weights ({', '.join(bad[:3])}): the run diverged")
+    return model, run_config
 
 
 def backbone_source(run_config: dict[str, Any], model_dir: str = "") -> str:

@@ -11,6 +11,7 @@ checkpoints as it goes. The final model is saved as `model.keras`.
 """
 
 import dataclasses
+import math
 import os
 import shutil
 import time
@@ -38,6 +39,10 @@ from nlr_tf.training.checks import (
 from nlr_tf.training.config import TrainConfig
 from nlr_tf.training.model_dir import CheckpointError
 from nlr_tf.training.strategies import get_strategy, is_chief
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became non-finite: the run stopped, keeping only the checkpoints written before."""
 
 
 # === Model, optimizers, initial weights ===
@@ -248,6 +253,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
         start = time.perf_counter()
         logs = {k: float(v) for k, v in loops[phase](live[phase], tf.constant(num_steps)).items()}
         elapsed = time.perf_counter() - start
+        if not all(math.isfinite(v) for v in logs.values()):
+            # Nothing more is saved: the checkpoints written so far hold the weights before the divergence.
+            last = manager.latest_checkpoint
+            raise TrainingDiverged(
+                f"the loss became non-finite between steps {current} and {current + num_steps} "
+                f"({', '.join(f'{k}={v:.4g}' for k, v in logs.items())}); "
+                + (f"the last checkpoint before it is {last}" if last else "no checkpoint was written before it")
+                + ": lower the learning rate (--learning_rate) and train again in a new --model_dir"
+            )
         step.assign_add(num_steps)
         current = int(step.numpy())
         logs["examples_per_second"] = config.batch_size * num_steps / elapsed
