@@ -161,3 +161,23 @@ def test_cli(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert f"wrote {out}: 14 classes, clean=2, noisy=5, test=2, val=2; 0 bad rows skipped" in result.stdout
+
+
+def test_a_file_in_another_encoding_is_named_by_line_and_byte_and_read_with_encoding(tmp_path):
+    root = make_clothing1m(tmp_path / "clothing1M")
+    names = [NAMES[0], NAMES[1] + " é"] + NAMES[2:]
+    with open(os.path.join(root, "category_names_eng.txt"), "wb") as f:
+        f.write("\n".join(names).encode("latin-1") + b"\n")
+    message = r"category_names_eng.txt:2: byte \d+ \(b'\\xe9'\) is not valid utf-8; pass --encoding"
+    with pytest.raises(ConversionError, match=message):
+        clothing1m.convert(root)
+    assert clothing1m.convert(root, encoding="latin-1").classes[1].name == NAMES[1] + " é"
+    result = run_cli(
+        "make_tfrecords",
+        "--source=clothing1m",
+        f"--clothing1m_dir={root}",
+        f"--output_dir={tmp_path / 'out'}",
+        "--quiet",
+    )
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "category_names_eng.txt:2: byte" in result.stderr.strip().splitlines()[-1]

@@ -243,3 +243,26 @@ def test_cli(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert f"wrote {out}: 3 classes, clean=2, noisy=8, test=3, val=3; 0 bad rows skipped" in result.stdout
+
+
+def test_text_in_another_encoding_is_named_by_line_and_byte_and_read_with_encoding(tmp_path):
+    paths = make_coco(str(tmp_path / "coco"))
+    jsonl = os.path.join(str(tmp_path / "coco"), "tags.jsonl")
+    lines = [
+        {"image_id": file_name("train2014", 30), "predictions": [["dog", 0.8]]},
+        {"image_id": file_name("train2014", 30), "predictions": [["chien_é", 0.5]]},  # written as latin-1
+    ]
+    with open(jsonl, "wb") as f:
+        f.write(b"".join(json.dumps(obj, ensure_ascii=False).encode("latin-1") + b"\n" for obj in lines))
+    message = r"tags.jsonl:2: byte \d+ \(b'\\xe9'\) is not valid utf-8; pass --encoding"
+    with pytest.raises(ConversionError, match=message):
+        write_dataset(coco.convert(paths["instances_train"], paths["instances_val"], jsonl), str(tmp_path / "a"))
+    conversion = coco.convert(paths["instances_train"], paths["instances_val"], jsonl, encoding="latin-1")
+    assert conversion.details["counts"]["predictions_outside_classes"] == 1  # chien_é, read and counted
+    # The instances file too: one line naming the byte, not a traceback.
+    with open(paths["instances_val"], "rb") as f:
+        data = f.read()
+    with open(paths["instances_val"], "wb") as f:
+        f.write(data.replace(b'"person"', b'"person\xe9"', 1))
+    with pytest.raises(ConversionError, match=r"instances_val2014.json:1: byte \d+ \(b'\\xe9'\) is not valid utf-8"):
+        coco.convert(paths["instances_train"], paths["instances_val"], jsonl, encoding="utf-8")

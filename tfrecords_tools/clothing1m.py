@@ -49,7 +49,9 @@ KEY_LISTS = {
 }
 
 
-def convert(clothing1m_dir: str, image_root: Optional[str] = None) -> Conversion:
+def convert(
+    clothing1m_dir: str, image_root: Optional[str] = None, encoding: str = inputs.DEFAULT_ENCODING
+) -> Conversion:
     """Converts the Clothing1M text files (see the module docstring).
 
     Args:
@@ -57,6 +59,8 @@ def convert(clothing1m_dir: str, image_root: Optional[str] = None) -> Conversion
             the `*_label_kv.txt` and the `*_key_list.txt` files.
         image_root: str. Folder the keys are relative to. Defaults to
             `clothing1m_dir`.
+        encoding: str. The text files' encoding. Defaults to UTF-8 (with
+            or without a byte-order mark).
 
     Returns:
         A single-label `Conversion`.
@@ -70,17 +74,16 @@ def convert(clothing1m_dir: str, image_root: Optional[str] = None) -> Conversion
     files.update({f"{split}_keys": os.path.join(clothing1m_dir, f) for split, f in KEY_LISTS.items()})
     for key, path in files.items():
         inputs.require_file(path, f"Clothing1M file ({key})")
-    classes = _read_class_names(files["classes"])
+    classes = _read_class_names(files["classes"], encoding)
     image_root = image_root or clothing1m_dir
-    items = _items(files, len(classes), image_root)
-    total = sum(_count_lines(files[f"{split}_keys"]) for split in KEY_LISTS)
+    items = _items(files, len(classes), image_root, encoding)
+    total = sum(_count_lines(files[f"{split}_keys"], encoding) for split in KEY_LISTS)
     details = {"files": files, "image_root": image_root}
     return Conversion(classes=classes, multi_label=False, items=items, source=SOURCE, total=total, details=details)
 
 
-def _read_class_names(path: str) -> list[ClassInfo]:
-    with open(path, encoding="utf-8-sig") as f:
-        names = [line.strip() for line in f if line.strip()]
+def _read_class_names(path: str, encoding: str) -> list[ClassInfo]:
+    names = [line.strip() for line in inputs.text_lines(path, encoding) if line.strip()]
     if not names:
         raise ConversionError(f"{path} lists no class")
     if len(set(names)) != len(names):
@@ -88,46 +91,43 @@ def _read_class_names(path: str) -> list[ClassInfo]:
     return [ClassInfo(id=name, name=name) for name in names]
 
 
-def _count_lines(path: str) -> int:
-    with open(path, encoding="utf-8-sig") as f:
-        return sum(1 for line in f if line.strip())
+def _count_lines(path: str, encoding: str) -> int:
+    return sum(1 for line in inputs.text_lines(path, encoding) if line.strip())
 
 
-def _read_labels(path: str, num_classes: int, labels: dict[str, int]) -> Iterator[BadRow]:
+def _read_labels(path: str, num_classes: int, labels: dict[str, int], encoding: str) -> Iterator[BadRow]:
     """Fills `labels` (key -> class index) from a `key label` file."""
-    with open(path, encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, 1):
-            fields = line.split()
-            if not fields:
-                continue
-            origin = f"{path}:{lineno}"
-            if len(fields) != 2 or not fields[1].lstrip("-").isdigit():
-                yield BadRow(origin, f"expected `<image key> <class index>`, got {line.strip()!r}")
-                continue
-            key, label = fields[0], int(fields[1])
-            if not 0 <= label < num_classes:
-                yield BadRow(origin, f"label {label} is not a class index 0..{num_classes - 1}")
-            elif labels.setdefault(key, label) != label:
-                yield BadRow(origin, f"key {key!r} already has the label {labels[key]}")
+    for lineno, line in enumerate(inputs.text_lines(path, encoding), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        origin = f"{path}:{lineno}"
+        if len(fields) != 2 or not fields[1].lstrip("-").isdigit():
+            yield BadRow(origin, f"expected `<image key> <class index>`, got {line.strip()!r}")
+            continue
+        key, label = fields[0], int(fields[1])
+        if not 0 <= label < num_classes:
+            yield BadRow(origin, f"label {label} is not a class index 0..{num_classes - 1}")
+        elif labels.setdefault(key, label) != label:
+            yield BadRow(origin, f"key {key!r} already has the label {labels[key]}")
 
 
-def _keys(path: str) -> Iterator[tuple[str, str]]:
+def _keys(path: str, encoding: str) -> Iterator[tuple[str, str]]:
     """Yields `(origin, key)` of a key list."""
-    with open(path, encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, 1):
-            if line.strip():
-                yield f"{path}:{lineno}", line.strip()
+    for lineno, line in enumerate(inputs.text_lines(path, encoding), 1):
+        if line.strip():
+            yield f"{path}:{lineno}", line.strip()
 
 
-def _items(files: dict[str, str], num_classes: int, image_root: str) -> Iterator[Item]:
+def _items(files: dict[str, str], num_classes: int, image_root: str, encoding: str) -> Iterator[Item]:
     noisy: dict[str, int] = {}
     clean: dict[str, int] = {}
-    yield from _read_labels(files["noisy_labels"], num_classes, noisy)
-    yield from _read_labels(files["clean_labels"], num_classes, clean)
+    yield from _read_labels(files["noisy_labels"], num_classes, noisy, encoding)
+    yield from _read_labels(files["clean_labels"], num_classes, clean, encoding)
     for split in KEY_LISTS:
         kind = "noisy" if split == "noisy" else "clean"
         needed = noisy if kind == "noisy" else clean
-        for origin, key in _keys(files[f"{split}_keys"]):
+        for origin, key in _keys(files[f"{split}_keys"], encoding):
             if key not in needed:
                 yield BadRow(origin, f"key {key!r} has no label in {files[f'{kind}_labels']}")
                 continue

@@ -91,6 +91,7 @@ def convert(
     top_k: int = 8,
     clean_fraction: float = 0.1,
     seed: int = 0,
+    encoding: str = inputs.DEFAULT_ENCODING,
 ) -> Conversion:
     """Converts COCO 2014 instances plus annotator predictions.
 
@@ -107,6 +108,9 @@ def convert(
             `clean` with verified labels. Defaults to 0.1.
         seed: int. Seed of the clean subset and of the val/test halves.
             Defaults to 0.
+        encoding: str. The encoding of every input text file (the JSON
+            files, the predictions, the maps). Defaults to UTF-8 (with or
+            without a byte-order mark).
 
     Returns:
         A multi-label `Conversion`.
@@ -118,11 +122,13 @@ def convert(
     inputs.check_share("clean_fraction", clean_fraction)
     if top_k < 1:
         raise ConversionError(f"top_k must be >= 1, got {top_k}")
-    train, val = _load_instances(instances_train), _load_instances(instances_val)
+    train, val = _load_instances(instances_train, encoding), _load_instances(instances_val, encoding)
     categories = _categories(instances_train, train, instances_val, val)
-    classes, category_classes = _read_class_map(class_map, categories) if class_map else _identity_classes(categories)
+    classes, category_classes = (
+        _read_class_map(class_map, categories, encoding) if class_map else _identity_classes(categories)
+    )
     index = ClassIndex(classes)
-    label_classes = _read_annotator_map(annotator_map, index) if annotator_map else None
+    label_classes = _read_annotator_map(annotator_map, index, encoding) if annotator_map else None
     image_root = image_root or os.path.dirname(os.path.dirname(os.path.abspath(instances_train)))
     bad: list[BadRow] = []
     subsets = {
@@ -131,7 +137,7 @@ def convert(
     }
     by_id = {im.coco_id: im for images in subsets.values() for im in images}
     by_name = {im.file_name: im for im in by_id.values()}
-    _read_predictions(predictions, by_id, by_name, top_k, bad)
+    _read_predictions(predictions, by_id, by_name, top_k, bad, encoding)
     counts = collections.Counter()
     train_kept = _labelled(subsets["train"], index, label_classes, counts, "train")
     val_kept = _labelled(subsets["val"], index, label_classes, counts, "val")
@@ -154,11 +160,12 @@ def convert(
 
 
 # === Instances and class maps ===
-def _load_instances(path: str) -> dict[str, Any]:
+def _load_instances(path: str, encoding: str) -> dict[str, Any]:
     inputs.require_file(path, "COCO instances file")
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
+        data = json.loads("".join(inputs.text_lines(path, encoding)))
+    except ConversionError:  # a byte the encoding does not allow, already named by line and offset
+        raise
     except (OSError, ValueError) as e:
         raise ConversionError(f"cannot read COCO instances file {path!r}: {e}") from None
     if not isinstance(data, dict):
@@ -194,13 +201,13 @@ def _identity_classes(categories) -> tuple[list[ClassInfo], dict[int, list[int]]
     return classes, {cat_id: [i] for i, cat_id in enumerate(categories)}
 
 
-def _read_class_map(path: str, categories) -> tuple[list[ClassInfo], dict[int, list[int]]]:
+def _read_class_map(path: str, categories, encoding: str) -> tuple[list[ClassInfo], dict[int, list[int]]]:
     inputs.require_file(path, "COCO class map")
     by_name = {c["name"]: cat_id for cat_id, c in categories.items()}
     classes: list[ClassInfo] = []
     positions: dict[str, int] = {}
     category_classes: dict[int, list[int]] = collections.defaultdict(list)
-    for item in inputs.csv_rows(path, CLASS_MAP_COLUMNS):
+    for item in inputs.csv_rows(path, CLASS_MAP_COLUMNS, encoding):
         if isinstance(item, BadRow):
             raise ConversionError(item.message())
         origin, row = item
@@ -218,10 +225,10 @@ def _read_class_map(path: str, categories) -> tuple[list[ClassInfo], dict[int, l
     return classes, dict(category_classes)
 
 
-def _read_annotator_map(path: str, index: ClassIndex) -> dict[str, list[int]]:
+def _read_annotator_map(path: str, index: ClassIndex, encoding: str) -> dict[str, list[int]]:
     inputs.require_file(path, "annotator class map")
     label_classes: dict[str, list[int]] = collections.defaultdict(list)
-    for item in inputs.csv_rows(path, ANNOTATOR_MAP_COLUMNS):
+    for item in inputs.csv_rows(path, ANNOTATOR_MAP_COLUMNS, encoding):
         if isinstance(item, BadRow):
             raise ConversionError(item.message())
         origin, row = item
@@ -264,39 +271,38 @@ def _read_images(path: str, data, category_classes, known_categories, bad: list[
     return list(images.values())
 
 
-def _prediction_rows(path: str) -> Iterator:
+def _prediction_rows(path: str, encoding: str) -> Iterator:
     """Yields `BadRow`s and `(origin, image_id, label, score)`."""
     if path.endswith(".csv"):
-        for item in inputs.csv_rows(path, PREDICTION_COLUMNS):
+        for item in inputs.csv_rows(path, PREDICTION_COLUMNS, encoding):
             if isinstance(item, BadRow):
                 yield item
             else:
                 origin, row = item
                 yield origin, row["image_id"], row["label"], row["score"]
         return
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            origin = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-                pairs = [(str(label), score) for label, score in obj["predictions"]]
-                image_id = obj["image_id"]
-            except (ValueError, KeyError, TypeError) as e:
-                yield BadRow(origin, f'expected {{"image_id": ..., "predictions": [[label, score], ...]}}: {e}')
-                continue
-            for label, score in pairs:
-                yield origin, image_id, label, score
+    for lineno, line in enumerate(inputs.text_lines(path, encoding), 1):
+        if not line.strip():
+            continue
+        origin = f"{path}:{lineno}"
+        try:
+            obj = json.loads(line)
+            pairs = [(str(label), score) for label, score in obj["predictions"]]
+            image_id = obj["image_id"]
+        except (ValueError, KeyError, TypeError) as e:
+            yield BadRow(origin, f'expected {{"image_id": ..., "predictions": [[label, score], ...]}}: {e}')
+            continue
+        for label, score in pairs:
+            yield origin, image_id, label, score
 
 
-def _read_predictions(path, by_id, by_name, top_k, bad: list[BadRow]) -> None:
+def _read_predictions(path, by_id, by_name, top_k, bad: list[BadRow], encoding: str) -> None:
     """Keeps the `top_k` best predictions of each image in `image.predictions`."""
     inputs.require_file(path, "annotator predictions file")
     if not path.endswith((".csv", ".jsonl", ".json")):
         raise ConversionError(f"predictions file {path!r} must end in .csv or .jsonl")
     order = itertools.count()
-    for item in _prediction_rows(path):
+    for item in _prediction_rows(path, encoding):
         if isinstance(item, BadRow):
             bad.append(item)
             continue

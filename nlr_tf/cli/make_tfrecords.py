@@ -50,7 +50,9 @@ _EXTRA_SPLITS = flags.DEFINE_list(
     "extra_splits", [], "manifest: split names allowed besides noisy, clean, val and test (others are bad rows)."
 )
 _ENCODING = flags.DEFINE_string(
-    "encoding", "utf-8-sig", "manifest: text encoding of the manifest and the classes file (e.g. latin-1)."
+    "encoding",
+    "utf-8-sig",
+    "manifest, coco, clothing1m: text encoding of the input text files (e.g. latin-1); UTF-8 by default.",
 )
 _MULTI_LABEL = flags.DEFINE_bool(
     "multi_label", True, "manifest: false for single-label data (a verified class makes the others verified absent)."
@@ -197,6 +199,7 @@ def _coco():
         top_k=_COCO_TOP_K.value,
         clean_fraction=_CLEAN_FRACTION.value,
         seed=_SEED.value,
+        encoding=_ENCODING.value,
     )
 
 
@@ -204,7 +207,7 @@ def _clothing1m():
     from tfrecords_tools import clothing1m
 
     _require(clothing1m_dir=_CLOTHING1M_DIR.value)
-    return clothing1m.convert(_CLOTHING1M_DIR.value, image_root=_IMAGE_ROOT.value)
+    return clothing1m.convert(_CLOTHING1M_DIR.value, image_root=_IMAGE_ROOT.value, encoding=_ENCODING.value)
 
 
 def _tfds():
