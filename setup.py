@@ -23,6 +23,7 @@ setuptools.setup(
         "pillow>=10,<14",
         "tqdm>=4.66,<5",
         "matplotlib>=3.8,<4",
+        "cleanlab>=2.7,<3",
     ],
     extras_require={"test": ["pytest>=8,<10"]},
     entry_points={

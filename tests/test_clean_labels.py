@@ -214,6 +214,15 @@ def test_non_cleaning_model_writes_only_the_suspects(runs):
     assert report["suspects"]["candidates"]["false_annotation"] == num_noisy
     assert sum(r["kind"] == "false_annotation" for r in rows) == num_noisy
 
+    # The same run's suspects ranked by cleanlab's confident learning, beside the self-confidence ranking.
+    proc = run_cli("clean_labels", f"--flagfile={flagfile}", f"--output_dir={root / 'out_cl'}", "--finder=cleanlab")
+    assert proc.returncode == 0, proc.stderr
+    assert "precision (%) of the self-confidence ranking against label/true" in proc.stdout
+    cl = json.loads((root / "out_cl" / cleaned_output.REPORT_JSON).read_text())
+    assert cl["suspects"]["finder"] == "cleanlab" and 0 <= cl["suspects"]["cleanlab_flagged"] <= 300
+    assert cl["suspect_precision_self_confidence"] == report["suspect_precision"]
+    assert cl["suspect_precision"]["all"]["num_errors"] == report["suspect_precision"]["all"]["num_errors"]
+
 
 def test_errors_are_one_line_and_leave_no_output(runs, tmp_path):
     root, info, _ = runs
@@ -249,6 +258,43 @@ def test_rank_suspects_kinds_order_and_truth():
     # Ties keep the entries' order.
     tied = suspects.rank_suspects(np.full((2, 2), 0.5), np.eye(2))
     assert list(zip(tied.row, tied.cls)) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+
+
+def _noisy_multi_label(seed=0, n=400, d=4, flip=0.15):
+    """Labels with known errors, and scores that see through most of them."""
+    rng = np.random.default_rng(seed)
+    truth = rng.random((n, d)) < 0.3
+    noisy = truth ^ (rng.random((n, d)) < flip)
+    scores = np.clip(np.where(truth, 0.8, 0.2) + rng.normal(scale=0.15, size=(n, d)), 0.01, 0.99)
+    return scores, noisy.astype(np.int64), truth.astype(np.int64)
+
+
+def test_cleanlab_ranking_puts_its_flags_first_in_self_confidence_order():
+    scores, noisy, truth = _noisy_multi_label()
+    ranked, flagged = suspects.rank_suspects_with_cleanlab(scores, noisy, True, truth)
+    flags = suspects.confident_learning_flags(scores, noisy, multi_label=True)
+    assert flagged == flags.sum() and 0 < flagged < flags.size
+    head = flags[ranked.row, ranked.cls]
+    assert head[:flagged].all() and not head[flagged:].any()
+    for part in (slice(0, flagged), slice(flagged, None)):  # self-confidence order within each group
+        assert np.all(np.diff(ranked.suspicion[part]) <= 0)
+    # Confident learning flags real errors: far above the 15 % base rate.
+    assert ranked.is_error[:flagged].mean() > 0.6 > 0.15
+    assert sorted(zip(ranked.row, ranked.cls)) == [(i, j) for i in range(400) for j in range(4)]
+
+
+def test_cleanlab_single_label_flags_an_images_noisy_entry_and_its_likely_class():
+    rng = np.random.default_rng(1)
+    n, d = 300, 3
+    truth = rng.integers(0, d, n)
+    noisy = np.where(rng.random(n) < 0.2, (truth + 1) % d, truth)
+    scores = np.full((n, d), 0.05)
+    scores[np.arange(n), truth] = 0.9
+    flags = suspects.confident_learning_flags(scores, np.eye(d)[noisy], multi_label=False)
+    flagged_images = np.flatnonzero(flags.any(1))
+    assert len(flagged_images) and set(flagged_images) <= set(np.flatnonzero(noisy != truth))
+    for i in flagged_images:
+        assert flags[i, noisy[i]] and flags[i, truth[i]] and flags[i].sum() == 2
 
 
 def test_ranking_precision_hand_made():

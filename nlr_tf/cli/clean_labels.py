@@ -5,6 +5,8 @@ Examples:
       --output_dir=out/digits_mosaic_ml_cleaned
   nlr-clean-labels --model_dir=runs/digits_ml_noisy --dataset=out/digits_mosaic_ml \
       --output_dir=out/digits_ml_noisy_suspects --max_suspects=1000
+  nlr-clean-labels --model_dir=runs/digits_ml_noisy --dataset=out/digits_mosaic_ml \
+      --output_dir=out/digits_ml_noisy_cleanlab --finder=cleanlab
 
 Writes into --output_dir (which appears only when complete):
 suspected_errors.csv, the split's noisy labels ranked by how unlikely the
@@ -42,6 +44,13 @@ _COPY_OTHER_SPLITS = flags.DEFINE_bool(
 )
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing --output_dir.")
 _QUIET = flags.DEFINE_bool("quiet", False, "No progress bar.")
+_FINDER = flags.DEFINE_enum(
+    "finder",
+    "self_confidence",
+    ["self_confidence", "cleanlab"],
+    "How suspects are ranked: self_confidence (how unlikely the model finds each noisy entry), or cleanlab "
+    "(confident learning's flagged entries first; the self-confidence ranking's precision is reported beside it).",
+)
 
 flags.mark_flags_as_required(["model_dir", "dataset", "output_dir"])
 
@@ -81,6 +90,7 @@ def main(argv):
             copy_other_splits=_COPY_OTHER_SPLITS.value,
             overwrite=_OVERWRITE.value,
             progress=not _QUIET.value,
+            finder=_FINDER.value,
         )
     except (CheckpointError, CleaningError, DatasetError, EvalError, OutputDirError) as e:
         print(f"nlr-clean-labels: error: {e}", file=sys.stderr)

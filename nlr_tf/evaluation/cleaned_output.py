@@ -182,10 +182,14 @@ def format_report(report: dict[str, Any]) -> str:
         f"{cands['false_annotation']} noisy positives and {cands['missed_label']} noisy negatives ranked; "
         f"wrote the {s['written']} most suspicious to {os.path.join(report['output_dir'], s['file'])}"
     ]
-    precision = report.get("suspect_precision")
-    if precision:
+    tables = [("ranked suspects", report.get("suspect_precision"), s["ranked_by"])]
+    if report.get("suspect_precision_self_confidence"):  # --finder=cleanlab: the project's own ranking beside it
+        tables.append(("self-confidence ranking", report["suspect_precision_self_confidence"], "self-confidence alone"))
+    for name, precision, ranked_by in tables:
+        if not precision:
+            continue
         depths = list(precision["all"]["precision_at"])
-        lines.append(f"precision (%) of the ranked suspects against label/true; ranked by {s['ranked_by']}")
+        lines.append(f"precision (%) of the {name} against label/true; ranked by {ranked_by}")
         lines.append(
             f"  {'kind':<17}{'errors':>8}{'base':>7}" + "".join(f"{'@' + d:>8}" for d in depths) + f"{'@K':>8}{'AP':>7}"
         )

@@ -169,6 +169,7 @@ def clean_labels(
     copy_other_splits: bool = True,
     overwrite: bool = False,
     progress: bool = False,
+    finder: str = "self_confidence",
 ) -> dict[str, Any]:
     """Writes a split's suspected label errors (and cleaned labels) to `output_dir`.
 
@@ -188,6 +189,11 @@ def clean_labels(
             to True.
         overwrite: bool. Replace an existing `output_dir`. Defaults to False.
         progress: bool. Progress bars on stderr. Defaults to False.
+        finder: str. How the suspects are ranked: "self_confidence" (the
+            model's own improbability of each noisy entry) or "cleanlab"
+            (confident learning's flagged entries first; the report then
+            gives the self-confidence ranking's precision beside it).
+            Defaults to "self_confidence".
 
     Returns:
         The report written to `cleaning_report.json`.
@@ -195,6 +201,8 @@ def clean_labels(
     Raises:
         CleaningError, DatasetError, EvalError: one line naming the problem.
     """
+    if finder not in suspects_lib.FINDERS:
+        raise CleaningError(f"--finder must be one of {', '.join(suspects_lib.FINDERS)}, got {finder!r}")
     info = schema.load_dataset_info(dataset)
     info.split_files(split)
     images = _images_dataset(info, split)
@@ -214,8 +222,20 @@ def clean_labels(
     if info.feature_dim:
         _check_cache_scores(model, images, split, p, backbone=backbone, image_size=image_size)
     all_true = bool(p["has_true"].all())
-    ranked = suspects_lib.rank_suspects(p["scores"], p["noisy_labels"], p["true_labels"], p["has_true"])
+    own = suspects_lib.rank_suspects(p["scores"], p["noisy_labels"], p["true_labels"], p["has_true"])
+    ranked, flagged = own, None
+    if finder == "cleanlab":
+        ranked, flagged = suspects_lib.rank_suspects_with_cleanlab(
+            p["scores"], p["noisy_labels"], info.multi_label, p["true_labels"], p["has_true"]
+        )
     cleaning = "cleaned" in model.extra_outputs  # the model outputs c-hat (label cleaning)
+    score = "the classifier's p-hat (c-hat is the cleaned_score column)" if cleaning else "the model's class score"
+    ranked_by = f"1 - score for noisy positives, score for noisy negatives; score = {score}"
+    if finder == "cleanlab":
+        ranked_by = (
+            f"cleanlab's confident learning on the model's scores: the {flagged} entries it flags first, "
+            f"then the others; within each, {ranked_by}"
+        )
     report: dict[str, Any] = {
         "model_dir": os.path.abspath(model_dir),
         "method": run_config.get("method"),
@@ -226,11 +246,17 @@ def clean_labels(
         "output_dir": output_dir,
         "suspects": {
             "file": SUSPECTS_CSV,
-            "ranked_by": "1 - score for noisy positives, score for noisy negatives; score = "
-            + ("the classifier's p-hat (c-hat is the cleaned_score column)" if cleaning else "the model's class score"),
+            "finder": finder,
+            "ranked_by": ranked_by,
             "candidates": {kind: ranked.count(kind) for kind in suspects_lib.KINDS},
+            **({"cleanlab_flagged": flagged} if flagged is not None else {}),
         },
         "suspect_precision": suspects_lib.suspect_precision(ranked, precision_depths) if all_true else None,
+        **(
+            {"suspect_precision_self_confidence": suspects_lib.suspect_precision(own, precision_depths)}
+            if finder == "cleanlab" and all_true
+            else {}
+        ),
         "cleaned_labels": None,
     }
     if not cleaning:

@@ -13,7 +13,11 @@ entry is wrong, so both kinds share one ranking. Where the truth is known
 (`label/true`, the built-in benchmark) each candidate is an error or not,
 and the ranking has a precision at every depth, per kind.
 
-Pure numpy; `cleaning.py` feeds it the predictions of a trained model.
+`rank_suspects_with_cleanlab` ranks the same entries with the field's
+standard finder, cleanlab's confident learning, for comparison.
+
+Pure numpy (and cleanlab); `cleaning.py` feeds it the predictions of a
+trained model.
 """
 
 import dataclasses
@@ -102,6 +106,77 @@ def rank_suspects(
         kind_rank=kind_rank,
         is_error=is_error[order],
     )
+
+
+FINDERS = ("self_confidence", "cleanlab")
+
+
+def confident_learning_flags(scores: np.ndarray, noisy_labels: np.ndarray, multi_label: bool) -> np.ndarray:
+    """The entries that cleanlab's confident learning finds mislabelled: bool [N, d].
+
+    Multi-label: `cleanlab.multilabel_classification.filter.
+    find_multilabel_issues_per_class`, one-vs-rest per class, its thresholds
+    from each class's confident joint. Single-label (one noisy label per
+    image; scores renormalized to sum to 1): `cleanlab.filter.
+    find_label_issues`; a flagged image's noisy entry is a false annotation
+    and its most likely other class a missed label. Images without a noisy
+    label are not candidates of the single-label finder.
+    """
+    from cleanlab.filter import find_label_issues
+    from cleanlab.multilabel_classification.filter import find_multilabel_issues_per_class
+
+    scores = np.clip(np.asarray(scores, np.float64), 1e-6, 1.0 - 1e-6)
+    noisy = np.asarray(noisy_labels) > 0
+    n, d = noisy.shape
+    flags = np.zeros((n, d), bool)
+    if multi_label:
+        per_class = find_multilabel_issues_per_class([np.flatnonzero(row).tolist() for row in noisy], scores)
+        per_class = np.asarray(per_class, bool)  # [N, d] (older cleanlab: a list of d masks)
+        return per_class if per_class.shape == (n, d) else per_class.T
+    rows = np.flatnonzero(noisy.sum(1) == 1)
+    labels = noisy[rows].argmax(1)
+    probs = scores[rows] / scores[rows].sum(1, keepdims=True)
+    issues = rows[find_label_issues(labels, probs)]
+    flags[issues, noisy[issues].argmax(1)] = True
+    other = np.where(noisy[issues], -np.inf, scores[issues]).argmax(1)
+    flags[issues, other] = True
+    return flags
+
+
+def rank_suspects_with_cleanlab(
+    scores: np.ndarray,
+    noisy_labels: np.ndarray,
+    multi_label: bool,
+    true_labels: Optional[np.ndarray] = None,
+    has_true: Optional[np.ndarray] = None,
+) -> tuple[Suspects, int]:
+    """Every entry ranked with confident learning: the entries it flags first, then the rest.
+
+    Within each group entries keep the self-confidence order of
+    `rank_suspects` (the score cleanlab itself ranks issues by), so the two
+    rankings differ exactly in which entries confident learning flags.
+
+    Returns:
+        `Suspects` and the number of flagged entries (the list's head).
+    """
+    flags = confident_learning_flags(scores, noisy_labels, multi_label)
+    ranked = rank_suspects(scores, noisy_labels, true_labels, has_true)
+    flagged = flags[ranked.row, ranked.cls]
+    order = np.argsort(~flagged, kind="stable")  # flagged first, each group in its existing order
+    kind = ranked.kind[order]
+    kind_rank = np.empty(len(kind), np.int64)
+    for k in range(len(KINDS)):
+        members = kind == k
+        kind_rank[members] = np.arange(1, int(members.sum()) + 1)
+    out = Suspects(
+        row=ranked.row[order],
+        cls=ranked.cls[order],
+        kind=kind,
+        suspicion=ranked.suspicion[order],
+        kind_rank=kind_rank,
+        is_error=ranked.is_error[order],
+    )
+    return out, int(flags.sum())
 
 
 def ranking_precision(is_error: np.ndarray, depths: Sequence[int]) -> dict[str, Any]:
