@@ -60,7 +60,8 @@ def test_a_method_of_an_unknown_family_cannot_exist():
     with pytest.raises(ValueError, match="Received: family=co_teaching"):
         Method("co_teaching", "co_teaching", "1:0", "none", (), True, "")
     families = {m.family for m in METHODS.values()}
-    assert families == {"classifier", "label_cleaning", "noise_regularization", "forward", "misra"}
+    expected = {"classifier", "label_cleaning", "noise_regularization", "forward", "misra", "confident_learning"}
+    assert families == expected
 
 
 def test_every_family_names_a_model_class_that_declares_what_the_trainer_asks():

@@ -182,6 +182,7 @@ OUTPUTS = {
     "noise_regularization": {"scores", "clean_logits", "noisy_logits"},
     "forward": {"scores", "logits"},
     "misra": {"scores", "visual_scores", "relevance_scores"},
+    "confident_learning": {"scores", "logits"},
 }
 
 
@@ -207,6 +208,7 @@ def test_every_model_is_one_functional_graph_with_named_outputs(method):
         "noise_regularization": "clean_residual",
         "forward": "classifier",
         "misra": "relevance",
+        "confident_learning": "classifier",
     }
     assert "backbone" in text and "heads" in text and head_layer[family] in text and f"(None, {D})" in text
     if family == "label_cleaning":  # c-hat, which needs the noisy labels: the model's extra output

@@ -54,6 +54,8 @@ def test_every_method_trains_from_the_cli(method, dataset, noisy_run, tmp_path):
         args.append(f"--init_checkpoint={noisy_run}")
     if method == "label_cleaning":
         args.append("--cleaning_pretrain_steps=5")
+    if method == "confident_learning":  # finds its label issues on cached features
+        args.append(f"--feature_cache={tmp_path / 'features'}")
     proc = run_cli("train", *args)
     assert proc.returncode == 0, proc.stderr
     assert f"trained {method} for 10 steps" in proc.stdout

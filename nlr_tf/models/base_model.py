@@ -24,8 +24,10 @@ evaluation code needs to ask it:
 - `training_options`: the `TrainConfig` fields only this family's training
   reads, so that a configuration setting them for another family fails;
   `config_error(config, info)` refuses what the family cannot run with;
-- `fit_before_training(data, config)`: what the family estimates from the
-  data before its first step (forward correction's transition matrix).
+- `fit_before_training(data, config, resumed)`: what the family estimates
+  from the data before its first step (forward correction's transition
+  matrix, confident learning's label issues); `needs_ids` asks for each
+  training example's id.
 """
 
 from typing import Any, Optional
@@ -90,8 +92,15 @@ class NoisyLabelModel(keras.Model):
         """Why this family cannot run `config` (a `TrainConfig`) on `info`, in one line; None if it can."""
         return None
 
-    def fit_before_training(self, data, config) -> dict[str, Any]:
-        """Estimates from `data` what the family needs before its first step; returns it for the run's record."""
+    # Whether training batches carry each example's `id` (a family that looks examples up by id).
+    needs_ids = False
+
+    def fit_before_training(self, data, config, resumed: bool = False) -> dict[str, Any]:
+        """Estimates from `data` what the family needs before its first step; returns it for the run's record.
+
+        A resumed run (`resumed`) calls it again: what lives in the
+        model's weights is restored with them, what does not is read back.
+        """
         return {}
 
     def extra_output_values(self, batch, features) -> dict[str, tf.Tensor]:

@@ -196,8 +196,10 @@ class ForwardModel(NoisyLabelModel):
             return "--transition=anchor reads T off a noisy model's predictions: pass --init_checkpoint"
         return None
 
-    def fit_before_training(self, data, config) -> dict:
+    def fit_before_training(self, data, config, resumed=False) -> dict:
         """Estimates T (see the class docstring); returns it for the run's record."""
+        if resumed:  # T is a weight: the checkpoint restored it
+            return {}
         from nlr_tf.data.parsing import label_arrays
         from nlr_tf.models import prediction
 

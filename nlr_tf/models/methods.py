@@ -57,6 +57,7 @@ FAMILIES = {
         ),
         Family("forward", "nlr_tf.models.forward_model:ForwardModel", ("multi_label",)),
         Family("misra", "nlr_tf.models.misra_model:MisraModel", ("serve",)),
+        Family("confident_learning", "nlr_tf.models.confident_learning_model:ConfidentLearningModel", ("multi_label",)),
     )
 }
 # Options a family takes from the dataset, not from the configuration.
@@ -222,6 +223,16 @@ METHODS = {
             None,
             "Misra et al. 2016: visual presence as a latent variable, trained on noisy labels only "
             "(--serve=visual: the visual classifier; relevance: the relevance classifier)",
+        ),
+        Method(
+            "confident_learning",
+            "confident_learning",
+            "9:1",
+            "required",
+            ("backbone", "classifier"),
+            False,
+            "confident learning (cleanlab): k-fold out-of-sample probabilities on the feature cache flag mislabelled "
+            "noisy examples; the last layer trains on the others and the clean set (--feature_cache)",
         ),
     )
 }

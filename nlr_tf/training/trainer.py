@@ -200,8 +200,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     # === Input ===
     data = _feature_cache(config, info, method, model, strategy) if config.feature_cache else info
-    # What the family estimates from the data before its first step (a resumed run has it in its checkpoint).
-    estimated = {} if manager.latest_checkpoint else model.fit_before_training(data, config)
+    # What the family estimates from the data before its first step (a resumed run restores or reads it back).
+    estimated = model.fit_before_training(data, config, resumed=bool(manager.latest_checkpoint))
 
     def batches(ratio: str):
         return iter(
@@ -218,6 +218,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 deterministic=config.deterministic,
                 augment=config.augment,
                 random_flip=config.random_flip,
+                with_ids=model.needs_ids,
             )
         )
 

@@ -1,0 +1,155 @@
+"""Confident learning (Northcutt et al. 2021, cleanlab): drop the noisy examples it finds mislabelled, then train."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from nlr_tf.models.classifier_model import SigmoidClassifier
+from nlr_tf.models.losses import masked_bce_with_logits
+
+ISSUES_FILE = "label_issues.json"  # in the model dir: the dropped examples, read again when a run resumes
+FOLDS = 5
+
+
+class _IssueLookup:
+    """id -> 1.0 for a flagged example (a plain holder: the table is not part of the model's saved state)."""
+
+    def __init__(self, ids: list[str]):
+        keys = tf.constant(ids or [""], tf.string)
+        values = tf.constant([1.0] * len(ids) or [0.0], tf.float32)
+        self.table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), default_value=0.0)
+
+    def __call__(self, ids: tf.Tensor) -> tf.Tensor:
+        return self.table.lookup(ids)
+
+
+def out_of_sample_probabilities(features: np.ndarray, labels: np.ndarray, multi_label: bool, seed: int) -> np.ndarray:
+    """Predicted probabilities of every example from a model that did not see it: k-fold logistic regression.
+
+    The heads on frozen features are linear, so the out-of-sample model is
+    scikit-learn's logistic regression (one per class for multi-label data,
+    multinomial for single-label), fit on the other folds.
+
+    Args:
+        features: float [N, F].
+        labels: {0, 1} [N, d]. The noisy labels.
+        multi_label: bool.
+        seed: int. The folds' shuffle.
+
+    Returns:
+        float [N, d].
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import KFold
+
+    n, d = labels.shape
+    probs = np.zeros((n, d))
+    for train, held in KFold(FOLDS, shuffle=True, random_state=seed).split(features):
+        if multi_label:
+            for c in range(d):
+                y = labels[train, c]
+                if y.min() == y.max():  # a class all present or all absent in these folds
+                    probs[held, c] = float(y[0])
+                    continue
+                fit = LogisticRegression(max_iter=1000).fit(features[train], y)
+                probs[held, c] = fit.predict_proba(features[held])[:, 1]
+        else:
+            y = labels[train].argmax(1)
+            fit = LogisticRegression(max_iter=1000).fit(features[train], y)
+            probs[np.ix_(held, fit.classes_)] = fit.predict_proba(features[held])
+    return probs
+
+
+def find_issues(probs: np.ndarray, labels: np.ndarray, multi_label: bool) -> np.ndarray:
+    """cleanlab's `find_label_issues` (its multi-label variant for multi-label data): bool [N]."""
+    if multi_label:
+        from cleanlab.multilabel_classification.filter import find_label_issues
+
+        return np.asarray(find_label_issues([np.flatnonzero(row).tolist() for row in labels], probs), bool)
+    from cleanlab.filter import find_label_issues
+
+    probs = np.clip(probs, 1e-6, None)
+    return np.asarray(find_label_issues(labels.argmax(1), probs / probs.sum(1, keepdims=True)), bool)
+
+
+@keras.saving.register_keras_serializable(package="nlr_tf")
+class ConfidentLearningModel(SigmoidClassifier):
+    """The sigmoid classifier, trained without the noisy examples confident learning flags.
+
+    Before the first step (`fit_before_training`), every noisy-set example
+    gets out-of-sample predicted probabilities from k-fold logistic
+    regression on the feature cache, and cleanlab's `find_label_issues`
+    flags the examples whose noisy labels look wrong. Training then fits the
+    classifier to the remaining noisy examples' labels and to the clean
+    set's verified labels: a flagged example in a batch counts for nothing.
+    The flagged ids are kept in the model dir (`label_issues.json`) for a
+    resumed run.
+
+    Outputs: `scores` and `logits`, [B, d].
+
+    Reference:
+        Northcutt, Jiang and Chuang, Confident Learning: Estimating
+        Uncertainty in Dataset Labels, JAIR 2021; the `cleanlab` library.
+    """
+
+    family = "confident_learning"
+    needs_ids = True  # its train step looks each example up by id
+
+    def __init__(self, backbone, num_classes, multi_label=True, **kwargs):
+        super().__init__(backbone, num_classes, **kwargs)
+        self.multi_label = bool(multi_label)
+        self.issues = None  # an `_IssueLookup`, set by `fit_before_training`
+
+    @classmethod
+    def config_error(cls, config, info):
+        if not config.feature_cache:
+            return "--method=confident_learning finds label issues on cached features: pass --feature_cache"
+        return None
+
+    def fit_before_training(self, data, config, resumed=False) -> dict:
+        path = os.path.join(config.model_dir, ISSUES_FILE)
+        if resumed and os.path.isfile(path):
+            with open(path) as f:
+                record = json.load(f)
+        else:
+            from nlr_tf.data import pipeline
+
+            feats, labels, ids = [], [], []
+            for batch in pipeline.make_split_dataset(
+                data, config.noisy_split, 512, backbone=config.backbone, training=False, with_ids=True
+            ):
+                feats.append(batch["features"].numpy())
+                labels.append(batch["noisy_labels"].numpy())
+                ids.extend(batch["id"].numpy().tolist())
+            features, noisy = np.concatenate(feats), np.concatenate(labels) > 0
+            probs = out_of_sample_probabilities(features, noisy, self.multi_label, config.seed)
+            flagged = find_issues(probs, noisy, self.multi_label)
+            record = {
+                "num_noisy": len(ids),
+                "num_issues": int(flagged.sum()),
+                "folds": FOLDS,
+                "ids": [i.decode("utf-8") for i, f in zip(ids, flagged) if f],
+            }
+            with open(path, "w") as f:
+                json.dump(record, f)
+        self.issues = _IssueLookup(record["ids"])
+        return {"label_issues": record["num_issues"], "noisy_examples": record["num_noisy"]}
+
+    def train_step(self, batch):
+        _, noisy_mask, clean_mask = self.split_masks(batch, self.num_classes)
+        if self.issues is not None:
+            noisy_mask = noisy_mask * (1.0 - self.issues(batch["id"]))[:, None]
+        targets = noisy_mask * batch["noisy_labels"] + clean_mask * batch["verified_labels"]
+        with tf.GradientTape() as tape:
+            logits = self.heads(self.features(batch, training=True), training=True)["logits"]
+            loss = masked_bce_with_logits(targets, logits, noisy_mask + clean_mask)
+        self.apply_part_gradients(tape, loss)
+        return {"loss": loss}
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"multi_label": self.multi_label})
+        return config
