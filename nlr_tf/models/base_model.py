@@ -60,6 +60,8 @@ class NoisyLabelModel(keras.Model):
     phases: tuple[Phase, ...] = ()
     extra_outputs: tuple[str, ...] = ()
     training_options: tuple[str, ...] = ()
+    # The outputs `--serve` may choose (a family that serves one of several).
+    served_outputs: tuple[str, ...] = ()
 
     def __init__(self, backbone, heads, num_classes, **kwargs):
         if not isinstance(num_classes, int) or num_classes < 1:
@@ -90,6 +92,8 @@ class NoisyLabelModel(keras.Model):
     @classmethod
     def config_error(cls, config, info) -> Optional[str]:
         """Why this family cannot run `config` (a `TrainConfig`) on `info`, in one line; None if it can."""
+        if cls.served_outputs and config.serve not in ("", *cls.served_outputs):
+            return f"--serve={config.serve}: a {cls.family} model serves one of {', '.join(cls.served_outputs)}"
         return None
 
     # Whether training batches carry each example's `id` (a family that looks examples up by id).

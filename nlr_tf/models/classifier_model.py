@@ -46,8 +46,13 @@ class SigmoidClassifier(NoisyLabelModel):
     def part_layers(self):
         return {"backbone": [self.backbone], "classifier": [self.classifier]}
 
-    def train_step(self, batch):
+    def example_masks(self, batch):
+        """The entries that count [B, d]: every one of noisy-set examples, the verified ones of clean-set examples."""
         _, noisy_mask, clean_mask = self.split_masks(batch, self.num_classes)
+        return noisy_mask, clean_mask
+
+    def train_step(self, batch):
+        noisy_mask, clean_mask = self.example_masks(batch)
         targets = noisy_mask * batch["noisy_labels"] + clean_mask * batch["verified_labels"]
         with tf.GradientTape() as tape:
             logits = self.heads(self.features(batch, training=True), training=True)["logits"]

@@ -8,7 +8,6 @@ import numpy as np
 import tensorflow as tf
 
 from nlr_tf.models.classifier_model import SigmoidClassifier
-from nlr_tf.models.losses import masked_bce_with_logits
 
 ISSUES_FILE = "label_issues.json"  # in the model dir: the dropped examples, read again when a run resumes
 FOLDS = 5
@@ -138,16 +137,12 @@ class ConfidentLearningModel(SigmoidClassifier):
         self.issues = _IssueLookup(record["ids"])
         return {"label_issues": record["num_issues"], "noisy_examples": record["num_noisy"]}
 
-    def train_step(self, batch):
-        _, noisy_mask, clean_mask = self.split_masks(batch, self.num_classes)
+    def example_masks(self, batch):
+        """The classifier's masks, less every entry of a flagged noisy example."""
+        noisy_mask, clean_mask = super().example_masks(batch)
         if self.issues is not None:
             noisy_mask = noisy_mask * (1.0 - self.issues(batch["id"]))[:, None]
-        targets = noisy_mask * batch["noisy_labels"] + clean_mask * batch["verified_labels"]
-        with tf.GradientTape() as tape:
-            logits = self.heads(self.features(batch, training=True), training=True)["logits"]
-            loss = masked_bce_with_logits(targets, logits, noisy_mask + clean_mask)
-        self.apply_part_gradients(tape, loss)
-        return {"loss": loss}
+        return noisy_mask, clean_mask
 
     def get_config(self):
         config = super().get_config()

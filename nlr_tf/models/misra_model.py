@@ -44,6 +44,7 @@ class MisraModel(NoisyLabelModel):
 
     family = "misra"
     head_part = "classifier"
+    served_outputs = SERVED_OUTPUTS
 
     def __init__(self, backbone, num_classes, serve="visual", **kwargs):
         serve = serve or "visual"
@@ -71,12 +72,6 @@ class MisraModel(NoisyLabelModel):
         super().__init__(backbone, heads, num_classes, **kwargs)
         # === Config ===
         self.serve = serve
-
-    @classmethod
-    def config_error(cls, config, info):
-        if config.serve not in ("", *SERVED_OUTPUTS):
-            return f"--serve={config.serve}: a misra model serves one of {', '.join(SERVED_OUTPUTS)}"
-        return None
 
     def part_layers(self):
         return {"backbone": [self.backbone], "classifier": [self.classifier, self.relevance]}

@@ -46,6 +46,7 @@ class NoiseRegularizationModel(NoisyLabelModel):
 
     family = "noise_regularization"
     head_part = "heads"
+    served_outputs = SERVED_OUTPUTS
     loss_names = ("loss", "clean_loss", "noise_loss")
 
     def __init__(
@@ -82,12 +83,6 @@ class NoiseRegularizationModel(NoisyLabelModel):
         self.activation = activation
         self.alpha = float(alpha)
         self.use_noisy = bool(use_noisy)
-
-    @classmethod
-    def config_error(cls, config, info):
-        if config.serve not in ("", *SERVED_OUTPUTS):
-            return f"--serve={config.serve}: noise regularization serves one of {', '.join(SERVED_OUTPUTS)}"
-        return None
 
     def part_layers(self):
         return {"backbone": [self.backbone], "heads": [self.heads]}
