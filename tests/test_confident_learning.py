@@ -7,10 +7,10 @@ import tensorflow as tf
 
 from nlr_tf.models.confident_learning_model import (
     ConfidentLearningModel,
-    _IssueLookup,
     find_issues,
     out_of_sample_probabilities,
 )
+from nlr_tf.models.example_table import ExampleTable
 
 
 def _synthetic(multi_label, n=500, d=3, flip=0.15, seed=0):
@@ -50,7 +50,7 @@ def test_the_train_step_drops_the_flagged_examples_and_only_those():
         "verified_mask": tf.zeros((4, 2)),
         "is_clean": tf.zeros((4,)),
     }
-    model.issues = _IssueLookup(["b"])
+    model.issues = ExampleTable(["b"], [1.0], default=0.0)
     start = [w.numpy().copy() for w in model.classifier.weights]
 
     def step(labels):

@@ -21,8 +21,22 @@ DIGITS_FLAGFILES = sorted(glob.glob(os.path.join(ROOT, "flags", "digits_*.cfg"))
 DIGITS_ROWS = [
     (variant, row)
     for variant, rows in (
-        ("multi_label", (plan.NOISY, plan.GT) + plan.MULTI_LABEL_ROWS + plan.MULTI_LABEL_EXTRAS),
-        ("single_label", (plan.NOISY, plan.GT) + plan.SINGLE_LABEL_ROWS + plan.SINGLE_LABEL_EXTRAS),
+        (
+            "multi_label",
+            (plan.NOISY, plan.GT)
+            + plan.MULTI_LABEL_ROWS
+            + plan.MULTI_LABEL_BASELINES
+            + plan.MULTI_LABEL_EXTRAS
+            + plan.MULTI_LABEL_BASELINE_EXTRAS,
+        ),
+        (
+            "single_label",
+            (plan.NOISY, plan.GT)
+            + plan.SINGLE_LABEL_ROWS
+            + plan.SINGLE_LABEL_BASELINES
+            + plan.SINGLE_LABEL_EXTRAS
+            + plan.SINGLE_LABEL_BASELINE_EXTRAS,
+        ),
     )
     for row in rows
     if row.stage != "reference"
@@ -75,7 +89,7 @@ def test_digits_flagfiles_are_generated_from_the_plan():
             assert f.read() == text, f"flags/{name} is stale: {REGENERATE}"
 
 
-_PATHS = ("model_dir", "dataset", "init_checkpoint", "feature_cache")
+_PATHS = ("model_dir", "dataset", "init_checkpoint", "feature_cache", "reference_features")
 
 
 @pytest.mark.parametrize("variant,row", DIGITS_ROWS, ids=[f"{plan.SHORT[v]}_{r.key}" for v, r in DIGITS_ROWS])
@@ -105,9 +119,11 @@ def test_digits_flagfile_is_the_reproduction_run(variant, row):
     # The paths are the user's, and the ones the header's commands make.
     assert config.dataset == f"out/digits_mosaic_{plan.SHORT[variant]}"
     if config.init_checkpoint:
-        assert config.init_checkpoint == f"runs/digits_{plan.SHORT[variant]}_noisy"
-    if config.feature_cache:
-        assert config.feature_cache == f"runs/digits_{plan.SHORT[variant]}_noisy/features"
+        start = flagfiles.starting_row(variant, row)
+        assert config.init_checkpoint == f"runs/digits_{plan.SHORT[variant]}_{start.key}"
+        assert start.key == (row.starts_from or "noisy")
+    for cache in (config.feature_cache, config.reference_features):
+        assert cache in ("", f"runs/digits_{plan.SHORT[variant]}_noisy/features")
     assert bool(config.init_checkpoint) is (row.stage != "scratch")
     assert config.train_backbone is {"scratch": None, "whole": True, "heads": False}[row.stage]
 

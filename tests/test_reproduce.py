@@ -129,6 +129,16 @@ def test_plan_covers_every_row_under_one_protocol():
     assert {sl[k].row.stage for k in ("nr_sigmoid", "h_only", "g_only", "clean_only")} == {"scratch"}
     assert sl["nr_sigmoid"].init is None and sl["nr_sigmoid_from_noisy"].init.endswith("shared/noisy")
     assert {r.fraction for r in runs if r.variant == "single_label" and r.seed == 0} >= {0.02, 0.05, 0.10}
+    # The rows from other works: Veit Table 2's Misra rows and the anchor-T Forward row read no clean label and
+    # train once per seed; Forward (paired T), CleanNet and confident learning at every fraction; Hu Table 4's
+    # at the main fraction, each with its fine-tuning row starting from that fraction's run.
+    shared = {r.row.key for r in ml if r.fraction is None}
+    assert {"misra_visual", "misra_relevance", "forward_anchor"} <= shared
+    for fraction in plan.FULL.fractions:
+        assert {"forward", "confident_learning"} <= {r.row.key for r in ml if r.fraction == fraction}
+    assert sl["forward"].row.stage == "scratch" and sl["forward"].init is None
+    assert sl["forward_ft"].init == sl["forward"].cell and sl["forward_ft"].row.method == "ft_whole"
+    assert sl["forward_anchor"].init == sl["forward"].noisy_cell
     # The premise investigation comes after every other run, on every seed, at the main fraction.
     premise = [i for i, r in enumerate(runs) if r.row in plan.PREMISE_ROWS]
     assert premise == list(range(len(runs) - len(premise), len(runs)))

@@ -51,11 +51,15 @@ class SigmoidClassifier(NoisyLabelModel):
         _, noisy_mask, clean_mask = self.split_masks(batch, self.num_classes)
         return noisy_mask, clean_mask
 
+    def entry_weights(self, batch):
+        """Weights [B, d] each entry's loss is multiplied by (None: all 1); the mean still counts entries."""
+        return None
+
     def train_step(self, batch):
         noisy_mask, clean_mask = self.example_masks(batch)
         targets = noisy_mask * batch["noisy_labels"] + clean_mask * batch["verified_labels"]
         with tf.GradientTape() as tape:
             logits = self.heads(self.features(batch, training=True), training=True)["logits"]
-            loss = masked_bce_with_logits(targets, logits, noisy_mask + clean_mask)
+            loss = masked_bce_with_logits(targets, logits, noisy_mask + clean_mask, self.entry_weights(batch))
         self.apply_part_gradients(tape, loss)
         return {"loss": loss}

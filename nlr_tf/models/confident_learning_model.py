@@ -5,24 +5,12 @@ import os
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from nlr_tf.models.classifier_model import SigmoidClassifier
+from nlr_tf.models.example_table import ExampleTable
 
 ISSUES_FILE = "label_issues.json"  # in the model dir: the dropped examples, read again when a run resumes
 FOLDS = 5
-
-
-class _IssueLookup:
-    """id -> 1.0 for a flagged example (a plain holder: the table is not part of the model's saved state)."""
-
-    def __init__(self, ids: list[str]):
-        keys = tf.constant(ids or [""], tf.string)
-        values = tf.constant([1.0] * len(ids) or [0.0], tf.float32)
-        self.table = tf.lookup.StaticHashTable(tf.lookup.KeyValueTensorInitializer(keys, values), default_value=0.0)
-
-    def __call__(self, ids: tf.Tensor) -> tf.Tensor:
-        return self.table.lookup(ids)
 
 
 def out_of_sample_probabilities(features: np.ndarray, labels: np.ndarray, multi_label: bool, seed: int) -> np.ndarray:
@@ -100,7 +88,7 @@ class ConfidentLearningModel(SigmoidClassifier):
     def __init__(self, backbone, num_classes, multi_label=True, **kwargs):
         super().__init__(backbone, num_classes, **kwargs)
         self.multi_label = bool(multi_label)
-        self.issues = None  # an `_IssueLookup`, set by `fit_before_training`
+        self.issues = None  # an `ExampleTable` (id -> 1.0 if flagged), set by `fit_before_training`
 
     @classmethod
     def config_error(cls, config, info):
@@ -114,17 +102,11 @@ class ConfidentLearningModel(SigmoidClassifier):
             with open(path) as f:
                 record = json.load(f)
         else:
-            from nlr_tf.data import pipeline
+            from nlr_tf.evaluation.linear_reference import read_split
 
-            feats, labels, ids = [], [], []
-            for batch in pipeline.make_split_dataset(
-                data, config.noisy_split, 512, backbone=config.backbone, training=False, with_ids=True
-            ):
-                feats.append(batch["features"].numpy())
-                labels.append(batch["noisy_labels"].numpy())
-                ids.extend(batch["id"].numpy().tolist())
-            features, noisy = np.concatenate(feats), np.concatenate(labels) > 0
-            probs = out_of_sample_probabilities(features, noisy, self.multi_label, config.seed)
+            split = read_split(data, config.noisy_split)
+            ids, noisy = split["id"].tolist(), split["noisy_labels"] > 0
+            probs = out_of_sample_probabilities(split["features"], noisy, self.multi_label, config.seed)
             flagged = find_issues(probs, noisy, self.multi_label)
             record = {
                 "num_noisy": len(ids),
@@ -134,14 +116,14 @@ class ConfidentLearningModel(SigmoidClassifier):
             }
             with open(path, "w") as f:
                 json.dump(record, f)
-        self.issues = _IssueLookup(record["ids"])
+        self.issues = ExampleTable(record["ids"], [1.0] * len(record["ids"]), default=0.0)
         return {"label_issues": record["num_issues"], "noisy_examples": record["num_noisy"]}
 
     def example_masks(self, batch):
         """The classifier's masks, less every entry of a flagged noisy example."""
         noisy_mask, clean_mask = super().example_masks(batch)
         if self.issues is not None:
-            noisy_mask = noisy_mask * (1.0 - self.issues(batch["id"]))[:, None]
+            noisy_mask = noisy_mask * (1.0 - self.issues(batch["id"]))
         return noisy_mask, clean_mask
 
     def get_config(self):

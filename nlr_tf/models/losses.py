@@ -34,10 +34,17 @@ def masked_mean(per_entry: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
     return tf.math.divide_no_nan(tf.reduce_sum(per_entry * mask), count)
 
 
-def masked_bce_with_logits(labels: tf.Tensor, logits: tf.Tensor, mask: tf.Tensor) -> tf.Tensor:
-    """Binary cross-entropy of sigmoid(logits) against (possibly soft) labels, masked mean."""
+def masked_bce_with_logits(labels: tf.Tensor, logits: tf.Tensor, mask: tf.Tensor, weights=None) -> tf.Tensor:
+    """Binary cross-entropy of sigmoid(logits) against (possibly soft) labels, masked mean.
+
+    `weights` [B, d], if given, multiply each entry's loss; the mean still
+    divides by the number of masked-in entries (a weight scales a loss, it
+    does not renormalize the batch).
+    """
     labels = tf.cast(labels, logits.dtype)
     per_entry = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+    if weights is not None:
+        per_entry = per_entry * tf.cast(weights, per_entry.dtype)
     return masked_mean(per_entry, mask)
 
 

@@ -58,6 +58,7 @@ FAMILIES = {
         Family("forward", "nlr_tf.models.forward_model:ForwardModel", ("multi_label",)),
         Family("misra", "nlr_tf.models.misra_model:MisraModel", ("serve",)),
         Family("confident_learning", "nlr_tf.models.confident_learning_model:ConfidentLearningModel", ("multi_label",)),
+        Family("cleannet", "nlr_tf.models.cleannet_model:CleanNetModel", ("multi_label",)),
     )
 }
 # Options a family takes from the dataset, not from the configuration.
@@ -233,6 +234,16 @@ METHODS = {
             False,
             "confident learning (cleanlab): k-fold out-of-sample probabilities on the feature cache flag mislabelled "
             "noisy examples; the last layer trains on the others and the clean set (--feature_cache)",
+        ),
+        Method(
+            "cleannet",
+            "cleannet",
+            "1:0",
+            "optional",
+            ("backbone", "classifier"),
+            None,
+            "Lee et al. 2018, CleanNet-wsoft: noisy labels weighted by CleanNet's verification similarity, learned "
+            "from the clean set on a noisy model's features (--reference_features or --feature_cache)",
         ),
     )
 }

@@ -59,9 +59,10 @@ class Row:
         lr_fields: tuple of (field, factor). The `TrainConfig` learning
             rates set from the stage's grid value (times the factor).
         shared: bool. Trained once per seed, for every clean fraction.
-        starts_from: str. The key of the shared row whose run this one
-            starts from; "" for the default (none for `scratch` rows, the
-            noisy model for the others).
+        starts_from: str. The key of the row whose run this one starts
+            from (a shared row's, or a row of the same fraction's); "" for
+            the default (none for `scratch` rows, the noisy model for the
+            others).
     """
 
     key: str
@@ -107,6 +108,16 @@ MULTI_LABEL_ROWS = (
     _row("h_only", "training h alone", "noise_regularization", "heads", activation="sigmoid", alpha=0.0),
     _row("g_only", "training g alone", "g_only", "heads", activation="sigmoid"),
 )
+# The rows of the papers' tables that other works contributed (Veit Table 2: Misra et al.'s two classifiers;
+# Hu Table 4: Forward and CleanNet-wsoft), and confident learning. On multi-label data they train heads like
+# every head row; those that read no clean label train once per seed (shared).
+MULTI_LABEL_BASELINES = (
+    _row("misra_visual", "Misra et al. (visual classifier)", "misra", "heads", shared=True, serve="visual"),
+    _row("misra_relevance", "Misra et al. (relevance classifier)", "misra", "heads", shared=True, serve="relevance"),
+    _row("forward", "Forward (T from the clean set's paired labels)", "forward", "heads", transition="clean_pairs"),
+    _row("forward_anchor", "Forward (anchor T)", "forward", "heads", shared=True, transition="anchor"),
+    _row("confident_learning", "Confident learning (cleanlab)", "confident_learning", "heads"),
+)
 MULTI_LABEL_REFERENCES = (
     _row("logreg_clean", "Logistic regression on the cached features (clean set)", "clean", "reference"),
     _row(
@@ -132,6 +143,18 @@ SINGLE_LABEL_ROWS = (
     _row("h_only", "training h alone", "noise_regularization", "scratch", activation="sigmoid", alpha=0.0),
     _row("g_only", "training g alone", "g_only", "scratch", activation="sigmoid"),
 )
+# CleanNet-wsoft is single-label (Hu Table 4); on multi-label data, an extra row at the main fraction.
+MULTI_LABEL_BASELINE_EXTRAS = (_row("cleannet", "CleanNet-wsoft", "cleannet", "heads"),)
+# Hu Table 4's rows from other works: each trains the whole network on the noisy set from the clean-only
+# model's starting point (Hu: "Noisy set, ImageNet"), then a row fine-tunes it on the clean set.
+SINGLE_LABEL_BASELINES = (
+    _row("cleannet", "CleanNet-wsoft", "cleannet", "scratch"),
+    _row("cleannet_ft", "Fine-tune (clean set) from CleanNet", "ft_whole", "whole", starts_from="cleannet"),
+    _row("forward", "Forward", "forward", "scratch", transition="clean_pairs"),
+    _row("forward_ft", "Fine-tune (clean set) from Forward", "ft_whole", "whole", starts_from="forward"),
+)
+# Patrini's own estimate of T needs the noisy model's predictions: it starts from the noisy model.
+SINGLE_LABEL_BASELINE_EXTRAS = (_row("forward_anchor", "Forward (anchor T)", "forward", "whole", transition="anchor"),)
 # The earlier two-step scheme (whole network from the noisy model), kept as labelled extra rows.
 SINGLE_LABEL_EXTRAS = tuple(
     _row(f"{key}_from_noisy", f"{label}, from the noisy model", method, "whole", _NEW_HEADS_LR, **settings)
@@ -158,6 +181,10 @@ PREMISE_ROWS = (
 )
 # Each premise row's counterpart from the randomly initialized backbone.
 PREMISE_PAIRS = tuple((r.key, r.key[len("rot_") :]) for r in PREMISE_ROWS if r.key.startswith("rot_"))
+# The rows trained once per seed, for every fraction.
+SHARED_KEYS = frozenset(
+    r.key for r in (NOISY, GT, *MULTI_LABEL_REFERENCES, *MULTI_LABEL_BASELINES, *PREMISE_ROWS) if r.shared
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,6 +233,9 @@ class Budget:
         main_fraction: float. The fraction of the single-label table, the
             ablations' table and the extra rows.
         extras: bool. Whether to train the extra rows (not in the papers' tables).
+        baselines: bool. Whether to train the rows from other works (Misra,
+            Forward, CleanNet, confident learning): on multi-label data at
+            every fraction, on single-label data at `main_fraction`.
         premise: bool. Whether to run the premise investigation
             (`PREMISE_ROWS`), after every other run.
         image_sizes: tuple of (variant, side). The side the images are
@@ -235,6 +265,7 @@ class Budget:
     sl_regime_seeds: int = 1
     main_fraction: float = 0.10
     extras: bool = True
+    baselines: bool = True
     premise: bool = True
     image_sizes: tuple = (("multi_label", 16), ("single_label", 16))
     dataset_sizes: Optional[tuple[int, int, int]] = None
@@ -311,7 +342,15 @@ class Run:
     def init(self) -> Optional[str]:
         """The cell of the run this one starts from (the same seed's noisy model, unless the row says otherwise)."""
         source = self.row.starts_from or ("" if self.row.stage in ("pretext", "scratch") else NOISY.key)
-        return f"{SHORT[self.variant]}/seed{self.seed}/shared/{source}" if source else None
+        if not source:
+            return None
+        where = "shared" if source in SHARED_KEYS or self.fraction is None else fraction_name(self.fraction)
+        return f"{SHORT[self.variant]}/seed{self.seed}/{where}/{source}"
+
+    @property
+    def noisy_cell(self) -> str:
+        """The cell of the seed's noisy model (whose feature cache the head rows and CleanNet read)."""
+        return f"{SHORT[self.variant]}/seed{self.seed}/shared/{NOISY.key}"
 
 
 def fraction_name(fraction: float) -> str:
@@ -321,18 +360,25 @@ def fraction_name(fraction: float) -> str:
 def _cells(budget: Budget, variant: str, seed: int) -> list[tuple[Optional[float], Row]]:
     cells: list[tuple[Optional[float], Row]] = [(None, NOISY), (None, GT)]
     if variant == "multi_label":
-        cells += [(None, r) for r in MULTI_LABEL_REFERENCES if r.shared]
+        per_fraction = MULTI_LABEL_ROWS + MULTI_LABEL_REFERENCES
+        baselines = MULTI_LABEL_BASELINES if budget.baselines else ()
+        cells += [(None, r) for r in MULTI_LABEL_REFERENCES + baselines if r.shared]
         for fraction in budget.fractions:
-            cells += [(fraction, r) for r in MULTI_LABEL_ROWS + MULTI_LABEL_REFERENCES if not r.shared]
+            cells += [(fraction, r) for r in per_fraction + baselines if not r.shared]
             if fraction == budget.main_fraction and budget.extras:
-                cells += [(fraction, r) for r in MULTI_LABEL_EXTRAS]
+                cells += [
+                    (fraction, r) for r in MULTI_LABEL_EXTRAS + (MULTI_LABEL_BASELINE_EXTRAS if baselines else ())
+                ]
     else:
         regime = seed in budget.seeds[: budget.sl_regime_seeds]
         for fraction in budget.sl_fractions:
             if fraction == budget.main_fraction or regime:
                 cells += [(fraction, r) for r in SINGLE_LABEL_ROWS]
+            if fraction == budget.main_fraction:
+                cells += [(fraction, r) for r in SINGLE_LABEL_BASELINES if budget.baselines]
             if fraction == budget.main_fraction and budget.extras:
                 cells += [(fraction, r) for r in SINGLE_LABEL_EXTRAS]
+                cells += [(fraction, r) for r in SINGLE_LABEL_BASELINE_EXTRAS if budget.baselines]
     return cells
 
 

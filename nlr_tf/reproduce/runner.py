@@ -74,9 +74,19 @@ def build_datasets(output_dir: str, budget: Budget, variants, log: Callable[[str
         write_dataset(conversion, path, arguments=arguments, progress=False)
 
 
+def features_cell(run: Run) -> str:
+    """The cell of the model whose feature cache a run reads: the one it starts from (heads, reference rows),
+    else the seed's noisy model (CleanNet's reference features)."""
+    return run.init if run.row.stage in ("heads", "reference") else run.noisy_cell
+
+
 def feature_cache_dir(output_dir: str, run: Run) -> str:
     """One cache per seed: the frozen noisy backbone's features of every split the heads use."""
-    return os.path.join(output_dir, "runs", run.init, "features")
+    return os.path.join(output_dir, "runs", features_cell(run), "features")
+
+
+def needs_feature_cache(run: Run) -> bool:
+    return run.row.stage in ("heads", "reference") or run.row.method == "cleannet"
 
 
 def build_feature_cache(output_dir: str, run: Run, noisy_dir: str, budget: Budget, log: Callable[[str], None]) -> None:
@@ -145,6 +155,8 @@ def train_config(run: Run, output_dir: str, budget: Budget, init_dir: str = "") 
         config.feature_cache = feature_cache_dir(output_dir, run)
     elif run.row.stage == "whole":
         config.train_backbone = True
+    if run.row.method == "cleannet" and run.row.stage != "heads":
+        config.reference_features = feature_cache_dir(output_dir, run)
     return config
 
 
@@ -169,16 +181,25 @@ def run_dir(output_dir: str, run: Run) -> str:
 
 
 PLAN_FILE = "reproduce_run.json"  # the run's TrainConfig as the plan made it
+CONFIG_DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
 
 
-def _claim_run_dir(model_dir: str, wanted: dict[str, Any]) -> None:
-    """Records the plan's settings in the run dir; refuses a dir that holds another run."""
+def _claim_run_dir(model_dir: str, wanted: dict[str, Any], defaults: Optional[dict[str, Any]] = None) -> None:
+    """Records the plan's settings in the run dir; refuses a dir that holds another run.
+
+    Args:
+        defaults: dict. Settings a run dir recorded before they existed
+            match when the plan keeps them at these values (a
+            `TrainConfig` field added since, at its default).
+    """
     wanted = json.loads(json.dumps(wanted))
     path = os.path.join(model_dir, PLAN_FILE)
     if os.path.isfile(path):
         with open(path) as f:
-            if json.load(f) == wanted:
-                return
+            recorded = json.load(f)
+        added = json.loads(json.dumps({k: v for k, v in (defaults or {}).items() if k not in recorded}))
+        if recorded | added == wanted:
+            return
     elif not os.path.exists(model_dir):
         os.makedirs(model_dir)
         with open(path, "w") as f:
@@ -278,9 +299,9 @@ def run_plan(
             _claim_run_dir(model_dir, dataclasses.asdict(config))
         else:
             config = train_config(run, output_dir, budget, selected(run.init)["model_dir_abs"] if run.init else "")
-            _claim_run_dir(model_dir, dataclasses.asdict(config))
-        if run.row.stage in ("heads", "reference"):
-            build_feature_cache(output_dir, run, selected(run.init)["model_dir_abs"], budget, log)
+            _claim_run_dir(model_dir, dataclasses.asdict(config), CONFIG_DEFAULTS)
+        if needs_feature_cache(run):
+            build_feature_cache(output_dir, run, selected(features_cell(run))["model_dir_abs"], budget, log)
         if os.path.isfile(metrics_path):
             with open(metrics_path) as f:
                 metrics = json.load(f)

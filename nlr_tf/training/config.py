@@ -57,6 +57,12 @@ class TrainConfig:
         "labels, or from the starting noisy model's predictions at anchor points.",
         choices=TRANSITIONS,
     )
+    reference_features: str = _field(
+        "",
+        "cleannet: feature cache of a model trained on the noisy labels (nlr-extract-features), whose features "
+        "CleanNet embeds (default: --feature_cache).",
+    )
+    cleannet_steps: int = _field(4000, "cleannet: steps of CleanNet's training, before the classifier's.", lower=1)
 
     # === Optimization ===
     optimizer: str = _field("adam", "Optimizer of every part.", choices=OPTIMIZERS)
