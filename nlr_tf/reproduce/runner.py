@@ -16,6 +16,7 @@ import time
 from typing import Any, Callable, Optional, TextIO
 
 import keras
+import tensorflow as tf
 from absl import logging
 
 from nlr_tf.data.schema import DatasetInfo, load_dataset_info
@@ -97,10 +98,10 @@ def build_feature_cache(output_dir: str, run: Run, noisy_dir: str, budget: Budge
     if os.path.isfile(os.path.join(path, "dataset.json")):
         return
     log(f"extracting features of {noisy_dir}")
-    model, run_config = load_trained_model(noisy_dir)
+    backbone, run_config = _final_backbone(noisy_dir)
     splits = ["noisy", "val", "test"] + [nested_split_name(f) for f in dataset_fractions(budget, run.variant)]
     extract_features(
-        model.backbone,
+        backbone,
         load_dataset_info(dataset_dir(output_dir, run.variant)),
         path,
         backbone_name=run_config["backbone"],
@@ -110,6 +111,26 @@ def build_feature_cache(output_dir: str, run: Run, noisy_dir: str, budget: Budge
         progress=False,
     )
     keras.backend.clear_session()
+
+
+def _final_backbone(model_dir: str) -> tuple[keras.Model, dict[str, Any]]:
+    """The backbone of a run's final model, and its run config.
+
+    A run saved before method models were functional (its `model.keras`
+    does not load): the backbone rebuilt and read from the checkpoint of
+    the final (best validation) weights.
+    """
+    from nlr_tf.models.backbones import build_backbone
+    from nlr_tf.training.checkpoints import restore_parts
+
+    run_config = run_files.read_run_config(model_dir) or {}
+    if run_config.get("model_format", 1) == run_files.MODEL_FORMAT:
+        model, run_config = load_trained_model(model_dir)
+        return model.backbone, run_config
+    best = tf.train.latest_checkpoint(os.path.join(model_dir, run_files.BEST_DIR))
+    backbone = build_backbone(run_config["backbone"], "none", run_config.get("image_size", 0), trainable=False)
+    restore_parts({"backbone": backbone}, best or model_dir)
+    return backbone, run_config
 
 
 def train_config(run: Run, output_dir: str, budget: Budget, init_dir: str = "") -> TrainConfig:
