@@ -54,8 +54,10 @@ def test_every_method_trains_from_the_cli(method, dataset, noisy_run, tmp_path):
         args.append(f"--init_checkpoint={noisy_run}")
     if method == "label_cleaning":
         args.append("--cleaning_pretrain_steps=5")
-    if method == "confident_learning":  # finds its label issues on cached features
+    if method in ("confident_learning", "cleannet"):  # they read cached features
         args.append(f"--feature_cache={tmp_path / 'features'}")
+    if method == "cleannet":
+        args.append("--cleannet_steps=20")
     proc = run_cli("train", *args)
     assert proc.returncode == 0, proc.stderr
     assert f"trained {method} for 10 steps" in proc.stdout
@@ -70,6 +72,31 @@ def test_every_method_trains_from_the_cli(method, dataset, noisy_run, tmp_path):
         assert {"losses/clean_loss", "losses/classify_loss", "learning_rate/cleaning"} <= tags
     if method == "noise_regularization":
         assert {"losses/clean_loss", "losses/noise_loss"} <= tags
+
+
+def test_every_family_saved_model_loads_in_a_new_process(tmp_path):
+    """nlr-eval, nlr-export and nlr-clean-labels load a run's model.keras in a process that trained nothing."""
+    from nlr_tf.models.methods import FAMILIES, build_model
+    from nlr_tf.training.model_dir import CONFIG_FILE, MODEL_FORMAT
+
+    dirs = []
+    for name in FAMILIES:
+        method = next(m for m in METHODS.values() if m.family == name)
+        model = build_model(method, 3, "small_cnn", image_size=16, options={"multi_label": True})
+        model_dir = tmp_path / name
+        model_dir.mkdir()
+        model.save(model_dir / "model.keras")
+        (model_dir / CONFIG_FILE).write_text(json.dumps({"family": name, "model_format": MODEL_FORMAT}))
+        dirs.append(str(model_dir))
+    code = (
+        "import sys\n"
+        "from nlr_tf.training.model_dir import load_trained_model\n"
+        "for d in sys.argv[1:]:\n"
+        "    print(type(load_trained_model(d)[0]).__name__)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, *dirs], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(proc.stdout.split()) == len(FAMILIES)
 
 
 def test_noisy_run_wrote_everything(noisy_run):
@@ -249,6 +276,10 @@ def test_early_stopping_keeps_the_best_validation_weights_and_stays_stopped(data
     metrics = evaluate(model, load_dataset_info(dataset), "val", backbone="small_cnn", image_size=16)
     assert metrics["mAP"] == pytest.approx(best["mAP"], abs=1e-6)
     assert metrics["mAP"] != pytest.approx(history[-1]["mAP"], abs=1e-6) or history[-1]["step"] == best["step"]
+    # The model dir stands for those weights as --init_checkpoint (and as a feature cache's source).
+    from nlr_tf.training.model_dir import resolve_checkpoint
+
+    assert resolve_checkpoint(config.model_dir)[0] == os.path.join(config.model_dir, "best", f"ckpt-{best['step']}")
     # Started again, a stopped run does not train further.
     again = train(config)
     assert again["step"] == result["step"] and again["best_step"] == best["step"]

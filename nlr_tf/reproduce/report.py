@@ -63,6 +63,12 @@ def protocol(budget: Budget) -> str:
             "- The logistic-regression rows are scikit-learn's `LogisticRegression` (lbfgs), one per class, on the "
             f"same cached features, with C chosen on val from {{{', '.join(f'{c:g}' for c in budget.reference_c)}}}: "
             "the convex reference for the head rows (Noisy-FT-L is the same model class).",
+            "- The rows from other works train under the same rules: Misra et al.'s two classifiers and Forward "
+            "with Patrini's anchor-point T read no clean label and train once per seed; Forward (T counted from the "
+            "clean set's paired labels), CleanNet-wsoft (CleanNet on the noisy model's cached features, see "
+            "`nlr_tf/models/cleannet_model.py` for the choices Lee et al. leave open) and confident learning "
+            "(5-fold logistic regression on the cached features, then cleanlab) use the fraction's clean set. "
+            "Hu Table 4's fine-tuning rows start from the Forward and CleanNet runs of the same seed.",
             f"- Data: digits_mosaic, {sizes[0]} training images, {sizes[1]} val, {sizes[2]} test; the clean set of "
             "fraction f is built from f of the training digit scans only.",
         ]

@@ -16,7 +16,6 @@ import time
 from typing import Any, Callable, Optional, TextIO
 
 import keras
-import tensorflow as tf
 from absl import logging
 
 from nlr_tf.data.schema import DatasetInfo, load_dataset_info
@@ -118,7 +117,7 @@ def _final_backbone(model_dir: str) -> tuple[keras.Model, dict[str, Any]]:
 
     A run saved before method models were functional (its `model.keras`
     does not load): the backbone rebuilt and read from the checkpoint of
-    the final (best validation) weights.
+    its final weights.
     """
     from nlr_tf.models.backbones import build_backbone
     from nlr_tf.training.checkpoints import restore_parts
@@ -127,9 +126,8 @@ def _final_backbone(model_dir: str) -> tuple[keras.Model, dict[str, Any]]:
     if run_config.get("model_format", 1) == run_files.MODEL_FORMAT:
         model, run_config = load_trained_model(model_dir)
         return model.backbone, run_config
-    best = tf.train.latest_checkpoint(os.path.join(model_dir, run_files.BEST_DIR))
     backbone = build_backbone(run_config["backbone"], "none", run_config.get("image_size", 0), trainable=False)
-    restore_parts({"backbone": backbone}, best or model_dir)
+    restore_parts({"backbone": backbone}, model_dir)
     return backbone, run_config
 
 

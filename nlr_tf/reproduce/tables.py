@@ -415,6 +415,36 @@ def claims(res: Results, main_fraction: float) -> list[dict[str, Any]]:
             ml,
         )
     )
+    out.append(
+        _claim(
+            res,
+            "Veit T2: label cleaning (WP and TJ) above Misra et al.'s visual and relevance classifiers in APall",
+            ML,
+            [(lc, m) for lc in ("lc_pretrained", "lc_joint") for m in ("misra_visual", "misra_relevance")],
+            "APall",
+            ml,
+        )
+    )
+    out.append(
+        _claim(
+            res,
+            "Hu T4: proposed (sigmoid) above CleanNet-wsoft and Forward (rows 3, 5) in top-1",
+            SL,
+            [("nr_sigmoid", "cleannet"), ("nr_sigmoid", "forward")],
+            "top1",
+            main_sl,
+        )
+    )
+    out.append(
+        _claim(
+            res,
+            "Hu T4: CleanNet-wsoft and Forward fine-tuned on the clean set above themselves (rows 4 > 3, 6 > 5)",
+            SL,
+            [("cleannet_ft", "cleannet"), ("forward_ft", "forward")],
+            "top1",
+            main_sl,
+        )
+    )
     # The convex reference: ft_last is the same model class as the clean-set logistic regression.
     misses, found = [], False
     for f in ml:

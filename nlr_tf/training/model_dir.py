@@ -23,13 +23,9 @@ import tensorflow as tf
 
 from nlr_tf.data.feature_cache import weights_source
 
-# Importing the model classes registers them (and their layers) for safe-mode loading.
-from nlr_tf.models import (  # noqa: F401
-    classifier_model,
-    image_preprocessing,
-    label_cleaning_model,
-    noise_regularization_model,
-)
+# Importing a layer's module registers it for safe-mode loading (the model classes: `load_trained_model`).
+from nlr_tf.models import image_preprocessing  # noqa: F401
+from nlr_tf.models.methods import FAMILIES
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
@@ -86,8 +82,18 @@ def write_eval_history(model_dir: str, history: list[dict]) -> None:
 
 
 def resolve_checkpoint(path: str) -> tuple[str, Optional[dict[str, Any]]]:
-    """The checkpoint prefix and run config of `path` (a model dir or a checkpoint prefix)."""
+    """The checkpoint prefix and run config of `path` (a model dir or a checkpoint prefix).
+
+    A model dir stands for the weights of its final model: those of its best
+    evaluation when the run restored them (`--restore_best`, as its
+    `model.keras`), else its last checkpoint (also of a run not finished).
+    """
     if os.path.isdir(path):
+        if (read_result(path) or {}).get("restored_best"):
+            best = tf.train.latest_checkpoint(os.path.join(path, BEST_DIR))
+            if best is None:
+                raise CheckpointError(f"{path}: the run restored its best weights, but {BEST_DIR}/ holds no checkpoint")
+            return best, read_run_config(path)
         prefix = tf.train.latest_checkpoint(os.path.join(path, CHECKPOINT_DIR))
         if prefix is None:
             raise CheckpointError(f"{path}: no checkpoint in {os.path.join(path, CHECKPOINT_DIR)}")
@@ -113,6 +119,8 @@ def load_trained_model(model_dir: str) -> tuple[keras.Model, dict[str, Any]]:
             f"{model_path} was saved by an earlier nlr_tf, whose method models were not functional models, and "
             "does not load into today's; train the run again (its checkpoints still serve as --init_checkpoint)"
         )
+    for family in FAMILIES.values():  # importing each model class registers it for safe-mode loading
+        family.model_class()
     model = keras.saving.load_model(model_path, safe_mode=True)
     bad = [w.path for w in model.weights if not np.all(np.isfinite(keras.ops.convert_to_numpy(w)))]
     if bad:
