@@ -5,6 +5,7 @@ import re
 
 import pytest
 from cli_util import run_cli
+from fault_util import cli_error_line, cut_in_half, fails_in_one_line, nothing_written, skipped_rows, skips
 from PIL import Image
 
 from nlr_tf.data.parsing import iterate_label_lists
@@ -181,3 +182,68 @@ def test_a_file_in_another_encoding_is_named_by_line_and_byte_and_read_with_enco
     )
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "category_names_eng.txt:2: byte" in result.stderr.strip().splitlines()[-1]
+
+
+# === Faults: a corrupt image, a missing image, malformed label lines ===
+FAULTS = ("corrupt_image", "missing_image", "malformed_row")
+MALFORMED_LINES = [  # keys no list names, so only the lines are bad
+    "images/3/14/2003918277,1192837468.jpg",
+    "images/3/15/2003918278,1192837469.jpg 3.5",
+    "images/3/16/2003918279,1192837470.jpg x",
+    "images/3/17/2003918280,1192837471.jpg --3",
+]
+
+
+def _add_fault(root, fault):
+    """Puts `fault` into the tree; returns the (origin, reason) of the rows it spoils and the keys left out."""
+    if fault == "corrupt_image":  # the first key of the noisy list
+        key = KEY_LISTS["noisy_train_key_list.txt"][0]
+        cut_in_half(os.path.join(root, key))
+        origin = f"{os.path.join(root, 'noisy_train_key_list.txt')}:1"
+        return [(origin, f"{os.path.join(root, key)}: cannot decode image: ")], {key}
+    if fault == "missing_image":  # the second key of the validation list
+        key = KEY_LISTS["clean_val_key_list.txt"][1]
+        os.remove(os.path.join(root, key))
+        origin = f"{os.path.join(root, 'clean_val_key_list.txt')}:2"
+        return [(origin, f"image file not found: {os.path.join(root, key)}")], {key}
+    kv = os.path.join(root, "noisy_label_kv.txt")
+    with open(kv, "a") as f:
+        f.write("\n".join(MALFORMED_LINES) + "\n")
+    return [
+        (f"{kv}:{len(NOISY_LABELS) + 1 + i}", f"expected `<image key> <class index>`, got {line!r}")
+        for i, line in enumerate(MALFORMED_LINES)
+    ], set()
+
+
+def _check_all_but(info, left_out):
+    """Every listed key but `left_out` is written to its split."""
+    for list_name, split in zip(KEY_LISTS, ("noisy", "clean", "val", "test")):
+        assert sorted(_labels(info, split)) == sorted(k for k in KEY_LISTS[list_name] if k not in left_out)
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_fault_fails_in_one_line_naming_its_row_or_is_skipped_and_listed(tmp_path, fault):
+    root = make_clothing1m(tmp_path / "clothing1M")
+    spoiled, left_out = _add_fault(root, fault)
+    message = fails_in_one_line(clothing1m.convert(root), tmp_path / "out")
+    assert message.startswith("{}: {}".format(*spoiled[0]))
+    info = skips(clothing1m.convert(root), tmp_path / "out")
+    rows = skipped_rows(info)
+    assert [o for o, _ in rows] == [o for o, _ in spoiled]
+    assert all(got.startswith(want) for (_, got), (_, want) in zip(rows, spoiled))
+    _check_all_but(info, left_out)
+
+
+def test_the_binary_names_the_first_of_several_faults_in_one_line(tmp_path):
+    root = make_clothing1m(tmp_path / "clothing1M")
+    spoiled = [_add_fault(root, fault) for fault in FAULTS]
+    out = tmp_path / "out"
+    proc = run_cli(
+        "make_tfrecords", "--source=clothing1m", f"--clothing1m_dir={root}", f"--output_dir={out}", "--quiet"
+    )
+    malformed = spoiled[2][0]  # the label files are read before any key list
+    assert cli_error_line(proc).startswith("{}: {}".format(*malformed[0]))
+    assert nothing_written(out)
+    info = skips(clothing1m.convert(root), out)
+    assert [o for o, _ in skipped_rows(info)] == [o for o, _ in malformed] + [spoiled[i][0][0][0] for i in (0, 1)]
+    _check_all_but(info, spoiled[0][1] | spoiled[1][1])

@@ -7,6 +7,7 @@ import re
 
 import pytest
 from cli_util import run_cli
+from fault_util import cli_error_line, cut_in_half, fails_in_one_line, nothing_written, skipped_rows, skips
 from PIL import Image
 
 from nlr_tf.data.parsing import iterate_label_lists
@@ -266,3 +267,101 @@ def test_text_in_another_encoding_is_named_by_line_and_byte_and_read_with_encodi
         f.write(data.replace(b'"person"', b'"person\xe9"', 1))
     with pytest.raises(ConversionError, match=r"instances_val2014.json:1: byte \d+ \(b'\\xe9'\) is not valid utf-8"):
         coco.convert(paths["instances_train"], paths["instances_val"], jsonl, encoding="utf-8")
+
+
+# === Faults: a corrupt image, a missing image, malformed entries ===
+FAULTS = ("corrupt_image", "missing_image", "malformed_row")
+
+
+def _convert(paths):
+    return coco.convert(**paths, clean_fraction=0.25)  # two of the eight labelled training images
+
+
+def _edit_instances(path, edit):
+    with open(path) as f:
+        data = json.load(f)
+    edit(data)
+    with open(path, "w") as f:
+        json.dump(data, f)
+
+
+def _add_fault(root, paths, fault):
+    """Puts `fault` into the tree; returns the (origin, reason) of the entries it spoils and the ids left out."""
+    if fault == "corrupt_image":  # a training image that is in `clean` too: one bad row, not two
+        name = next(r.id for r in _convert(paths).items if r.split == "clean")
+        path = os.path.join(root, "train2014", name)
+        cut_in_half(path)
+        origin = f"{paths['instances_train']}:images[{list(TRAIN_ANNOTATIONS).index(int(name[-16:-4]))}]"
+        return [(origin, f"{path}: cannot decode image: ")], {name}
+    if fault == "missing_image":
+        path = os.path.join(root, "val2014", file_name("val2014", 73))
+        os.remove(path)
+        return [(f"{paths['instances_val']}:images[1]", f"image file not found: {path}")], {file_name("val2014", 73)}
+    # An image without a file name, an annotation of an unknown image, and one whose image_id is a fraction
+    # (taken as image 74 it would give that unlabelled image the label person).
+    _edit_instances(paths["instances_train"], lambda d: d["images"].append({"id": 80, "file_name": None}))
+    _edit_instances(paths["instances_train"], lambda d: d["annotations"].append({"image_id": 999, "category_id": 1}))
+    _edit_instances(paths["instances_val"], lambda d: d["annotations"].append({"image_id": 74.5, "category_id": 1}))
+    num_train, num_val = (sum(len(v) for v in t.values()) for t in (TRAIN_ANNOTATIONS, VAL_ANNOTATIONS))
+    return [
+        (
+            f"{paths['instances_train']}:images[{len(TRAIN_ANNOTATIONS)}]",
+            "an image needs an integer id and a file_name: file_name None is not a file name",
+        ),
+        (f"{paths['instances_train']}:annotations[{num_train}]", "unknown image_id 999"),
+        (
+            f"{paths['instances_val']}:annotations[{num_val}]",
+            "an annotation needs an integer image_id and category_id: image_id 74.5 is not an integer",
+        ),
+    ], set()
+
+
+def _check_all_but(info, left_out):
+    """Every labelled image but `left_out` is written; the held-out ones with their verified labels."""
+    noisy = _read_split(info, "noisy")
+    assert sorted(noisy) == sorted(n for n in (file_name("train2014", i) for i in EXPECTED_TRAIN) if n not in left_out)
+    held_out = {**_read_split(info, "val"), **_read_split(info, "test")}
+    want = {file_name("val2014", i): clean for i, (clean, _) in EXPECTED_VAL.items()}
+    assert {i: r["verified_pos"] for i, r in held_out.items()} == {i: v for i, v in want.items() if i not in left_out}
+    clean = _read_split(info, "clean")
+    assert len(clean) == 2 - len({n for n in left_out if "train2014" in n})  # the left-out training image was clean
+    assert all(i not in left_out for i in clean)
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_fault_fails_in_one_line_naming_its_entry_or_is_skipped_and_listed(tmp_path, fault):
+    paths = make_coco(str(tmp_path / "coco"))
+    spoiled, left_out = _add_fault(str(tmp_path / "coco"), paths, fault)
+    message = fails_in_one_line(_convert(paths), tmp_path / "out")
+    assert message.startswith("{}: {}".format(*spoiled[0]))
+    info = skips(_convert(paths), tmp_path / "out")
+    rows = skipped_rows(info)
+    assert [o for o, _ in rows] == [o for o, _ in spoiled]
+    assert all(got.startswith(want) for (_, got), (_, want) in zip(rows, spoiled))
+    _check_all_but(info, left_out)
+    assert info.provenance["details"]["counts"]["val_images_without_labels_removed"] == 1  # image 74 stays unlabelled
+
+
+def test_the_binary_names_the_first_of_several_faults_in_one_line(tmp_path):
+    root = str(tmp_path / "coco")
+    paths = make_coco(root)
+    spoiled = [_add_fault(root, paths, fault) for fault in FAULTS]
+    out = tmp_path / "out"
+    proc = run_cli(
+        "make_tfrecords",
+        "--source=coco",
+        f"--coco_instances_train={paths['instances_train']}",
+        f"--coco_instances_val={paths['instances_val']}",
+        f"--coco_predictions={paths['predictions']}",
+        f"--coco_class_map={paths['class_map']}",
+        f"--coco_annotator_map={paths['annotator_map']}",
+        "--clean_fraction=0.25",
+        f"--output_dir={out}",
+        "--quiet",
+    )
+    malformed = spoiled[2][0]  # malformed entries are found while reading, before any image
+    assert cli_error_line(proc).startswith("{}: {}".format(*malformed[0]))
+    assert nothing_written(out)
+    info = skips(_convert(paths), out)
+    assert [o for o, _ in skipped_rows(info)] == [o for o, _ in malformed] + [spoiled[i][0][0][0] for i in (0, 1)]
+    _check_all_but(info, spoiled[0][1] | spoiled[1][1])

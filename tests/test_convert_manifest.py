@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 from cli_util import run_cli
+from fault_util import fails_in_one_line, skipped_rows, skips
 from PIL import Image
 
 from nlr_tf.data.parsing import iterate_label_lists
@@ -249,3 +250,38 @@ def test_a_split_name_the_methods_do_not_read_is_a_bad_row_unless_listed(tmp_pat
     assert [item.split for item in convert(extra_splits=("training",)).items][0] == "training"
     with pytest.raises(ConversionError, match="--default_split=train is not one of"):
         convert(default_split="train")
+
+
+def test_randomly_corrupted_images_are_exactly_the_rows_skipped(tmp_path):
+    """5 % of 200 PNGs, picked by a seeded RNG, cut short, emptied or overwritten with random bytes."""
+    rng = np.random.default_rng(20)
+    (tmp_path / "img").mkdir()
+    rows = []
+    for i in range(200):
+        rows.append({"image": f"img/{i:03d}.png", "noisy": CLASSES[i % len(CLASSES)].split(",")[0], "id": f"id-{i}"})
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / rows[-1]["image"])
+    _write_csv(tmp_path / "rows.csv", rows, fields=("image", "noisy", "id"))
+    (tmp_path / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    corrupted = sorted(rng.choice(len(rows), size=len(rows) // 20, replace=False).tolist())
+    kinds = dict(zip(corrupted, rng.permutation(np.arange(len(corrupted)) % 3).tolist()))
+    for i, kind in kinds.items():
+        path = tmp_path / rows[i]["image"]
+        data = path.read_bytes()
+        path.write_bytes([data[: rng.integers(1, len(data))], b"", rng.bytes(len(data))][kind])
+    csv_path = tmp_path / "rows.csv"
+    convert = lambda: manifest.convert(str(csv_path), str(tmp_path / "classes.txt"), str(tmp_path))  # noqa: E731
+    origin = {i: f"{csv_path}:{i + 2}" for i in corrupted}
+
+    message = fails_in_one_line(convert(), tmp_path / "out")
+    first = corrupted[0]  # rows are written in order
+    assert message.startswith(f"{origin[first]}: {tmp_path / rows[first]['image']}: ")
+
+    info = skips(convert(), tmp_path / "out")
+    skipped = dict(skipped_rows(info))
+    assert set(skipped) == set(origin.values())
+    for i in corrupted:
+        reason = ["cannot decode image: ", "image is empty (0 bytes)", "cannot decode image: "][kinds[i]]
+        assert skipped[origin[i]].startswith(f"{tmp_path / rows[i]['image']}: {reason}")
+    assert sorted(info.splits) == ["noisy"] and info.splits["noisy"].num_records == 190
+    written = {r["id"]: r["noisy"] for r in iterate_label_lists(info.split_files("noisy"))}
+    assert written == {r["id"]: [i % len(CLASSES)] for i, r in enumerate(rows) if i not in kinds}

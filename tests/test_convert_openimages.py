@@ -6,6 +6,7 @@ import re
 
 import pytest
 from cli_util import run_cli
+from fault_util import cli_error_line, cut_in_half, fails_in_one_line, nothing_written, skipped_rows, skips
 from PIL import Image
 
 from nlr_tf.data.parsing import iterate_label_lists
@@ -247,3 +248,79 @@ def test_cli(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert f"wrote {out}: 6 classes, clean=2, noisy=4, test=3, val=3; 0 bad rows skipped" in result.stdout
+
+
+# === Faults: a corrupt image, a missing image, a malformed row ===
+FAULTS = ("corrupt_image", "missing_image", "malformed_row")
+
+
+def _add_fault(oi_dir, image_root, fault):
+    """Puts `fault` into the tree; returns (origin, reason) of the row it spoils and that row's ImageID."""
+    images_csv = os.path.join(oi_dir, openimages.IMAGES_CSV)
+    if fault == "corrupt_image":  # train, the second row of images.csv
+        image_id = "000095d8b8d9a0ea"
+        path = os.path.join(image_root, "train", f"{image_id}.jpg")
+        cut_in_half(path)
+        return (f"{images_csv.format(subset='train')}:3", f"{path}: cannot decode image: "), image_id
+    if fault == "missing_image":  # validation, the fourth row
+        image_id = "0000c64e1253d68f"
+        path = os.path.join(image_root, "validation", f"{image_id}.jpg")
+        os.remove(path)
+        return (f"{images_csv.format(subset='validation')}:5", f"image file not found: {path}"), image_id
+    # A Title written without its quotes: its comma makes one column too many (validation, the third row).
+    image_id, path = "000062a39995e348", images_csv.format(subset="validation")
+    with open(path) as f:
+        lines = f.read().splitlines()
+    assert lines[3].startswith(image_id)
+    lines[3] = lines[3].replace('"A title, with a comma"', "A title, with a comma")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    reason = f"expected {len(IMAGES_HEADER)} columns ({','.join(IMAGES_HEADER)}), got {len(IMAGES_HEADER) + 1}"
+    return (f"{path}:4", reason), image_id
+
+
+def _check_all_but(info, left_out):
+    """Every image but `left_out` is written, with its labels."""
+    noisy = {i: r["noisy"] for i, r in _read_split(info, "noisy").items()}
+    assert noisy == {i: v for i, v in EXPECTED_NOISY.items() if i not in left_out}
+    merged = {
+        i: (r["noisy"], r["verified_pos"], r["verified_neg"])
+        for split in ("clean", "val", "test")
+        if split in info.splits
+        for i, r in _read_split(info, split).items()
+    }
+    assert merged == {i: v for i, v in EXPECTED_VALIDATION.items() if i not in left_out}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_a_fault_fails_in_one_line_naming_its_row_or_is_skipped_and_listed(tmp_path, fault):
+    oi_dir, image_root = make_openimages(tmp_path / "oi")
+    (origin, reason), image_id = _add_fault(oi_dir, image_root, fault)
+    convert = lambda: openimages.convert(oi_dir, image_root=image_root)  # noqa: E731
+    message = fails_in_one_line(convert(), tmp_path / "out")
+    assert message.startswith(f"{origin}: {reason}")
+    info = skips(convert(), tmp_path / "out")
+    [(got_origin, got_reason)] = skipped_rows(info)
+    assert got_origin == origin and got_reason.startswith(reason)
+    _check_all_but(info, {image_id})
+
+
+def test_the_binary_names_the_first_of_several_faults_in_one_line(tmp_path):
+    oi_dir, image_root = make_openimages(tmp_path / "oi")
+    spoiled = [_add_fault(oi_dir, image_root, fault) for fault in FAULTS]
+    out = tmp_path / "out"
+    proc = run_cli(
+        "make_tfrecords",
+        "--source=openimages",
+        f"--openimages_dir={oi_dir}",
+        f"--image_root={image_root}",
+        f"--output_dir={out}",
+        "--quiet",
+    )
+    (origin, reason), _ = spoiled[0]  # the training images come first
+    assert cli_error_line(proc).startswith(f"{origin}: {reason}")
+    assert nothing_written(out)
+    info = skips(openimages.convert(oi_dir, image_root=image_root), out)
+    # Stream order: the training images, then the validation images.csv as it is read, then its images.
+    assert [o for o, _ in skipped_rows(info)] == [spoiled[i][0][0] for i in (0, 2, 1)]
+    _check_all_but(info, {image_id for _, image_id in spoiled})

@@ -3,10 +3,11 @@
 import io
 
 import numpy as np
+import pytest
 import tensorflow as tf
 from PIL import Image
 
-from tfrecords_tools.images import check_image_bytes
+from tfrecords_tools.images import ImageError, check_image_bytes
 
 
 def _sideways_photo(orientation: int) -> bytes:
@@ -33,3 +34,26 @@ def test_exif_orientation_is_applied_to_the_pixels():
     # An upright photo is stored byte for byte.
     upright = _sideways_photo(1)
     assert check_image_bytes(upright) == upright
+
+
+def test_a_png_cut_short_anywhere_is_an_error_where_tensorflow_would_fail():
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(buf, format="PNG")
+    data = buf.getvalue()
+    assert check_image_bytes(data) == data and check_image_bytes(data + b"trailing") == data + b"trailing"
+    for cut in range(len(data)):
+        with pytest.raises(ImageError):
+            check_image_bytes(data[:cut])
+    # Cut in its last 20 bytes (the end of the compressed pixels' checksum, their chunk's CRC, the IEND chunk),
+    # it still gives Pillow all its pixels, but TensorFlow's decoder reads to IEND and fails.
+    for cut in range(len(data) - 20, len(data)):
+        with pytest.raises(ImageError, match="PNG file is truncated"):
+            check_image_bytes(data[:cut])
+        with pytest.raises(tf.errors.InvalidArgumentError):
+            tf.io.decode_png(data[:cut])
+    flipped = bytearray(data)
+    flipped[-1] ^= 1  # the IEND chunk's CRC
+    with pytest.raises(ImageError, match="PNG chunk 'IEND' has a wrong CRC"):
+        check_image_bytes(bytes(flipped))
+    with pytest.raises(tf.errors.InvalidArgumentError):
+        tf.io.decode_png(bytes(flipped))

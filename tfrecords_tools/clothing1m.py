@@ -31,6 +31,7 @@ without the label its split needs are bad rows.
 """
 
 import os
+import re
 from collections.abc import Iterator
 from typing import Optional
 
@@ -39,6 +40,7 @@ from tfrecords_tools import inputs
 from tfrecords_tools.records import BadRow, Conversion, ConversionError, Item, Record, complement
 
 SOURCE = "clothing1m"
+_INTEGER = re.compile(r"^-?[0-9]+$")
 CLASS_NAMES_FILE = "category_names_eng.txt"
 LABEL_FILES = {"noisy": "noisy_label_kv.txt", "clean": "clean_label_kv.txt"}
 KEY_LISTS = {
@@ -102,7 +104,7 @@ def _read_labels(path: str, num_classes: int, labels: dict[str, int], encoding: 
         if not fields:
             continue
         origin = f"{path}:{lineno}"
-        if len(fields) != 2 or not fields[1].lstrip("-").isdigit():
+        if len(fields) != 2 or not _INTEGER.match(fields[1]):
             yield BadRow(origin, f"expected `<image key> <class index>`, got {line.strip()!r}")
             continue
         key, label = fields[0], int(fields[1])

@@ -68,6 +68,7 @@ CLASS_MAP_COLUMNS = ("coco_category_name", "target_class")
 ANNOTATOR_MAP_COLUMNS = ("annotator_label", "target_class")
 PREDICTION_COLUMNS = ("image_id", "label", "score")
 _INSTANCES_NAME = re.compile(r"^instances_(?P<folder>.+)\.json$")
+_INTEGER = re.compile(r"^\s*-?[0-9]+\s*$")
 
 
 class _Image:
@@ -247,9 +248,9 @@ def _read_images(path: str, data, category_classes, known_categories, bad: list[
     for i, entry in enumerate(data["images"]):
         origin = f"{path}:images[{i}]"
         try:
-            image = _Image(origin, int(entry["id"]), str(entry["file_name"]), folder)
-        except (KeyError, TypeError, ValueError):
-            bad.append(BadRow(origin, "an image needs an integer id and a file_name"))
+            image = _Image(origin, _integer(entry, "id"), _file_name(entry), folder)
+        except ValueError as e:
+            bad.append(BadRow(origin, f"an image needs an integer id and a file_name: {e}"))
             continue
         if image.coco_id in images:
             bad.append(BadRow(origin, f"image id {image.coco_id} is listed twice"))
@@ -258,9 +259,9 @@ def _read_images(path: str, data, category_classes, known_categories, bad: list[
     for i, ann in enumerate(data["annotations"]):
         origin = f"{path}:annotations[{i}]"
         try:
-            image_id, category_id = int(ann["image_id"]), int(ann["category_id"])
-        except (KeyError, TypeError, ValueError):
-            bad.append(BadRow(origin, "an annotation needs an integer image_id and category_id"))
+            image_id, category_id = _integer(ann, "image_id"), _integer(ann, "category_id")
+        except ValueError as e:
+            bad.append(BadRow(origin, f"an annotation needs an integer image_id and category_id: {e}"))
             continue
         if image_id not in images:
             bad.append(BadRow(origin, f"unknown image_id {image_id}"))
@@ -269,6 +270,38 @@ def _read_images(path: str, data, category_classes, known_categories, bad: list[
         else:
             images[image_id].clean.update(category_classes.get(category_id, ()))
     return list(images.values())
+
+
+def _integer(entry: Any, key: str) -> int:
+    """`entry[key]` as an id: an int, or a string or float holding a whole number.
+
+    Raises:
+        ValueError: `entry` is no JSON object, or its `key` is missing or no whole number (a bool, a
+            fraction, a word, null), named in one line.
+    """
+    value = _value(entry, key)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and _INTEGER.match(value):
+        return int(value)
+    raise ValueError(f"{key} {value!r} is not an integer")
+
+
+def _file_name(entry: Any) -> str:
+    value = _value(entry, "file_name")
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"file_name {value!r} is not a file name")
+    return value
+
+
+def _value(entry: Any, key: str) -> Any:
+    if not isinstance(entry, dict):
+        raise ValueError(f"expected a JSON object, got {type(entry).__name__}")
+    if key not in entry:
+        raise ValueError(f"no {key!r}")
+    return entry[key]
 
 
 def _prediction_rows(path: str, encoding: str) -> Iterator:

@@ -6,11 +6,16 @@ of failing a training run hours later. JPEG and PNG bytes are kept as they
 are; other formats (and arrays) are re-encoded losslessly as PNG; JPEGs in
 colour modes TensorFlow cannot decode (CMYK, YCCK) are re-encoded as RGB.
 An EXIF orientation (a phone photo taken sideways) is applied to the pixels
-and the image re-encoded, since TensorFlow's decoders ignore it.
+and the image re-encoded, since TensorFlow's decoders ignore it. A PNG kept
+as it is must hold every chunk through IEND, each with its right CRC: Pillow
+decodes a PNG cut short near its end (in the compressed data's checksum, its
+chunk's CRC or the IEND chunk), TensorFlow's decoder fails on it.
 """
 
 import io
 import os
+import struct
+import zlib
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -21,6 +26,7 @@ from tfrecords_tools.records import Record
 Image.LOAD_TRUNCATED_IMAGES = False
 
 _EXIF_ORIENTATION = 0x0112
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _KEEP_MODES = {"JPEG": {"L", "RGB"}, "PNG": {"1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I;16B"}}
 
 
@@ -53,6 +59,24 @@ def _reencode(img: Image.Image, fmt: str) -> bytes:
     return buf.getvalue()
 
 
+def _check_png_chunks(data: bytes) -> None:
+    """Raises `ImageError` unless the PNG `data` holds whole chunks with right CRCs up to and including IEND."""
+    view, pos = memoryview(data), len(_PNG_SIGNATURE)
+    while True:
+        if pos + 8 > len(data):
+            raise ImageError("cannot decode image: PNG file is truncated (no IEND chunk)")
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        name = kind.decode("latin-1")
+        end = pos + 12 + length
+        if end > len(data):
+            raise ImageError(f"cannot decode image: PNG file is truncated (in its {name!r} chunk)")
+        if zlib.crc32(view[pos + 4 : end - 4]) != struct.unpack_from(">I", data, end - 4)[0]:
+            raise ImageError(f"cannot decode image: PNG chunk {name!r} has a wrong CRC")
+        if kind == b"IEND":
+            return
+        pos = end
+
+
 def check_image_bytes(data: bytes, max_side: int = 0) -> bytes:
     """Fully decodes `data`; returns bytes TensorFlow can decode as JPEG or PNG.
 
@@ -70,7 +94,9 @@ def check_image_bytes(data: bytes, max_side: int = 0) -> bytes:
         img = Image.open(io.BytesIO(data))
         fmt = img.format
         img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError:
+        raise ImageError("cannot decode image: not in an image format Pillow reads") from None
+    except (OSError, SyntaxError, ValueError) as e:
         raise ImageError(f"cannot decode image: {e}") from None
     if img.width < 1 or img.height < 1:
         raise ImageError(f"image has no pixels ({img.width}x{img.height})")
@@ -84,6 +110,8 @@ def check_image_bytes(data: bytes, max_side: int = 0) -> bytes:
         img = img.resize(size, Image.BILINEAR)
         resized = True
     if fmt in _KEEP_MODES and img.mode in _KEEP_MODES[fmt] and not resized:
+        if fmt == "PNG":
+            _check_png_chunks(data)
         return data
     return _reencode(img, "JPEG" if fmt == "JPEG" else "PNG")
 

@@ -161,11 +161,15 @@ def _write_into(
     num_classes = len(conversion.classes)
     splits: dict[str, _SplitWriter] = {}
     skipped: list[dict[str, str]] = []
+    seen_bad: set[tuple[str, str]] = set()
 
     def reject(bad: BadRow) -> None:
         if not skip_bad:
             raise BadInputError(bad.message())
-        skipped.append({"origin": bad.origin, "reason": bad.reason})
+        # A source row written to two splits (a COCO image in `noisy` and `clean`) is one bad row.
+        if (bad.origin, bad.reason) not in seen_bad:
+            seen_bad.add((bad.origin, bad.reason))
+            skipped.append({"origin": bad.origin, "reason": bad.reason})
 
     def handle(result: Union[tuple[Record, bytes], BadRow]) -> None:
         if isinstance(result, BadRow):
