@@ -356,11 +356,13 @@ def _examples(
     seed: int,
     ordered: bool,
     feature_dim: int = 0,
+    first_index: int = 0,
 ) -> tf.data.Dataset:
     """Serialized records -> unbatched example dicts, in the same order.
 
     Records of a feature cache (`feature_dim` > 0) carry `features` and skip
-    the image stages.
+    the image stages. `first_index` is the first record's position in the
+    stream (records skipped before it keep their augmentation seeds).
     """
     # Parse blocks of records with one vectorized call, then split them
     # again: several times cheaper per record than parse_single_example,
@@ -380,7 +382,9 @@ def _examples(
     if augment:
         # Number the examples (after repeat: new numbers every epoch) to
         # seed their augmentation statelessly.
-        return ds.enumerate().map(decoder.decode_augmented, num_parallel_calls=AUTOTUNE, deterministic=ordered)
+        return ds.enumerate(start=first_index).map(
+            decoder.decode_augmented, num_parallel_calls=AUTOTUNE, deterministic=ordered
+        )
     return ds.map(decoder.decode, num_parallel_calls=AUTOTUNE, deterministic=ordered)
 
 
@@ -526,6 +530,7 @@ def make_train_dataset(
     random_flip: bool = False,
     with_ids: bool = False,
     cycle_length: int = DEFAULT_CYCLE_LENGTH,
+    skip_batches: int = 0,
 ) -> tf.data.Dataset:
     """The infinite training stream, mixing two splits exactly in every batch.
 
@@ -571,6 +576,10 @@ def make_train_dataset(
         with_ids: bool. Include the string `id`. Defaults to False.
         cycle_length: int. Files read concurrently per stream. Defaults to
             16.
+        skip_batches: int. Batches of this stream already trained on (a
+            resumed run): the stream starts after them, as it would have
+            gone on. They are skipped as serialized records, before any
+            parsing or decoding. Defaults to 0.
 
     Returns:
         An infinite `tf.data.Dataset` of element dicts (module docstring).
@@ -622,6 +631,8 @@ def make_train_dataset(
         ds, is_clean, block_size = records(noisy_split, seed=_derive_seed(seed, 0)), False, PARSE_BLOCK
     else:
         ds, is_clean, block_size = records(clean_split, seed=_derive_seed(seed, 1)), True, PARSE_BLOCK
+    # One record per example, and batches are whole blocks: skipping records skips whole batches.
+    ds = ds.skip(skip_batches * batch_size)
     ds = _examples(
         ds,
         num_classes=info.num_classes,
@@ -637,6 +648,7 @@ def make_train_dataset(
         # The mixed blocks must stay in order through the image map.
         ordered=deterministic or not isinstance(is_clean, bool),
         feature_dim=info.feature_dim,
+        first_index=skip_batches * batch_size,
     )
     # drop_remainder only makes the batch shape static: the stream is
     # infinite, nothing is dropped.
@@ -651,6 +663,7 @@ def distribute_train_dataset(
     info: schema.DatasetInfo,
     global_batch_size: int,
     mix_ratio: MixRatio = "9:1",
+    skip_steps: int = 0,
     **kwargs: Any,
 ) -> tf.distribute.DistributedDataset:
     """The mixed training stream distributed over `strategy`'s replicas.
@@ -664,6 +677,9 @@ def distribute_train_dataset(
         info: `DatasetInfo`. The dataset.
         global_batch_size: int. Batch size summed over all replicas.
         mix_ratio: str or (n, c). See `make_train_dataset`.
+        skip_steps: int. Steps already trained on this stream (a resumed
+            run): each input pipeline skips the batches its replicas took
+            in them. Defaults to 0.
         **kwargs: further keyword arguments of `make_train_dataset`
             (`backbone` is required).
 
@@ -672,6 +688,10 @@ def distribute_train_dataset(
     """
 
     def dataset_fn(input_context: tf.distribute.InputContext) -> tf.data.Dataset:
-        return make_train_dataset(info, global_batch_size, mix_ratio, input_context=input_context, **kwargs)
+        # Each step takes one batch per replica; a pipeline feeds num_replicas / num_pipelines replicas.
+        skip = skip_steps * input_context.num_replicas_in_sync // input_context.num_input_pipelines
+        return make_train_dataset(
+            info, global_batch_size, mix_ratio, input_context=input_context, skip_batches=skip, **kwargs
+        )
 
     return strategy.distribute_datasets_from_function(dataset_fn)

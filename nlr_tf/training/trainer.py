@@ -5,7 +5,9 @@ configuration against the dataset before building anything, builds the
 model under the strategy's scope (starting from a `noisy` model's checkpoint
 when the method says so), restores the last checkpoint of `model_dir` if
 there is one (so an interrupted run started again with the same command
-resumes and ends at the same step count), and then runs steps in
+resumes, its input streams taken up after the batches already trained on,
+and ends at the same step count; under `--deterministic`, with the weights
+and evaluations of the run never interrupted), and then runs steps in
 `tf.function` loops of up to `log_steps`, writing TensorBoard scalars and
 checkpoints as it goes. The final model is saved as `model.keras`.
 """
@@ -203,13 +205,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
     # What the family estimates from the data before its first step (a resumed run restores or reads it back).
     estimated = model.fit_before_training(data, config, resumed=bool(manager.latest_checkpoint))
 
-    def batches(ratio: str):
+    def batches(ratio: str, skip_steps: int):
         return iter(
             pipeline.distribute_train_dataset(
                 strategy,
                 data,
                 config.batch_size,
                 ratio,
+                skip_steps=skip_steps,
                 backbone=config.backbone,
                 image_size=config.image_size or None,
                 noisy_split=config.noisy_split,
@@ -250,7 +253,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
             else:
                 step_fn, names, ratio = getattr(model, f"{phase.name}_step"), phase.loss_names, phase.mix_ratio
             loops[phase] = _make_loop(strategy, step_fn, names)
-            live[phase] = batches(ratio)
+            # Each phase's stream starts with the phase; a resumed run takes it up after the steps already trained.
+            phase_start = max((end for _, end in schedule if end <= current), default=0)
+            live[phase] = batches(ratio, skip_steps=current - phase_start)
         start = time.perf_counter()
         logs = {k: float(v) for k, v in loops[phase](live[phase], tf.constant(num_steps)).items()}
         elapsed = time.perf_counter() - start
