@@ -60,7 +60,15 @@ def test_a_method_of_an_unknown_family_cannot_exist():
     with pytest.raises(ValueError, match="Received: family=co_teaching"):
         Method("co_teaching", "co_teaching", "1:0", "none", (), True, "")
     families = {m.family for m in METHODS.values()}
-    expected = {"classifier", "label_cleaning", "noise_regularization", "forward", "misra", "confident_learning"}
+    expected = {
+        "classifier",
+        "label_cleaning",
+        "noise_regularization",
+        "forward",
+        "misra",
+        "confident_learning",
+        "cleannet",
+    }
     assert families == expected
 
 
