@@ -50,6 +50,27 @@ def test_bad_flags_fail_at_parse_time(bad, message):
         flags.FLAGS(["nlr-train", "--method=noisy", "--dataset=d", "--model_dir=m", bad])
 
 
+def _bounded_fields():
+    """(flag, value just outside its bound) for every TrainConfig field with a bound."""
+    cases = []
+    for f in dataclasses.fields(TrainConfig):
+        spec = f.metadata["flag"]
+        step = 1 if f.type is int or f.type == "int" else 0.5
+        if spec["lower"] is not None:
+            cases.append((f.name, spec["lower"] - step))
+        if spec["upper"] is not None:
+            cases.append((f.name, spec["upper"] + step))
+    return cases
+
+
+@pytest.mark.parametrize("name,value", _bounded_fields(), ids=lambda v: str(v))
+def test_every_bounded_flag_refuses_a_value_past_its_bound_at_parse_time(name, value):
+    """Parse-time errors come before anything is written: one line naming the flag and its value."""
+    with flagsaver.flagsaver(), pytest.raises(flags.IllegalFlagValueError, match=rf"^flag --{name}="):
+        flags.FLAGS.unparse_flags()
+        flags.FLAGS(["nlr-train", "--method=noisy", "--dataset=d", "--model_dir=m", f"--{name}={value}"])
+
+
 def test_help_imports_no_tensorflow():
     code = "import sys; import nlr_tf.cli.train; print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
