@@ -9,8 +9,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score
 
 from nlr_tf.data import schema
+from nlr_tf.data.feature_cache import read_split
 from nlr_tf.data.parsing import make_example
-from nlr_tf.evaluation.linear_reference import DEFAULT_MAX_ITER, logistic_regression_reference, read_split
+from nlr_tf.evaluation.linear_reference import DEFAULT_MAX_ITER, logistic_regression_reference
 
 D, F = 3, 6
 

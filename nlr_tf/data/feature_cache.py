@@ -186,3 +186,25 @@ def load_feature_cache(
     if missing:
         raise FeatureCacheError(f"feature cache {path!r} lacks the split(s) {', '.join(missing)}")
     return cache
+
+
+def read_split(info: schema.DatasetInfo, split: str, batch_size: int = 1024) -> dict[str, np.ndarray]:
+    """One split of a feature cache as numpy arrays, in the split's order.
+
+    Returns:
+        dict: `features` float32 [N, F], `noisy_labels`, `verified_labels`,
+        `verified_mask` float32 [N, d] (multi-hot), `id` bytes [N].
+
+    Raises:
+        ValueError: `info` is a dataset of images, not a feature cache.
+    """
+    if not info.feature_dim:
+        raise ValueError(f"{info.path!r} is a dataset of images, not a feature cache")
+    backbone = info.provenance["feature_cache"].get("backbone", "small_cnn")
+    ds = pipeline.make_split_dataset(info, split, batch_size, backbone=backbone, training=False, with_ids=True)
+    keys = ("features", "noisy_labels", "verified_labels", "verified_mask", "id")
+    parts: dict[str, list] = {k: [] for k in keys}
+    for batch in ds:
+        for k in keys:
+            parts[k].append(batch[k].numpy())
+    return {k: np.concatenate(v) for k, v in parts.items()}

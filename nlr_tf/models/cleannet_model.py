@@ -364,6 +364,10 @@ class CleanNetModel(SigmoidClassifier):
             )
         if not info.has_split(config.clean_split):
             return f"--method=cleannet learns from the verification labels of split {config.clean_split!r}, absent"
+        from nlr_tf.data.parsing import label_arrays
+
+        if not len(label_pairs(label_arrays(info.split_files(config.clean_split), info.num_classes), True)["row"]):
+            return f"split {config.clean_split!r} verifies no noisy label: CleanNet has nothing to learn from"
         if not config.reference_features:
             return None  # the run's own feature cache: the trainer checks (or builds) it
         from nlr_tf.data.feature_cache import weights_source
@@ -383,6 +387,9 @@ class CleanNetModel(SigmoidClassifier):
         for split in (config.noisy_split, config.clean_split):
             if not cache.has_split(split):
                 return f"--reference_features={source} lacks the split {split!r}"
+        held, used = cache.splits[config.noisy_split].num_records, info.splits[config.noisy_split].num_records
+        if held != used:
+            return f"--reference_features={source} holds {held} {config.noisy_split} examples, the dataset {used}"
         return None
 
     def fit_before_training(self, data, config, resumed=False) -> dict:
@@ -400,18 +407,12 @@ class CleanNetModel(SigmoidClassifier):
         return record
 
     def _fit_cleannet(self, data, config) -> tuple[list[str], np.ndarray, dict]:
+        from nlr_tf.data.feature_cache import read_split
         from nlr_tf.data.schema import load_dataset_info
-        from nlr_tf.evaluation.linear_reference import read_split
-        from nlr_tf.training.checks import ConfigError
 
-        source = config.reference_features or config.feature_cache  # checked by `config_error`
+        source = config.reference_features or config.feature_cache  # checked by `config_error` (or the trainer)
         cache = load_dataset_info(source)
         noisy, clean = read_split(cache, config.noisy_split), read_split(cache, config.clean_split)
-        if data.splits[config.noisy_split].num_records != len(noisy["id"]):
-            raise ConfigError(
-                f"--reference_features={source} holds {len(noisy['id'])} {config.noisy_split} examples, "
-                f"the training data {data.splits[config.noisy_split].num_records}"
-            )
         net = CleanNet(self.num_classes, NUM_REFERENCES, cache.feature_dim, name="cleannet")
         net.set_references(reference_set(noisy["features"], noisy["noisy_labels"], NUM_REFERENCES, config.seed))
 
@@ -420,8 +421,6 @@ class CleanNetModel(SigmoidClassifier):
             return (split["features"][p["row"]], p["cls"], *((p["correct"],) if verified_only else ()))
 
         verified, unverified = pairs(clean, True), pairs(noisy, False)
-        if not len(verified[0]):
-            raise ConfigError(f"split {config.clean_split!r} has no verified noisy label for CleanNet to learn from")
         validation = None
         if config.eval_split and cache.has_split(config.eval_split):
             validation = pairs(read_split(cache, config.eval_split), True)

@@ -102,7 +102,7 @@ class ConfidentLearningModel(SigmoidClassifier):
             with open(path) as f:
                 record = json.load(f)
         else:
-            from nlr_tf.evaluation.linear_reference import read_split
+            from nlr_tf.data.feature_cache import read_split
 
             split = read_split(data, config.noisy_split)
             ids, noisy = split["id"].tolist(), split["noisy_labels"] > 0
