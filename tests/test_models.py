@@ -183,6 +183,7 @@ OUTPUTS = {
     "forward": {"scores", "logits"},
     "misra": {"scores", "visual_scores", "relevance_scores"},
     "confident_learning": {"scores", "logits"},
+    "cleannet": {"scores", "logits"},
 }
 
 
@@ -209,6 +210,7 @@ def test_every_model_is_one_functional_graph_with_named_outputs(method):
         "forward": "classifier",
         "misra": "relevance",
         "confident_learning": "classifier",
+        "cleannet": "classifier",
     }
     assert "backbone" in text and "heads" in text and head_layer[family] in text and f"(None, {D})" in text
     if family == "label_cleaning":  # c-hat, which needs the noisy labels: the model's extra output
