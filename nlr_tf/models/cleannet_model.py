@@ -398,7 +398,7 @@ class CleanNetModel(SigmoidClassifier):
             with np.load(path) as f:
                 ids, weights, record = f["ids"].tolist(), f["weights"], {}
         else:
-            ids, weights, record = self._fit_cleannet(data, config)
+            ids, weights, record = self._fit_cleannet(config)
             np.savez(path + ".tmp.npz", ids=np.array(ids, dtype=object).astype(str), weights=weights)
             os.replace(path + ".tmp.npz", path)
         if weights.shape[1] != self.num_classes:
@@ -406,7 +406,7 @@ class CleanNetModel(SigmoidClassifier):
         self.label_weights = ExampleTable([str(i) for i in ids], weights, default=1.0)
         return record
 
-    def _fit_cleannet(self, data, config) -> tuple[list[str], np.ndarray, dict]:
+    def _fit_cleannet(self, config) -> tuple[list[str], np.ndarray, dict]:
         from nlr_tf.data.feature_cache import read_split
         from nlr_tf.data.schema import load_dataset_info
 
