@@ -22,6 +22,8 @@ from typing import Any, Optional
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
 # How forward correction estimates its noise transition matrix T.
 TRANSITIONS = ("clean_pairs", "anchor")
+# Mixed precision: "none" (float32) or a Keras mixed dtype policy (see `nlr_tf.models.precision`).
+PRECISIONS = ("none", "mixed_bfloat16", "mixed_float16")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -10,7 +10,7 @@ import dataclasses
 from typing import Any, Optional
 
 from nlr_tf.data.image_sizes import BACKBONES
-from nlr_tf.models.methods import ACTIVATIONS, METHODS, TRANSITIONS
+from nlr_tf.models.methods import ACTIVATIONS, METHODS, PRECISIONS, TRANSITIONS
 
 OPTIMIZERS = ("rmsprop", "adam", "sgd")
 STRATEGIES = ("default", "mirrored", "multi_worker_mirrored", "tpu")
@@ -107,6 +107,13 @@ class TrainConfig:
     devices: tuple[str, ...] = _field((), "Devices for --strategy=mirrored (default: all GPUs).")
     seed: int = _field(0, "Seed of the input order and initialization.")
     deterministic: bool = _field(False, "Deterministic input order and ops (slower).")
+    mixed_precision: str = _field(
+        "none",
+        "Keras dtype policy of the backbone: mixed_bfloat16 (TPU, recent GPUs) or mixed_float16 (GPU; each "
+        "part's optimizer gets dynamic loss scaling). Heads, losses and metrics stay float32.",
+        choices=PRECISIONS,
+    )
+    jit_compile: bool = _field(False, "Compile the training and evaluation steps with XLA.")
     augment: bool = _field(False, "Random crops.")
     random_flip: bool = _field(False, "Random horizontal flips (with --augment).")
     feature_cache: str = _field("", "Feature cache folder (built here when absent).")

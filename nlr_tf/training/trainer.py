@@ -69,7 +69,11 @@ def _part_optimizers(config: TrainConfig, method: Method, info: DatasetInfo, tra
 
 
 # === The step loop ===
-def _make_loop(strategy, step_fn, loss_names):
+def _make_loop(strategy, step_fn, loss_names, jit_compile=False):
+    if jit_compile:
+        # XLA compiles each replica's step; the loop around it reads the input iterator, which XLA cannot.
+        step_fn = tf.function(step_fn, jit_compile=True, reduce_retracing=True)
+
     @tf.function
     def loop(iterator, num_steps):
         totals = {name: tf.constant(0.0) for name in loss_names}
@@ -160,6 +164,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
     except ValueError as e:
         raise ConfigError(str(e)) from None
     replicas = strategy.num_replicas_in_sync
+    if config.jit_compile and replicas > 1 and any("CPU" in d.upper() for d in strategy.extended.worker_devices):
+        # TensorFlow's own limit: "Collectives are not yet implemented for CPU devices when compiling with XLA".
+        raise ConfigError(
+            f"--jit_compile with {replicas} replicas on CPU devices: XLA cannot compile the all-reduces a "
+            "synchronized step needs on CPUs (it can on GPUs and TPUs); drop --jit_compile or train on one device"
+        )
     try:
         if config.batch_size % replicas:
             raise ValueError(f"--batch_size={config.batch_size} does not split over {replicas} replicas")
@@ -252,7 +262,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 step_fn, names, ratio = model.train_step, model.loss_names, mix_ratio(config, method)
             else:
                 step_fn, names, ratio = getattr(model, f"{phase.name}_step"), phase.loss_names, phase.mix_ratio
-            loops[phase] = _make_loop(strategy, step_fn, names)
+            loops[phase] = _make_loop(strategy, step_fn, names, config.jit_compile)
             # Each phase's stream starts with the phase; a resumed run takes it up after the steps already trained.
             phase_start = max((end for _, end in schedule if end <= current), default=0)
             live[phase] = batches(ratio, skip_steps=current - phase_start)
