@@ -19,6 +19,8 @@ import sys
 
 from absl import app, flags
 
+from nlr_tf.models.methods import PRECISIONS
+
 _MODEL_DIR = flags.DEFINE_string("model_dir", None, "A finished nlr-train run.")
 _DATASET = flags.DEFINE_string("dataset", None, "Dataset folder (or a feature cache of it).")
 _SPLIT = flags.DEFINE_string("split", "test", "Split to evaluate.")
@@ -35,6 +37,14 @@ _BASELINE_MODEL_DIR = flags.DEFINE_string(
 _NUM_EXAMPLES = flags.DEFINE_integer(
     "num_examples", 16, "Test images shown in examples.png with their top-5 predictions (0: none).", lower_bound=0
 )
+
+_MIXED_PRECISION = flags.DEFINE_enum(
+    "mixed_precision",
+    "none",
+    list(PRECISIONS),
+    "Keras dtype policy of the backbone while predicting (scores and metrics stay float32).",
+)
+_JIT_COMPILE = flags.DEFINE_bool("jit_compile", False, "Compile the prediction step with XLA.")
 
 flags.mark_flags_as_required(["model_dir", "dataset"])
 
@@ -59,6 +69,8 @@ def main(argv):
         output=_OUTPUT.value,
         baseline_model_dir=_BASELINE_MODEL_DIR.value,
         num_examples=_NUM_EXAMPLES.value,
+        mixed_precision=_MIXED_PRECISION.value,
+        jit_compile=_JIT_COMPILE.value,
     )
     try:
         out = run_evaluation(config)

@@ -18,6 +18,7 @@ import sys
 from absl import app, flags
 
 from nlr_tf.data.image_sizes import BACKBONES
+from nlr_tf.models.methods import PRECISIONS
 
 _DATASET = flags.DEFINE_string("dataset", None, "Dataset folder of images.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Feature cache folder to create.")
@@ -33,6 +34,14 @@ _NUM_SHARDS = flags.DEFINE_integer("num_shards", 4, "Shards per split.", lower_b
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing cache.")
 _QUIET = flags.DEFINE_bool("quiet", False, "No progress bar.")
 
+_MIXED_PRECISION = flags.DEFINE_enum(
+    "mixed_precision",
+    "none",
+    list(PRECISIONS),
+    "Keras dtype policy of the backbone while extracting (mixed_bfloat16 on TPUs and recent GPUs, mixed_float16 "
+    "on GPUs).",
+)
+
 flags.mark_flags_as_required(["dataset", "output_dir"])
 
 
@@ -43,6 +52,7 @@ def main(argv):
     from nlr_tf.data.output_dir import OutputDirError
     from nlr_tf.data.schema import DatasetError, load_dataset_info
     from nlr_tf.models.backbones import build_backbone
+    from nlr_tf.models.precision import apply_precision
     from nlr_tf.training.checkpoints import restore_parts
     from nlr_tf.training.model_dir import CheckpointError, resolve_checkpoint
 
@@ -68,6 +78,7 @@ def main(argv):
             source = _BACKBONE_WEIGHTS.value
         else:
             raise app.UsageError("pass --model_dir (a trained model) or --backbone and --backbone_weights")
+        apply_precision(backbone, _MIXED_PRECISION.value)
         cache = extract_features(
             backbone,
             info,

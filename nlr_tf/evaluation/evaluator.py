@@ -84,6 +84,8 @@ class EvalConfig:
     output: str = ""
     baseline_model_dir: str = ""
     num_examples: int = 16
+    mixed_precision: str = "none"
+    jit_compile: bool = False
 
 
 @dataclasses.dataclass
@@ -127,7 +129,7 @@ def _matches_cache(cache: DatasetInfo, model_dir: str, run_config: dict[str, Any
     )
 
 
-def _predict_run(model, run_config, model_dir, info, split, batch_size, notes):
+def _predict_run(model, run_config, model_dir, info, split, batch_size, notes, jit_compile=False):
     """Predictions of a run on `split`: on the feature cache if its backbone made it, else on the images."""
     data = info
     if info.feature_dim and not _matches_cache(info, model_dir, run_config):
@@ -145,6 +147,7 @@ def _predict_run(model, run_config, model_dir, info, split, batch_size, notes):
         backbone=run_config["backbone"],
         image_size=run_config.get("image_size", 0),
         batch_size=batch_size,
+        jit_compile=jit_compile,
     )
 
 
@@ -195,12 +198,12 @@ def run_evaluation(config: EvalConfig) -> EvalOutputs:
     notes: list[str] = []
     info = load_dataset_info(config.dataset)
     info.split_files(config.split)
-    model, run_config = run_files.load_trained_model(config.model_dir)
+    model, run_config = run_files.load_trained_model(config.model_dir, config.mixed_precision)
     if info.num_classes != model.num_classes:
         raise EvalError(f"the model has {model.num_classes} classes but dataset {info.path!r} has {info.num_classes}")
     baseline = stats = None
     if config.baseline_model_dir:
-        baseline, baseline_config = run_files.load_trained_model(config.baseline_model_dir)
+        baseline, baseline_config = run_files.load_trained_model(config.baseline_model_dir, config.mixed_precision)
         if baseline.num_classes != model.num_classes:
             raise EvalError(
                 f"baseline {config.baseline_model_dir!r} has {baseline.num_classes} classes but the model "
@@ -213,12 +216,21 @@ def run_evaluation(config: EvalConfig) -> EvalOutputs:
         )
 
     # === Predictions and metrics ===
-    p = _predict_run(model, run_config, config.model_dir, info, config.split, config.batch_size, notes)
+    p = _predict_run(
+        model, run_config, config.model_dir, info, config.split, config.batch_size, notes, config.jit_compile
+    )
     result, report = metrics_of_predictions(p, info, config.split)
     base_p = None
     if baseline is not None:
         base_p = _predict_run(
-            baseline, baseline_config, config.baseline_model_dir, info, config.split, config.batch_size, notes
+            baseline,
+            baseline_config,
+            config.baseline_model_dir,
+            info,
+            config.split,
+            config.batch_size,
+            notes,
+            config.jit_compile,
         )
         base_p = _aligned(base_p, p["id"], f"baseline {config.baseline_model_dir!r}")
         base_result, base_report = metrics_of_predictions(base_p, info, config.split)

@@ -136,10 +136,29 @@ class NoisyLabelModel(keras.Model):
             optimizer.build(variables)
         self.part_optimizers = dict(optimizers)
 
+    def _loss_scaled(self) -> bool:
+        return any(isinstance(o, keras.optimizers.LossScaleOptimizer) for o in self.part_optimizers.values())
+
+    def gradient_tape(self) -> tf.GradientTape:
+        """The tape a training step records its loss on (persistent when each part scales the loss on its own)."""
+        return tf.GradientTape(persistent=self._loss_scaled())
+
     def apply_part_gradients(self, tape: tf.GradientTape, loss: tf.Tensor, parts: Optional[list[str]] = None) -> None:
-        """Differentiates `loss` and lets each part's optimizer apply its share."""
+        """Differentiates `loss` and lets each part's optimizer apply its share.
+
+        Under `mixed_float16` each part's optimizer is a `LossScaleOptimizer`:
+        its gradients are those of the loss times its own dynamic scale
+        (the backward pass runs on the scaled loss), and it unscales them,
+        skipping the update and halving the scale when any is not finite.
+        """
         parts = [p for p in (parts or self.part_optimizers) if p in self.part_optimizers]
         variables = [self.part_variables(p) for p in parts]
+        if self._loss_scaled():
+            for part, vs in zip(parts, variables):
+                optimizer = self.part_optimizers[part]
+                scale = optimizer.scale_loss(tf.ones_like(loss))
+                optimizer.apply_gradients(zip(tape.gradient(loss, vs, output_gradients=scale), vs))
+            return
         grads = tape.gradient(loss, [v for vs in variables for v in vs])
         start = 0
         for part, vs in zip(parts, variables):

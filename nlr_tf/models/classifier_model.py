@@ -1,7 +1,6 @@
 """The one-head sigmoid classifier: the baselines of both papers."""
 
 import keras
-import tensorflow as tf
 
 from nlr_tf.models.base_model import NoisyLabelModel
 from nlr_tf.models.losses import masked_bce_with_logits
@@ -58,7 +57,7 @@ class SigmoidClassifier(NoisyLabelModel):
     def train_step(self, batch):
         noisy_mask, clean_mask = self.example_masks(batch)
         targets = noisy_mask * batch["noisy_labels"] + clean_mask * batch["verified_labels"]
-        with tf.GradientTape() as tape:
+        with self.gradient_tape() as tape:
             logits = self.heads(self.features(batch, training=True), training=True)["logits"]
             loss = masked_bce_with_logits(targets, logits, noisy_mask + clean_mask, self.entry_weights(batch))
         self.apply_part_gradients(tape, loss)

@@ -238,7 +238,7 @@ class ForwardModel(NoisyLabelModel):
         return noise_loss, clean_loss
 
     def train_step(self, batch):
-        with tf.GradientTape() as tape:
+        with self.gradient_tape() as tape:
             noise_loss, clean_loss = self.losses_on_batch(batch)
             loss = noise_loss + clean_loss
         self.apply_part_gradients(tape, loss)

@@ -117,7 +117,7 @@ class LabelCleaningModel(NoisyLabelModel):
         return clean_loss, classify_loss
 
     def train_step(self, batch):
-        with tf.GradientTape() as tape:
+        with self.gradient_tape() as tape:
             clean_loss, classify_loss = self.losses_on_batch(batch)
             loss = CLEAN_LOSS_WEIGHT * clean_loss + CLASSIFY_LOSS_WEIGHT * classify_loss
         self.apply_part_gradients(tape, loss)
@@ -126,7 +126,7 @@ class LabelCleaningModel(NoisyLabelModel):
     def pretrain_step(self, batch):
         """Trains the cleaning network alone on the verified examples."""
         is_clean, _, clean_mask = self.split_masks(batch, self.num_classes)
-        with tf.GradientTape() as tape:
+        with self.gradient_tape() as tape:
             cleaned = self.cleaner([batch["noisy_labels"], self.features(batch, training=False)], training=True)
             clean_loss = masked_l1(batch["verified_labels"], cleaned, clean_mask)
         self.apply_part_gradients(tape, clean_loss, parts=["cleaning"])

@@ -86,7 +86,7 @@ class MisraModel(NoisyLabelModel):
         return masked_mean(per_entry, noisy_mask)
 
     def train_step(self, batch):
-        with tf.GradientTape() as tape:
+        with self.gradient_tape() as tape:
             loss = self.losses_on_batch(batch)
         self.apply_part_gradients(tape, loss)
         return {"loss": loss}

@@ -1,7 +1,6 @@
 """Hu et al. 2019: a clean net regularized by a residual net fit to noisy labels."""
 
 import keras
-import tensorflow as tf
 
 from nlr_tf.models.base_model import NoisyLabelModel
 from nlr_tf.models.clean_residual_heads import CleanResidualHeads
@@ -96,7 +95,7 @@ class NoiseRegularizationModel(NoisyLabelModel):
         return clean_loss, noise_loss
 
     def train_step(self, batch):
-        with tf.GradientTape() as tape:
+        with self.gradient_tape() as tape:
             clean_loss, noise_loss = self.losses_on_batch(batch)
             loss = self.alpha * clean_loss + noise_loss if self.use_noisy else clean_loss
         self.apply_part_gradients(tape, loss)

@@ -25,6 +25,7 @@ def split_evaluator(model, data: DatasetInfo, config: TrainConfig):
     batch_size = 1024 if data.feature_dim else config.batch_size
     kwargs = dict(backbone=config.backbone, image_size=config.image_size, batch_size=batch_size)
     dataset = prediction.split_dataset(data, config.eval_split, **kwargs)
+    kwargs["jit_compile"] = config.jit_compile
     # A split whose decoded inputs fit in a small memory budget is read once and kept: reading the records again
     # at every evaluation (a new iterator over the shards) cost more than the evaluation itself.
     side = config.image_size or DEFAULT_IMAGE_SIZE[config.backbone]

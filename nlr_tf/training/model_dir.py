@@ -26,6 +26,7 @@ from nlr_tf.data.feature_cache import weights_source
 # Importing a layer's module registers it for safe-mode loading (the model classes: `load_trained_model`).
 from nlr_tf.models import image_preprocessing  # noqa: F401
 from nlr_tf.models.methods import FAMILIES
+from nlr_tf.models.precision import apply_precision
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
@@ -108,8 +109,12 @@ def resolve_checkpoint(path: str) -> tuple[str, Optional[dict[str, Any]]]:
 MODEL_FORMAT = 2
 
 
-def load_trained_model(model_dir: str) -> tuple[keras.Model, dict[str, Any]]:
-    """The final model of an `nlr-train` run and its run config (safe-mode loading)."""
+def load_trained_model(model_dir: str, precision: str = "none") -> tuple[keras.Model, dict[str, Any]]:
+    """The final model of an `nlr-train` run and its run config (safe-mode loading).
+
+    `precision`: the `--mixed_precision` its backbone runs under here,
+    whatever the run trained under (the weights are float32 in both).
+    """
     run_config = read_run_config(model_dir)
     model_path = os.path.join(model_dir, MODEL_FILE)
     if run_config is None or not os.path.isfile(model_path):
@@ -125,6 +130,7 @@ def load_trained_model(model_dir: str) -> tuple[keras.Model, dict[str, Any]]:
     bad = [w.path for w in model.weights if not np.all(np.isfinite(keras.ops.convert_to_numpy(w)))]
     if bad:
         raise CheckpointError(f"{model_path} holds non-finite weights ({', '.join(bad[:3])}): the run diverged")
+    apply_precision(model, precision)
     return model, run_config
 
 

@@ -27,6 +27,7 @@ from nlr_tf.data import pipeline
 from nlr_tf.data.feature_cache import FeatureCacheError, extract_features, load_feature_cache
 from nlr_tf.data.schema import DatasetError, DatasetInfo
 from nlr_tf.models.methods import Method, build_model, phase_schedule
+from nlr_tf.models.precision import apply_precision, wrap_optimizer
 from nlr_tf.training import early_stopping
 from nlr_tf.training import model_dir as run_files
 from nlr_tf.training import optimizers as optim
@@ -65,7 +66,10 @@ def _part_optimizers(config: TrainConfig, method: Method, info: DatasetInfo, tra
     if trains_backbone:
         rates["backbone"] = schedule(config.backbone_learning_rate or config.learning_rate)
     rates.update(model.part_learning_rates(config))
-    return {part: optim.build_optimizer(config.optimizer, lr, f"{part}_optimizer") for part, lr in rates.items()}
+    return {
+        part: wrap_optimizer(optim.build_optimizer(config.optimizer, lr, f"{part}_optimizer"), config.mixed_precision)
+        for part, lr in rates.items()
+    }
 
 
 # === The step loop ===
@@ -112,6 +116,13 @@ def _write_run_config(config: TrainConfig, info: DatasetInfo, method: Method, tr
                     f"--model_dir={config.model_dir} holds a run with {key}={previous.get(key)!r}, "
                     f"not {run_config.get(key)!r}: use a new --model_dir"
                 )
+        # Loss scaling adds optimizer state: a mixed_float16 checkpoint and another one do not restore into each other.
+        if (previous.get("mixed_precision", "none") == "mixed_float16") != (config.mixed_precision == "mixed_float16"):
+            raise ConfigError(
+                f"--model_dir={config.model_dir} holds a run with mixed_precision="
+                f"{previous.get('mixed_precision', 'none')!r}, not {config.mixed_precision!r}: resume it with the "
+                "same --mixed_precision or use a new --model_dir"
+            )
     return run_config
 
 
@@ -195,6 +206,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
             train_backbone=trains_backbone,
             options=dataclasses.asdict(config) | {"multi_label": info.multi_label},
         )
+        apply_precision(model, config.mixed_precision)
         model.set_part_optimizers(_part_optimizers(config, method, info, trains_backbone, model))
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         checkpoint = tf.train.Checkpoint(
