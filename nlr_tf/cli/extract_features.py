@@ -7,7 +7,10 @@ Examples:
       --dataset=data/openimages_v1 --output_dir=cache/inception_imagenet
 
 The backbone comes from a trained model dir (its last checkpoint) or from
---backbone and --backbone_weights. The cache is a dataset folder whose
+--backbone and --backbone_weights. --backbone_weights=imagenet reads the
+keras.applications file from the Keras cache ($KERAS_HOME/models/, else
+~/.keras/models/) and downloads it there when absent, as keras.applications
+does; without network, copy the file there or pass its path. The cache is a dataset folder whose
 records hold features instead of images; `nlr-train --train_backbone=false
 --feature_cache=DIR` trains heads on it, many times faster than through the
 backbone.
@@ -24,7 +27,11 @@ _DATASET = flags.DEFINE_string("dataset", None, "Dataset folder of images.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Feature cache folder to create.")
 _MODEL_DIR = flags.DEFINE_string("model_dir", "", "A trained model dir (or checkpoint prefix) whose backbone to use.")
 _BACKBONE = flags.DEFINE_enum("backbone", None, list(BACKBONES), "Backbone, without --model_dir.")
-_BACKBONE_WEIGHTS = flags.DEFINE_string("backbone_weights", "imagenet", "imagenet or a .h5 file, without --model_dir.")
+_BACKBONE_WEIGHTS = flags.DEFINE_string(
+    "backbone_weights",
+    "imagenet",
+    "imagenet (from the Keras cache, downloaded there when absent) or a .h5 file, without --model_dir.",
+)
 _IMAGE_SIZE = flags.DEFINE_integer(
     "image_size", 0, "Input side (0: the model's or the backbone's default).", lower_bound=0
 )

@@ -2,12 +2,34 @@
 
 `inception_v3` and `resnet50` come from `keras.applications` (global average
 pooled, no top); `small_cnn` is a small convnet for the built-in benchmark
-and the tests. Weights: "none" (random), "imagenet" (from the Keras cache,
-never downloaded here: an absent file is a clear error), or the path of a
-Keras `.h5` weights file (for `small_cnn`: one written by
+and the tests. Weights: "none" (random), "imagenet", or the path of a Keras
+`.h5` weights file (for `small_cnn`: one written by
 `nlr_tf.training.pretext`) (Keras-2 style files such as
 `inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5` load through the
 legacy HDF5 path; `.weights.h5` files through the Keras 3 one).
+
+"imagenet" is the no-top file `keras.applications` uses, in the Keras cache
+(`$KERAS_HOME/models/`, else `~/.keras/models/`): a file already there is
+used as it is (no network, no hash check, so a copy brought from another
+machine works); an absent one is downloaded there as `keras.applications`
+does (`keras.utils.get_file`, same URL and hash), once: every later call and
+run finds it in the cache. A failed download (no network, HTTP error, hash
+mismatch) is one `ValueError` line with the reason, the full path the file
+belongs at, and the alternative `--backbone_weights=/path/to/file.h5`; the
+cache is left without the file.
+
+When it happens: `nlr-train` resolves the weights in its configuration
+checks, so the download (or its failure) comes before anything is written,
+and building the backbone then finds the file; `nlr-extract-features`
+downloads when it builds the backbone. Each worker of a multi-worker run
+checks its own configuration, so workers that share no cache each download
+once; workers sharing a cache may download at the same time, harmlessly:
+each downloads into its own temporary directory next to the cache and moves
+the checked file into place with one atomic rename (Keras' `get_file` alone
+writes straight to the final name, where another process could read a
+partial file), so the cache holds either no file or a whole one. A process
+killed mid-download can leave a hidden `.<file name>.*` directory in the
+cache, which nothing reads.
 
 A frozen backbone (`trainable=False`) keeps its BatchNorm layers in
 inference mode (Keras 3 semantics), so its features do not drift and can be
@@ -15,6 +37,10 @@ cached.
 """
 
 import os
+import shutil
+import tempfile
+import urllib.error
+from typing import NamedTuple
 
 import keras
 
@@ -23,31 +49,113 @@ from nlr_tf.models.image_preprocessing import BackbonePreprocessing
 
 MIN_IMAGE_SIZE = {"inception_v3": 75, "resnet50": 32, "small_cnn": 8}
 FEATURE_DIM = {"inception_v3": 2048, "resnet50": 2048}
-_IMAGENET_NOTOP_FILE = {
-    "inception_v3": "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
-    "resnet50": "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+
+
+class ImagenetFile(NamedTuple):
+    name: str  # the file name in the Keras cache
+    origin: str  # the URL keras.applications downloads it from
+    file_hash: str  # md5, as keras.applications passes to get_file
+
+
+# The no-top files keras.applications downloads, copied from the installed
+# Keras (3.15) source: keras/src/applications/inception_v3.py
+# (WEIGHTS_PATH_NO_TOP and the file_hash of its include_top=False get_file
+# call) and keras/src/applications/resnet.py (BASE_WEIGHTS_PATH + the file
+# name, WEIGHTS_HASHES["resnet50"][1]). Copied, not imported: keras.src is
+# private and InceptionV3's hash is a literal in a function.
+# tests/test_backbones.py checks them against the installed Keras.
+_KERAS_APPLICATIONS = "https://storage.googleapis.com/tensorflow/keras-applications/"
+IMAGENET_NOTOP = {
+    "inception_v3": ImagenetFile(
+        "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        _KERAS_APPLICATIONS + "inception_v3/inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "bcbd6486424b2319ff4ef7d526e38f63",
+    ),
+    "resnet50": ImagenetFile(
+        "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        _KERAS_APPLICATIONS + "resnet/resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5",
+        "4d473c1dd8becc155b73f8504c6f6626",
+    ),
 }
+
+
+def keras_cache_dir() -> str:
+    """The Keras cache folder: $KERAS_HOME, else ~/.keras (/tmp/.keras if home is not writable).
+
+    As `keras.src.backend.config`, but read at each call: Keras reads
+    KERAS_HOME once, at import, and `get_file` defaults to that; the download
+    passes this folder explicitly, so the file is looked for and written in
+    the same place.
+    """
+    if "KERAS_HOME" in os.environ:
+        return os.environ["KERAS_HOME"]
+    home = os.path.expanduser("~")
+    return os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
 
 
 def imagenet_weights_path(name: str) -> str:
     """Where Keras keeps the ImageNet (no top) weights of backbone `name`."""
-    cache = os.environ.get("KERAS_HOME", os.path.join(os.path.expanduser("~"), ".keras"))
-    return os.path.join(cache, "models", _IMAGENET_NOTOP_FILE[name])
+    return os.path.join(os.path.expanduser(keras_cache_dir()), "models", IMAGENET_NOTOP[name].name)
+
+
+def _short_reason(error: BaseException) -> str:
+    """One short line on why a download failed: the network error under Keras' wrapper, else the message."""
+    cause = error if isinstance(error, urllib.error.URLError) else error.__context__
+    if isinstance(cause, urllib.error.HTTPError):
+        return f"HTTP {cause.code} {cause.reason}"
+    if isinstance(cause, urllib.error.URLError):
+        return str(cause.reason)
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def download_imagenet_weights(name: str) -> str:
+    """Downloads backbone `name`'s ImageNet (no top) weights into the Keras cache; returns their path.
+
+    Raises:
+        ValueError: one line, when the file cannot be downloaded or written.
+    """
+    file, path = IMAGENET_NOTOP[name], imagenet_weights_path(name)
+    models_dir = os.path.dirname(path)
+
+    def failed(reason: str) -> ValueError:
+        return ValueError(
+            f"ImageNet weights for {name}: download from {file.origin} failed ({reason}); put that file at {path} "
+            f"or pass --backbone_weights=/path/to/{file.name}"
+        )
+
+    try:
+        os.makedirs(models_dir, exist_ok=True)
+        private_home = tempfile.mkdtemp(prefix=f".{file.name}.", dir=models_dir)
+    except OSError as e:
+        raise failed(f"cannot write to {models_dir}: {e.strerror or e}") from None
+    try:
+        # keras.applications' own call, into a private Keras home; get_file removes a partial download itself but
+        # leaves a file whose hash does not match, which goes with the private home.
+        downloaded = keras.utils.get_file(
+            file.name, file.origin, cache_subdir="models", file_hash=file.file_hash, cache_dir=private_home
+        )
+        os.replace(downloaded, path)
+    except Exception as e:  # any failure of the download (URLError, HTTPError, OSError, hash mismatch) is one line
+        raise failed(_short_reason(e)) from None
+    finally:
+        shutil.rmtree(private_home, ignore_errors=True)
+    return path
 
 
 def resolve_weights(name: str, weights: str):
+    """The weights file `build_backbone` loads (None: random), downloading the ImageNet file if it is not cached.
+
+    Raises:
+        ValueError: one line, for weights that cannot be had.
+    """
     if weights in (None, "", "none"):
         return None
     if weights == "imagenet":
-        if name not in _IMAGENET_NOTOP_FILE:
+        if name not in IMAGENET_NOTOP:
             raise ValueError(f"{name} has no ImageNet weights; use none or a .weights.h5 file it saved")
         path = imagenet_weights_path(name)
-        if not os.path.isfile(path):
-            raise ValueError(
-                f"ImageNet weights for {name} are not in the Keras cache ({path}) and are never downloaded at run "
-                f"time; copy {_IMAGENET_NOTOP_FILE[name]} there or pass --backbone_weights=/path/to/it"
-            )
-        return path
+        return path if os.path.isfile(path) else download_imagenet_weights(name)
     if not os.path.isfile(weights):
         raise ValueError(f"backbone weights file not found: {weights!r}")
     if not weights.endswith((".h5", ".hdf5")):

@@ -94,6 +94,8 @@ def check_config(config: TrainConfig) -> tuple[DatasetInfo, Method]:
         )
     try:
         pipeline.mix_counts(config.batch_size, mix_ratio(config, method))
+        # "imagenet" absent from the Keras cache is downloaded here, before anything is written (or fails in
+        # one line); building the backbone then finds it in the cache.
         resolve_weights(config.backbone, config.backbone_weights)
     except ValueError as e:
         raise ConfigError(str(e)) from None

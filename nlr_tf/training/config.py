@@ -36,7 +36,11 @@ class TrainConfig:
 
     # === Model ===
     backbone: str = _field("small_cnn", "Backbone network.", choices=BACKBONES)
-    backbone_weights: str = _field("none", "none, imagenet, or a path to a Keras .h5 file.")
+    backbone_weights: str = _field(
+        "none",
+        "none, imagenet (from the Keras cache, downloaded there by the configuration checks when absent), "
+        "or a path to a Keras .h5 file.",
+    )
     image_size: int = _field(0, "Input side (0: the backbone's default).", lower=0)
     train_backbone: Optional[bool] = _field(
         None, "Train the backbone (default: the method's, or the papers' scheme for the data)."
