@@ -225,6 +225,8 @@ class Budget:
             heads' learning rates.
         cleaning_pretrain_steps: int. Veit's pretraining of the cleaning net
             on the clean set alone, before (and outside) the joint budget.
+        cleannet_steps: int. CleanNet's training (on cached features)
+            before a CleanNet-wsoft row's classifier trains.
         fractions: tuple of float. Multi-label clean fractions.
         sl_fractions: tuple of float. Single-label clean fractions; the
             first `sl_regime_seeds` seeds run them, every seed runs
@@ -260,6 +262,7 @@ class Budget:
     )
     reference_c: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
     cleaning_pretrain_steps: int = 1000
+    cleannet_steps: int = 4000
     fractions: tuple[float, ...] = (0.01, 0.02, 0.05, 0.10, 0.20)
     sl_fractions: tuple[float, ...] = (0.02, 0.05, 0.10)
     sl_regime_seeds: int = 1
@@ -282,6 +285,7 @@ class Budget:
             whole=self.whole.scaled(scale),
             heads=self.heads.scaled(scale),
             cleaning_pretrain_steps=max(1, int(round(self.cleaning_pretrain_steps * scale))),
+            cleannet_steps=max(1, int(round(self.cleannet_steps * scale))),
         )
 
 

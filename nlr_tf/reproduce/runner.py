@@ -174,8 +174,10 @@ def train_config(run: Run, output_dir: str, budget: Budget, init_dir: str = "") 
         config.feature_cache = feature_cache_dir(output_dir, run)
     elif run.row.stage == "whole":
         config.train_backbone = True
-    if run.row.method == "cleannet" and run.row.stage != "heads":
-        config.reference_features = feature_cache_dir(output_dir, run)
+    if run.row.method == "cleannet":
+        config.cleannet_steps = budget.cleannet_steps
+        if run.row.stage != "heads":
+            config.reference_features = feature_cache_dir(output_dir, run)
     return config
 
 
