@@ -4,7 +4,8 @@ Examples:
   nlr-extract-features --model_dir=runs/noisy --dataset=out/digits_mosaic_ml \
       --output_dir=runs/noisy/features_10
   nlr-extract-features --backbone=inception_v3 --backbone_weights=imagenet \
-      --dataset=data/openimages_v1 --output_dir=cache/inception_imagenet
+      --dataset=data/openimages_v1 --output_dir=cache/inception_imagenet \
+      --cache_dtype=float16
 
 The backbone comes from a trained model dir (its last checkpoint) or from
 --backbone and --backbone_weights. --backbone_weights=imagenet reads the
@@ -13,7 +14,9 @@ keras.applications file from the Keras cache ($KERAS_HOME/models/, else
 does; without network, copy the file there or pass its path. The cache is a dataset folder whose
 records hold features instead of images; `nlr-train --train_backbone=false
 --feature_cache=DIR` trains heads on it, many times faster than through the
-backbone.
+backbone. --cache_dtype=float16 stores the features in half the space
+(rounded to float16; a feature beyond float16's range is an error); train
+on such a cache with `nlr-train --cache_dtype=float16`.
 """
 
 import sys
@@ -38,6 +41,9 @@ _IMAGE_SIZE = flags.DEFINE_integer(
 _SPLITS = flags.DEFINE_list("splits", None, "Splits to cache (default: all).")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per backbone call.", lower_bound=1)
 _NUM_SHARDS = flags.DEFINE_integer("num_shards", 4, "Shards per split.", lower_bound=1)
+_CACHE_DTYPE = flags.DEFINE_enum(
+    "cache_dtype", "float32", ["float32", "float16"], "dtype the features are stored in (float16 halves the size)."
+)
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing cache.")
 _QUIET = flags.DEFINE_bool("quiet", False, "No progress bar.")
 
@@ -98,12 +104,13 @@ def main(argv):
             num_shards=_NUM_SHARDS.value,
             overwrite=_OVERWRITE.value,
             progress=not _QUIET.value,
+            dtype=_CACHE_DTYPE.value,
         )
     except (DatasetError, CheckpointError, OutputDirError, ValueError) as e:
         print(f"nlr-extract-features: error: {e}", file=sys.stderr)
         return 1
     counts = ", ".join(f"{s}={v.num_records}" for s, v in sorted(cache.splits.items()))
-    print(f"wrote {cache.path}: {cache.feature_dim}-d features of {source}; {counts}")
+    print(f"wrote {cache.path}: {cache.feature_dim}-d features ({cache.feature_dtype}) of {source}; {counts}")
     return 0
 
 

@@ -7,9 +7,15 @@ schema whose records hold `features` (float list) in place of
 `image/encoded`, with the same ids and label lists, and whose
 `dataset.json` says where the features came from (`provenance.
 feature_cache`: source dataset, backbone, the checkpoint or weights it was
-loaded from, feature size). The input pipeline reads it like any dataset
-(exact mixing included) and the models skip their backbone when a batch
-carries `features`.
+loaded from, feature size, and the dtype they are stored in). The input
+pipeline reads it like any dataset (exact mixing included) and the models
+skip their backbone when a batch carries `features`.
+
+A float16 cache (`dtype="float16"`) stores each record's features as
+little-endian float16 bytes (`features/float16`): about half the size on
+disk, values rounded to float16's 11 significant bits; the pipeline decodes
+them to float32, so every reader sees the same float32 `features`. A
+feature beyond float16's range is refused, not stored as inf.
 """
 
 import os
@@ -26,7 +32,7 @@ from nlr_tf.data.progress import progress_bar
 
 
 class FeatureCacheError(ValueError):
-    """A cache that does not belong to the run that wants to use it."""
+    """A cache that does not belong to the run that wants to use it, or cannot hold the features."""
 
 
 def _index_lists(batch: dict[str, np.ndarray], i: int):
@@ -39,6 +45,21 @@ def _index_lists(batch: dict[str, np.ndarray], i: int):
         np.flatnonzero(mask & ~verified).tolist(),
         true,
     )
+
+
+def _as_float16(feats: np.ndarray, ids: np.ndarray, split: str, first: int) -> np.ndarray:
+    """`feats` [n, F] as little-endian float16; refuses a finite feature that float16 cannot hold."""
+    with np.errstate(over="ignore"):  # checked below, with the record named
+        half = feats.astype("<f2")
+    overflow = ~np.isfinite(half) & np.isfinite(feats)
+    if overflow.any():
+        i, j = np.argwhere(overflow)[0]
+        raise FeatureCacheError(
+            f"split {split!r}, record {first + i} (id {ids[i].decode('utf-8')!r}): feature {j} = {feats[i, j]:g} "
+            f"overflows float16 (largest finite value {float(np.finfo(np.float16).max):g}); "
+            f"{int(overflow.any(axis=1).sum())} record(s) of this batch do: keep this cache in float32"
+        )
+    return half
 
 
 def extract_features(
@@ -54,6 +75,7 @@ def extract_features(
     num_shards: int = 4,
     overwrite: bool = False,
     progress: bool = True,
+    dtype: str = "float32",
 ) -> schema.DatasetInfo:
     """Writes the pooled features of `backbone` for every record of `splits`.
 
@@ -70,10 +92,19 @@ def extract_features(
         num_shards: int. Shards per split. Defaults to 4.
         overwrite: bool. Replace an existing cache. Defaults to False.
         progress: bool. Show a progress bar. Defaults to True.
+        dtype: str. "float32", or "float16" (half the size on disk; a
+            feature beyond float16's range is an error). Defaults to
+            "float32".
 
     Returns:
         The cache's `DatasetInfo`.
+
+    Raises:
+        FeatureCacheError: with float16, a feature overflows float16 (no
+            cache is left behind).
     """
+    if dtype not in schema.FEATURE_DTYPES:
+        raise ValueError(f"dtype={dtype!r}: expected one of {', '.join(schema.FEATURE_DTYPES)}")
     splits = list(splits or sorted(info.splits))
     for split in splits:
         info.split_files(split)  # a clear error for a split the dataset lacks
@@ -105,10 +136,19 @@ def extract_features(
             for batch in ds:
                 feats = features_of(batch["image"]).numpy()
                 arrays = {k: v.numpy() for k, v in batch.items() if k != "image"}
+                if dtype == "float16":
+                    feats = _as_float16(feats, arrays["id"], split, count)
                 for i in range(len(feats)):
                     noisy, pos, neg, true = _index_lists(arrays, i)
                     example = make_example(
-                        arrays["id"][i].decode("utf-8"), None, noisy, pos, neg, true, features=feats[i]
+                        arrays["id"][i].decode("utf-8"),
+                        None,
+                        noisy,
+                        pos,
+                        neg,
+                        true,
+                        features=feats[i],
+                        feature_dtype=dtype,
                     )
                     writers[count % shards].write(example)
                     count += 1
@@ -130,6 +170,7 @@ def extract_features(
                     "backbone": backbone_name,
                     "backbone_source": weights_source(backbone_source),
                     "image_size": image_size,
+                    "dtype": dtype,
                 },
                 "noise_statistics": info.provenance.get("noise_statistics", {}),
             },
@@ -147,9 +188,15 @@ def weights_source(source: str) -> str:
 
 
 def cache_mismatch(
-    cache: schema.DatasetInfo, *, source_dataset: str, backbone_source: str, image_size: Optional[int] = None
+    cache: schema.DatasetInfo,
+    *,
+    source_dataset: str,
+    backbone_source: str,
+    image_size: Optional[int] = None,
+    dtype: Optional[str] = None,
 ) -> str:
-    """Why `cache` does not hold the features of this dataset, backbone and input size ("" when it does)."""
+    """Why `cache` does not hold the features of this dataset, backbone and input size, stored as `dtype` ("" when
+    it does; `image_size` or `dtype` None: not checked)."""
     meta: dict[str, Any] = cache.provenance.get("feature_cache", {})
     if not meta:
         return f"{cache.path!r} is a dataset of images, not a feature cache"
@@ -161,6 +208,8 @@ def cache_mismatch(
         return f"feature cache {cache.path!r} holds features of {made_by!r}, not of {backbone_source!r}"
     if image_size is not None and int(meta.get("image_size", 0)) != int(image_size):
         return f"feature cache {cache.path!r} holds features of {meta.get('image_size')}-pixel images, not {image_size}"
+    if dtype is not None and cache.feature_dtype != dtype:
+        return f"feature cache {cache.path!r} stores its features as {cache.feature_dtype}, not {dtype}"
     return ""
 
 
@@ -171,15 +220,19 @@ def load_feature_cache(
     backbone_source: str,
     image_size: Optional[int] = None,
     splits: Sequence[str] = (),
+    dtype: Optional[str] = None,
 ) -> schema.DatasetInfo:
-    """Opens a cache and checks it was made from this dataset, backbone and input size (`cache_mismatch`).
+    """Opens a cache and checks it was made from this dataset, backbone and input size, stored as `dtype` (None:
+    any), with `cache_mismatch`.
 
     Raises:
-        FeatureCacheError: the cache is of another dataset, backbone or
-            input size, or lacks a needed split.
+        FeatureCacheError: the cache is of another dataset, backbone,
+            input size or dtype, or lacks a needed split.
     """
     cache = schema.load_dataset_info(path)
-    why = cache_mismatch(cache, source_dataset=source_dataset, backbone_source=backbone_source, image_size=image_size)
+    why = cache_mismatch(
+        cache, source_dataset=source_dataset, backbone_source=backbone_source, image_size=image_size, dtype=dtype
+    )
     if why:
         raise FeatureCacheError(why)
     missing = [s for s in splits if not cache.has_split(s)]
@@ -192,7 +245,7 @@ def read_split(info: schema.DatasetInfo, split: str, batch_size: int = 1024) -> 
     """One split of a feature cache as numpy arrays, in the split's order.
 
     Returns:
-        dict: `features` float32 [N, F], `noisy_labels`, `verified_labels`,
+        dict: `features` float32 [N, F] (whatever dtype the cache stores), `noisy_labels`, `verified_labels`,
         `verified_mask` float32 [N, d] (multi-hot), `id` bytes [N].
 
     Raises:

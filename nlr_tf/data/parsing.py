@@ -32,11 +32,14 @@ def make_example(
     verified_neg: Sequence[int] = (),
     true: Optional[Sequence[int]] = None,
     features: Optional[Sequence[float]] = None,
+    feature_dtype: str = "float32",
 ) -> bytes:
     """A serialized `tf.train.Example` in the dataset schema.
 
     A feature cache record passes `features` (pooled backbone features)
-    and `encoded=None`.
+    and `encoded=None`; with `feature_dtype="float16"` they are stored as
+    little-endian float16 bytes under `features/float16` (the caller checks
+    that they fit in float16's range).
     """
     feature = {
         schema.IMAGE_ID: _bytes(image_id.encode("utf-8")),
@@ -49,7 +52,12 @@ def make_example(
     if encoded is not None:
         feature[schema.IMAGE_ENCODED] = _bytes(encoded)
     if features is not None:
-        feature[schema.FEATURES] = tf.train.Feature(float_list=tf.train.FloatList(value=features))
+        if feature_dtype == "float16":
+            feature[schema.FEATURES_FLOAT16] = _bytes(np.asarray(features, dtype="<f2").tobytes())
+        elif feature_dtype == "float32":
+            feature[schema.FEATURES] = tf.train.Feature(float_list=tf.train.FloatList(value=features))
+        else:
+            raise ValueError(f"feature_dtype={feature_dtype!r}: expected one of {', '.join(schema.FEATURE_DTYPES)}")
     return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
 
 
@@ -105,8 +113,31 @@ def _multi_hot_rows(indices: tf.RaggedTensor, num_classes: int) -> tf.Tensor:
     return tf.minimum(dense, 1.0)
 
 
+def _decode_float16(raw: tf.Tensor, feature_dim: int) -> tf.Tensor:
+    """float32 [N, F] from N strings of F little-endian float16 values; a clear error for another length."""
+    lengths = tf.strings.length(raw)
+    check = tf.debugging.assert_equal(
+        lengths,
+        2 * feature_dim,
+        message=(
+            f"a feature cache record's {schema.FEATURES_FLOAT16} does not hold {2 * feature_dim} bytes "
+            f"({feature_dim} float16 values, the cache's feature_dim); the record lengths found"
+        ),
+        summarize=8,
+    )
+    with tf.control_dependencies([check]):
+        values = tf.io.decode_raw(raw, tf.float16, little_endian=True)
+    values = tf.reshape(values, [-1, feature_dim])
+    return tf.cast(values, tf.float32)
+
+
 def parse_examples(
-    serialized: tf.Tensor, num_classes: int, with_ids: bool = True, with_true: bool = False, feature_dim: int = 0
+    serialized: tf.Tensor,
+    num_classes: int,
+    with_ids: bool = True,
+    with_true: bool = False,
+    feature_dim: int = 0,
+    feature_dtype: str = "float32",
 ) -> dict[str, tf.Tensor]:
     """Parses a 1-D batch of serialized examples at once (vectorized).
 
@@ -121,6 +152,10 @@ def parse_examples(
             Defaults to False.
         feature_dim: int. For a feature cache: parse `features` [N, F]
             instead of the image bytes. Defaults to 0 (images).
+        feature_dtype: str. The dtype the cache stores its features in
+            (`DatasetInfo.feature_dtype`): "float32" (a float list) or
+            "float16" (bytes, decoded). `features` is float32 either way.
+            Defaults to "float32".
 
     Returns:
         dict with `image_bytes` [N] (or `features`), `noisy_labels`, `verified_labels`,
@@ -132,7 +167,11 @@ def parse_examples(
         schema.LABEL_VERIFIED_POS: tf.io.RaggedFeature(tf.int64, row_splits_dtype=tf.int32),
         schema.LABEL_VERIFIED_NEG: tf.io.RaggedFeature(tf.int64, row_splits_dtype=tf.int32),
     }
-    if feature_dim:
+    if feature_dtype not in schema.FEATURE_DTYPES:
+        raise ValueError(f"feature_dtype={feature_dtype!r}: expected one of {', '.join(schema.FEATURE_DTYPES)}")
+    if feature_dim and feature_dtype == "float16":
+        spec[schema.FEATURES_FLOAT16] = tf.io.FixedLenFeature([], tf.string)
+    elif feature_dim:
         spec[schema.FEATURES] = tf.io.FixedLenFeature([feature_dim], tf.float32)
     else:
         spec[schema.IMAGE_ENCODED] = tf.io.FixedLenFeature([], tf.string)
@@ -148,7 +187,9 @@ def parse_examples(
         "verified_labels": pos,
         "verified_mask": tf.minimum(pos + neg, 1.0),
     }
-    if feature_dim:
+    if feature_dim and feature_dtype == "float16":
+        out["features"] = _decode_float16(f[schema.FEATURES_FLOAT16], feature_dim)
+    elif feature_dim:
         out["features"] = f[schema.FEATURES]
     else:
         out["image_bytes"] = f[schema.IMAGE_ENCODED]

@@ -256,16 +256,23 @@ class _BlockParser:
         with_ids: bool,
         with_true: bool,
         feature_dim: int = 0,
+        feature_dtype: str = "float32",
     ):
         self.num_classes = num_classes
         self.is_clean = is_clean
         self.with_ids = with_ids
         self.with_true = with_true
         self.feature_dim = feature_dim
+        self.feature_dtype = feature_dtype
 
     def __call__(self, serialized: tf.Tensor) -> dict[str, tf.Tensor]:
         features = parsing.parse_examples(
-            serialized, self.num_classes, with_ids=self.with_ids, with_true=self.with_true, feature_dim=self.feature_dim
+            serialized,
+            self.num_classes,
+            with_ids=self.with_ids,
+            with_true=self.with_true,
+            feature_dim=self.feature_dim,
+            feature_dtype=self.feature_dtype,
         )
         if isinstance(self.is_clean, bool):
             features["is_clean"] = tf.fill(tf.shape(serialized), 1.0 if self.is_clean else 0.0)
@@ -356,13 +363,15 @@ def _examples(
     seed: int,
     ordered: bool,
     feature_dim: int = 0,
+    feature_dtype: str = "float32",
     first_index: int = 0,
 ) -> tf.data.Dataset:
     """Serialized records -> unbatched example dicts, in the same order.
 
-    Records of a feature cache (`feature_dim` > 0) carry `features` and skip
-    the image stages. `first_index` is the first record's position in the
-    stream (records skipped before it keep their augmentation seeds).
+    Records of a feature cache (`feature_dim` > 0) carry `features` (stored
+    as `feature_dtype`, parsed to float32) and skip the image stages.
+    `first_index` is the first record's position in the stream (records
+    skipped before it keep their augmentation seeds).
     """
     # Parse blocks of records with one vectorized call, then split them
     # again: several times cheaper per record than parse_single_example,
@@ -370,7 +379,12 @@ def _examples(
     # scatter. A pattern of is_clean values needs whole blocks; otherwise
     # the last partial block (evaluation) is kept.
     parser = _BlockParser(
-        num_classes, is_clean=is_clean, with_ids=with_ids, with_true=with_true, feature_dim=feature_dim
+        num_classes,
+        is_clean=is_clean,
+        with_ids=with_ids,
+        with_true=with_true,
+        feature_dim=feature_dim,
+        feature_dtype=feature_dtype,
     )
     ds = records.batch(block_size, drop_remainder=not isinstance(is_clean, bool))
     ds = ds.map(parser, num_parallel_calls=AUTOTUNE, deterministic=ordered).unbatch()
@@ -500,6 +514,7 @@ def make_split_dataset(
         seed=_derive_seed(seed, input_context.input_pipeline_id if input_context else 0),
         ordered=deterministic or not training,
         feature_dim=info.feature_dim,
+        feature_dtype=info.feature_dtype,
     )
     if not training and not _is_sharded(input_context):
         # Fails loudly if the shards hold other counts than dataset.json
@@ -648,6 +663,7 @@ def make_train_dataset(
         # The mixed blocks must stay in order through the image map.
         ordered=deterministic or not isinstance(is_clean, bool),
         feature_dim=info.feature_dim,
+        feature_dtype=info.feature_dtype,
         first_index=skip_batches * batch_size,
     )
     # drop_remainder only makes the batch shape static: the stream is

@@ -25,8 +25,14 @@ LABEL_TRUE = "label/true"
 # holds the thresholded c-hat. Training never reads it.
 LABEL_CLEANED_SCORES = "label/cleaned_scores"
 
-# In a feature cache, pooled backbone features take the place of the image.
+# In a feature cache, pooled backbone features take the place of the image:
+# a float list of length F, or (a float16 cache) F little-endian float16
+# values as one bytes string under their own key, so that a record parses
+# one way only.
 FEATURES = "features"
+FEATURES_FLOAT16 = "features/float16"
+# The dtypes a cache stores its features in; every reader gets float32.
+FEATURE_DTYPES = ("float32", "float16")
 
 DATASET_JSON = "dataset.json"
 LABEL_MAP_JSON = "label_map.json"
@@ -104,6 +110,11 @@ class DatasetInfo:
         """Length of the cached features (0 for a dataset of images)."""
         return int(self.provenance.get("feature_cache", {}).get("feature_dim", 0))
 
+    @property
+    def feature_dtype(self) -> str:
+        """The dtype the cached features are stored in ("float32" unless the cache says otherwise)."""
+        return str(self.provenance.get("feature_cache", {}).get("dtype", "float32"))
+
     def has_split(self, split: str) -> bool:
         return split in self.splits and self.splits[split].num_records > 0
 
@@ -167,6 +178,10 @@ def load_dataset_info(path: str, check_files: bool = True) -> DatasetInfo:
         skipped=meta.get("skipped", {"count": 0, "rows": []}),
         path=os.path.abspath(path),
     )
+    if info.feature_dim and info.feature_dtype not in FEATURE_DTYPES:
+        raise DatasetError(
+            f"{meta_path!r}: feature cache dtype {info.feature_dtype!r} is not one of {', '.join(FEATURE_DTYPES)}"
+        )
     if check_files:
         for name, split in splits.items():
             for f in split.files:

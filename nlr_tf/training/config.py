@@ -121,6 +121,11 @@ class TrainConfig:
     augment: bool = _field(False, "Random crops.")
     random_flip: bool = _field(False, "Random horizontal flips (with --augment).")
     feature_cache: str = _field("", "Feature cache folder (built here when absent).")
+    cache_dtype: str = _field(
+        "float32",
+        "dtype of the features when nlr-train builds the --feature_cache (float16 halves its size).",
+        choices=("float32", "float16"),
+    )
 
 
 def flag_fields() -> list[dataclasses.Field]:

@@ -141,17 +141,26 @@ def _feature_cache(config: TrainConfig, info: DatasetInfo, method: Method, model
         if resolver is not None and len(resolver.cluster_spec().as_dict().get("worker", [])) > 1:
             raise ConfigError(f"--feature_cache={path} does not exist: build it first with nlr-extract-features")
         logging.info("building the feature cache %s from %s", path, source)
-        extract_features(
-            model.backbone,
-            info,
-            path,
-            backbone_name=config.backbone,
-            backbone_source=source,
-            image_size=config.image_size,
-        )
+        try:
+            extract_features(
+                model.backbone,
+                info,
+                path,
+                backbone_name=config.backbone,
+                backbone_source=source,
+                image_size=config.image_size,
+                dtype=config.cache_dtype,
+            )
+        except FeatureCacheError as e:  # a feature beyond float16's range
+            raise ConfigError(f"--cache_dtype={config.cache_dtype}: {e}") from None
     try:
         return load_feature_cache(
-            path, source_dataset=info.path, backbone_source=source, image_size=config.image_size, splits=splits
+            path,
+            source_dataset=info.path,
+            backbone_source=source,
+            image_size=config.image_size,
+            splits=splits,
+            dtype=config.cache_dtype,
         )
     except (FeatureCacheError, DatasetError) as e:
         raise ConfigError(str(e)) from None
