@@ -294,4 +294,6 @@ def test_heads_train_on_a_float16_cache_nlr_train_builds(toy, tmp_path):
     built = schema.load_dataset_info(str(cache))
     assert built.feature_dtype == "float16" and set(built.splits) == {"noisy", "clean", "val"}
     with pytest.raises(ConfigError, match="stores its features as float16, not float32"):
-        train(TrainConfig(model_dir=str(tmp_path / "b"), **config))
+        train(TrainConfig(model_dir=str(tmp_path / "b"), cache_dtype="float32", **config))
+    # Without --cache_dtype, an existing cache is read in whatever dtype it stores.
+    assert train(TrainConfig(model_dir=str(tmp_path / "c"), **config))["step"] == 4

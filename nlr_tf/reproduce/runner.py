@@ -108,8 +108,6 @@ def build_feature_cache(output_dir: str, run: Run, noisy_dir: str, budget: Budge
         image_size=run_config.get("image_size", 0),
         splits=splits,
         progress=False,
-        # The dtype the plan's runs ask of their --feature_cache (TrainConfig's default): they refuse any other.
-        dtype=CONFIG_DEFAULTS["cache_dtype"],
     )
     keras.backend.clear_session()
 

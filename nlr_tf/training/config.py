@@ -122,9 +122,10 @@ class TrainConfig:
     random_flip: bool = _field(False, "Random horizontal flips (with --augment).")
     feature_cache: str = _field("", "Feature cache folder (built here when absent).")
     cache_dtype: str = _field(
-        "float32",
-        "dtype of the features when nlr-train builds the --feature_cache (float16 halves its size).",
-        choices=("float32", "float16"),
+        "",
+        "dtype of the --feature_cache's features: float16 halves its size. nlr-train builds an absent cache in "
+        "it and refuses an existing cache of another dtype ('': float32 when building, either when reading).",
+        choices=("", "float32", "float16"),
     )
 
 

@@ -149,7 +149,7 @@ def _feature_cache(config: TrainConfig, info: DatasetInfo, method: Method, model
                 backbone_name=config.backbone,
                 backbone_source=source,
                 image_size=config.image_size,
-                dtype=config.cache_dtype,
+                dtype=config.cache_dtype or "float32",
             )
         except FeatureCacheError as e:  # a feature beyond float16's range
             raise ConfigError(f"--cache_dtype={config.cache_dtype}: {e}") from None
@@ -160,7 +160,7 @@ def _feature_cache(config: TrainConfig, info: DatasetInfo, method: Method, model
             backbone_source=source,
             image_size=config.image_size,
             splits=splits,
-            dtype=config.cache_dtype,
+            dtype=config.cache_dtype or None,
         )
     except (FeatureCacheError, DatasetError) as e:
         raise ConfigError(str(e)) from None
