@@ -1,5 +1,6 @@
 """nlr-train: every method from the CLI, resume, TensorBoard, bad flags."""
 
+import concurrent.futures
 import json
 import os
 import signal
@@ -180,16 +181,18 @@ def test_bad_configurations_fail_at_start_with_one_clear_line(dataset, noisy_run
         (["--mix_ratio=9:x"], "mix"),
         (["--eval_split=vall", "--eval_steps=5"], "--eval_split=vall is absent from dataset"),
     ]
-    for extra, message in cases:
-        args = [
-            f"--dataset={dataset}",
-            f"--model_dir={tmp_path / 'bad'}",
-            "--method=noisy",
-            "--train_steps=5",
-            "--image_size=16",
-            "--batch_size=20",
-        ] + extra
-        proc = run_cli("train", *args)
+    common = [
+        f"--dataset={dataset}",
+        f"--model_dir={tmp_path / 'bad'}",
+        "--method=noisy",
+        "--train_steps=5",
+        "--image_size=16",
+        "--batch_size=20",
+    ]
+    # Each case is a process of its own (most of its time is importing TensorFlow): several at once.
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        procs = list(pool.map(lambda case: run_cli("train", *common, *case[0]), cases))
+    for (extra, message), proc in zip(cases, procs):
         assert proc.returncode != 0, extra
         errors = [
             line
