@@ -30,35 +30,20 @@ _BLOCK_ENTRIES = 1 << 16  # entries copied class-major at a time: a block stays 
 _THREADS = min(4, os.cpu_count() or 1)
 
 
-def _first_of_runs(values: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """Index of the first element of each element's run of equal values in sorted segments.
-
-    `values` holds sorted segments beginning at `starts`; a run never
-    crosses a segment boundary. Equals `searchsorted(seg, seg, "left")`
-    within each segment (plus its start), without the binary searches.
-    """
-    first = np.arange(values.size)
-    if values.size > 1:
-        tied = np.empty(values.size, bool)
-        tied[0] = False
-        np.equal(values[1:], values[:-1], out=tied[1:])
-        tied[starts] = False
-        if tied.any():
-            first[tied] = 0
-            np.maximum.accumulate(first, out=first)
-    return first
-
-
-def _ap_segments(positive: np.ndarray, at_least_all: np.ndarray, starts: np.ndarray) -> np.ndarray:
-    """AP of each segment of sorted positive scores, given `#counted(score >= s_p)` of each positive p.
+def _ap(positive: np.ndarray, at_least_all: np.ndarray) -> float:
+    """AP of one ranking from its sorted positive scores and `#counted(score >= s_p)` of each positive p.
 
     A positive is judged by the precision at the end of its run of tied
     scores: `#positives(score >= s_p) / #counted(score >= s_p)`.
     """
-    ends = np.append(starts[1:], positive.size)
-    counts = ends - starts
-    at_least_pos = np.repeat(ends, counts) - _first_of_runs(positive, starts)
-    return np.add.reduceat(at_least_pos / at_least_all, starts) / counts
+    # #positives(score >= s_p) = p - index of the first positive of p's run
+    # of ties (`searchsorted(positive, positive)` without the binary searches).
+    first = np.arange(positive.size)
+    tied = positive[1:] == positive[:-1]
+    if tied.any():
+        first[1:][tied] = 0
+        np.maximum.accumulate(first, out=first)
+    return float(np.sum((positive.size - first) / at_least_all) / positive.size)
 
 
 class _Buffers(threading.local):
@@ -90,7 +75,7 @@ def _ap_chunk(scores, labels, mask, start: int, stop: int, step: int, buffers: _
         np.greater(labels[r:e, start:stop].T, 0, out=positive[:, r:e])
         if mask is not None:
             np.greater(mask[r:e, start:stop].T, 0, out=counted[:, r:e])
-    positives, at_least_all, classes = [], [], []
+    out = np.full(k, np.nan)
     for j in range(k):
         is_pos = positive[j] if mask is None else np.logical_and(positive[j], counted[j], out=buf.is_pos)
         pos = np.compress(is_pos, keys[j])
@@ -102,13 +87,7 @@ def _ap_chunk(scores, labels, mask, start: int, stop: int, step: int, buffers: _
         else:
             kept = np.compress(counted[j], keys[j], out=buf.kept[: np.count_nonzero(counted[j])])
         kept.sort()
-        positives.append(pos)
-        at_least_all.append(kept.size - np.searchsorted(kept, pos, side="left"))
-        classes.append(j)
-    out = np.full(k, np.nan)
-    if classes:
-        starts = np.cumsum([0] + [p.size for p in positives[:-1]])
-        out[classes] = _ap_segments(np.concatenate(positives), np.concatenate(at_least_all), starts)
+        out[j] = _ap(pos, kept.size - np.searchsorted(kept, pos, side="left"))
     return out
 
 
@@ -148,21 +127,46 @@ def average_precision(scores: np.ndarray, labels: np.ndarray, mask: Optional[np.
         return np.concatenate(list(pool.map(chunk, starts)))
 
 
+def _verified(scores: np.ndarray, labels: np.ndarray, mask: Optional[np.ndarray], start: int, stop: int):
+    """Sorted counted scores and counted positive scores of flat entries `start:stop`."""
+    blocks = [(a, min(stop, a + _CHUNK_ENTRIES)) for a in range(start, stop, _CHUNK_ENTRIES)]
+    if mask is None:
+        kept = np.asarray(scores[start:stop], np.float32).copy()
+    else:  # counted first: one array, no concatenation of pieces
+        kept = np.empty(sum(int(np.count_nonzero(mask[a:b] > 0)) for a, b in blocks), np.float32)
+    positives, filled = [], 0
+    for a, b in blocks:
+        block = np.asarray(scores[a:b], np.float32)
+        positive = labels[a:b] > 0
+        if mask is not None:
+            counted = mask[a:b] > 0
+            positive &= counted
+            size = int(np.count_nonzero(counted))
+            np.compress(counted, block, out=kept[filled : filled + size])
+            filled += size
+        positives.append(np.compress(positive, block))
+    kept.sort()
+    return kept, np.concatenate(positives)
+
+
 def ap_all(scores: np.ndarray, labels: np.ndarray, mask: Optional[np.ndarray] = None) -> float:
-    """Class-agnostic AP: every counted (image, class) entry in one ranking."""
-    scores = np.asarray(scores, np.float32).reshape(-1)
-    positive = np.asarray(labels).reshape(-1) > 0
-    if mask is not None:
-        counted = np.asarray(mask).reshape(-1) > 0
-        positive &= counted
-        scores = scores[counted]
-        positive = positive[counted]
-    pos = scores[positive]
-    if not pos.size:
-        return float("nan")
-    pos.sort()
-    kept = np.sort(scores)
-    return float(_ap_segments(pos, kept.size - np.searchsorted(kept, pos, side="left"), np.zeros(1, np.intp))[0])
+    """Class-agnostic AP: every counted (image, class) entry in one ranking.
+
+    The counted scores (4 bytes each) are split in as many parts as threads,
+    each part sorted and searched on its own thread.
+    """
+    scores, labels = np.asarray(scores).reshape(-1), np.asarray(labels).reshape(-1)
+    mask = None if mask is None else np.asarray(mask).reshape(-1)
+    size = scores.size
+    bounds = np.linspace(0, size, min(_THREADS, max(1, size // _CHUNK_ENTRIES)) + 1).astype(int)
+    with concurrent.futures.ThreadPoolExecutor(len(bounds) - 1) as pool:
+        parts = list(pool.map(lambda i: _verified(scores, labels, mask, bounds[i], bounds[i + 1]), range(len(bounds) - 1)))
+        positive = np.concatenate([p for _, p in parts])
+        if not positive.size:
+            return float("nan")
+        positive.sort()
+        at_least_all = sum(pool.map(lambda part: part[0].size - np.searchsorted(part[0], positive, side="left"), parts))
+    return _ap(positive, at_least_all)
 
 
 def top1_accuracy(scores: np.ndarray, labels: np.ndarray, mask: Optional[np.ndarray] = None) -> float:
