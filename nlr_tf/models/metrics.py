@@ -114,7 +114,7 @@ def average_precision(scores: np.ndarray, labels: np.ndarray, mask: Optional[np.
     mask = None if mask is None else np.asarray(mask)
     _check(scores, labels, mask)
     n, d = scores.shape
-    step = min(d, max(1, _CHUNK_ENTRIES // max(n, 1)))
+    step = max(1, min(d, _CHUNK_ENTRIES // max(n, 1)))
     buffers = _Buffers()
 
     def chunk(start: int) -> np.ndarray:
