@@ -27,6 +27,7 @@ import numpy as np
 
 _CHUNK_ENTRIES = 1 << 24  # entries per chunk of classes: about 100 MB of buffers per thread
 _BLOCK_ENTRIES = 1 << 16  # entries copied class-major at a time: a block stays in cache
+_PARALLEL_ENTRIES = 1 << 20  # fewer entries than this run on the calling thread
 _THREADS = min(4, os.cpu_count() or 1)
 
 
@@ -114,7 +115,12 @@ def average_precision(scores: np.ndarray, labels: np.ndarray, mask: Optional[np.
     mask = None if mask is None else np.asarray(mask)
     _check(scores, labels, mask)
     n, d = scores.shape
-    step = max(1, min(d, _CHUNK_ENTRIES // max(n, 1)))
+    # Chunks of at most _CHUNK_ENTRIES entries, in whole rounds of threads
+    # when there is enough work to share.
+    chunks = -(-d // max(1, _CHUNK_ENTRIES // max(n, 1)))
+    if n * d >= _PARALLEL_ENTRIES:
+        chunks = -(-chunks // _THREADS) * _THREADS
+    step = max(1, -(-d // max(1, min(chunks, d))))
     buffers = _Buffers()
 
     def chunk(start: int) -> np.ndarray:
