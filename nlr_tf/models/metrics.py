@@ -133,24 +133,47 @@ def average_precision(scores: np.ndarray, labels: np.ndarray, mask: Optional[np.
         return np.concatenate(list(pool.map(chunk, starts)))
 
 
+def _count_below(kept: np.ndarray, values: np.ndarray, block: int = 8192) -> np.ndarray:
+    """`np.searchsorted(kept, values, "left")` for sorted `values` in a large sorted `kept`.
+
+    Each run of values falls in one block of `kept` and is searched there, in
+    cache: about twice as fast as the binary searches over the whole array.
+    """
+    if kept.size <= block:
+        return np.searchsorted(kept, values, side="left")
+    # Block b holds the values in (kept[b * block], kept[(b + 1) * block]].
+    cuts = np.concatenate(([0], np.searchsorted(values, kept[block::block], side="right"), [values.size]))
+    out = np.empty(values.size, np.intp)
+    for b in np.flatnonzero(cuts[1:] > cuts[:-1]):
+        lo, hi, first = cuts[b], cuts[b + 1], b * block
+        out[lo:hi] = np.searchsorted(kept[first : first + block], values[lo:hi], side="left")
+        out[lo:hi] += first
+    return out
+
+
 def _verified(scores: np.ndarray, labels: np.ndarray, mask: Optional[np.ndarray], start: int, stop: int):
     """Sorted counted scores and counted positive scores of flat entries `start:stop`."""
-    blocks = [(a, min(stop, a + _CHUNK_ENTRIES)) for a in range(start, stop, _CHUNK_ENTRIES)]
-    if mask is None:
-        kept = np.asarray(scores[start:stop], np.float32).copy()
-    else:  # counted first: one array, no concatenation of pieces
-        kept = np.empty(sum(int(np.count_nonzero(mask[a:b] > 0)) for a, b in blocks), np.float32)
+    step = _BLOCK_ENTRIES * 16
+    positive, counted = np.empty((2, min(stop - start, step)), bool)
+    # Room for every entry; pages past the counted ones are never touched, so
+    # never take memory.
+    kept = np.empty(stop - start, np.float32)
     positives, filled = [], 0
-    for a, b in blocks:
+    for a in range(start, stop, step):
+        b = min(stop, a + step)
         block = np.asarray(scores[a:b], np.float32)
-        positive = labels[a:b] > 0
-        if mask is not None:
-            counted = mask[a:b] > 0
-            positive &= counted
-            size = int(np.count_nonzero(counted))
-            np.compress(counted, block, out=kept[filled : filled + size])
+        pos = np.greater(labels[a:b], 0, out=positive[: b - a])
+        if mask is None:
+            kept[a - start : b - start] = block
+            filled = b - start
+        else:
+            ver = np.greater(mask[a:b], 0, out=counted[: b - a])
+            np.logical_and(pos, ver, out=pos)
+            size = int(np.count_nonzero(ver))
+            np.compress(ver, block, out=kept[filled : filled + size])
             filled += size
-        positives.append(np.compress(positive, block))
+        positives.append(np.compress(pos, block))
+    kept = kept[:filled]
     kept.sort()
     return kept, np.concatenate(positives)
 
@@ -171,7 +194,7 @@ def ap_all(scores: np.ndarray, labels: np.ndarray, mask: Optional[np.ndarray] = 
         if not positive.size:
             return float("nan")
         positive.sort()
-        at_least_all = sum(pool.map(lambda part: part[0].size - np.searchsorted(part[0], positive, side="left"), parts))
+        at_least_all = sum(pool.map(lambda part: part[0].size - _count_below(part[0], positive), parts))
     return _ap(positive, at_least_all)
 
 
