@@ -63,3 +63,80 @@ def test_perfect_and_worst_rankings_and_top1():
     assert metrics.top1_accuracy(np.roll(labels, 1, axis=1), labels) == 0.0
     with pytest.raises(ValueError, match="must both be"):
         metrics.average_precision(np.zeros((3, 2)), np.zeros((3, 3)))
+
+
+def _sklearn_per_class(scores, labels, mask=None):
+    """sklearn's AP of each class's verified entries (float32 scores), NaN without a verified positive."""
+    scores = np.asarray(scores, np.float32)
+    keep = np.ones(labels.shape, bool) if mask is None else mask > 0
+    out = np.full(labels.shape[1], np.nan)
+    for c in range(labels.shape[1]):
+        if (labels[keep[:, c], c] > 0).any():
+            out[c] = average_precision_score(labels[keep[:, c], c] > 0, scores[keep[:, c], c])
+    return out
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_continuous_scores_without_ties_equal_sklearn(seed):
+    rng = np.random.default_rng(seed)
+    labels = (rng.random((3000, 9)) < 0.05).astype(np.float32)
+    raw = rng.random((3000, 9)) * 0.5 + 0.5 * labels * rng.random((3000, 9))
+    scores = ((np.argsort(np.argsort(raw, axis=None)).reshape(raw.shape) + 0.5) / raw.size).astype(np.float32)
+    mask = (rng.random((3000, 9)) < 0.5).astype(np.float32)
+    assert np.unique(scores).size == scores.size  # no ties at all, not even across classes
+    np.testing.assert_allclose(metrics.average_precision(scores, labels, mask), _sklearn_per_class(scores, labels, mask), atol=1e-9)
+    np.testing.assert_allclose(metrics.average_precision(scores, labels), _sklearn_per_class(scores, labels), atol=1e-9)
+    keep = mask > 0
+    assert metrics.ap_all(scores, labels, mask) == pytest.approx(average_precision_score(labels[keep], scores[keep]), abs=1e-9)
+
+
+def test_a_class_whose_scores_all_tie_has_the_share_of_positives_as_ap():
+    rng = np.random.default_rng(1)
+    scores = rng.random((200, 3)).astype(np.float32)
+    scores[:, 1] = 0.25  # one threshold: precision = share of positives among the verified
+    labels = (rng.random((200, 3)) < 0.3).astype(np.float32)
+    mask = (rng.random((200, 3)) < 0.7).astype(np.float32)
+    got = metrics.average_precision(scores, labels, mask)
+    keep = mask[:, 1] > 0
+    assert got[1] == pytest.approx(np.mean(labels[keep, 1], dtype=np.float64), abs=1e-12)
+    np.testing.assert_allclose(got, _sklearn_per_class(scores, labels, mask), atol=1e-9)
+    # Every score equal: APall is the share of positives too.
+    flat = np.full_like(scores, 0.5)
+    assert metrics.ap_all(flat, labels, mask) == pytest.approx(np.mean(labels[mask > 0], dtype=np.float64), abs=1e-12)
+
+
+def test_positives_that_are_all_unverified_leave_the_class_without_ap():
+    rng = np.random.default_rng(2)
+    scores = rng.random((100, 4)).astype(np.float32)
+    labels = (rng.random((100, 4)) < 0.3).astype(np.float32)
+    mask = np.ones((100, 4), np.float32)
+    mask[labels[:, 0] > 0, 0] = 0  # class 0: negatives verified, positives not
+    labels[:, 3] = 0  # class 3: no positive at all
+    got = metrics.average_precision(scores, labels, mask)
+    assert np.isnan(got[[0, 3]]).all() and not np.isnan(got[[1, 2]]).any()
+    assert np.isnan(metrics.ap_all(scores, np.zeros_like(labels), mask))
+    assert np.isnan(metrics.average_precision(scores, labels, np.zeros_like(mask))).all()
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_random_shapes_dtypes_and_chunkings_equal_sklearn(seed, monkeypatch):
+    rng = np.random.default_rng(100 + seed)
+    n, d = int(rng.integers(1, 400)), int(rng.integers(1, 40))
+    # Small chunks: many chunks of classes on several threads, several ap_all parts.
+    monkeypatch.setattr(metrics, "_CHUNK_ENTRIES", int(rng.choice([7, 300, 1 << 20])))
+    scores = rng.random((n, d))  # float64: compared as float32
+    if seed % 2:
+        scores = np.round(scores, 1)  # few levels
+    labels = rng.random((n, d)) < rng.uniform(0.01, 0.6)
+    mask = None if seed % 3 == 0 else rng.random((n, d)) < rng.uniform(0.2, 1.0)
+    got = metrics.average_precision(scores, labels, mask)
+    assert got.shape == (d,) and got.dtype == np.float64
+    np.testing.assert_allclose(got, _sklearn_per_class(scores, labels.astype(np.int8), mask), atol=1e-9)
+    keep = np.ones((n, d), bool) if mask is None else mask
+    want = average_precision_score(labels[keep], scores.astype(np.float32)[keep]) if labels[keep].any() else np.nan
+    np.testing.assert_allclose(metrics.ap_all(scores, labels, mask), want, atol=1e-9)
+
+
+def test_empty_inputs():
+    assert metrics.average_precision(np.zeros((5, 0)), np.zeros((5, 0))).shape == (0,)
+    assert np.isnan(metrics.average_precision(np.zeros((0, 3)), np.zeros((0, 3)))).all()
