@@ -38,7 +38,9 @@ _REPEATS = flags.DEFINE_integer(
 _REFERENCE_REPEATS = flags.DEFINE_integer(
     "reference_repeats", 1, "Runs of the sklearn loop per case (median).", lower_bound=1
 )
-_CHECK_AP_ALL = flags.DEFINE_bool("check_ap_all", False, "Also compare APall with sklearn on the verified entries (slow).")
+_CHECK_AP_ALL = flags.DEFINE_bool(
+    "check_ap_all", False, "Also compare APall with sklearn on the verified entries (slow)."
+)
 
 
 def _times(fn, repeats):
@@ -89,7 +91,9 @@ def main(argv):
         print(f"{case}: {levels} distinct scores in class 0 ({shape[0]} images)")
         print(f"  nlr_tf per-class AP:       {ours_time:8.3f} s (median of {len(ours_times)}: {_fmt(ours_times)})")
         print(f"  sklearn loop:              {sklearn_time:8.3f} s (median of {_REFERENCE_REPEATS.value})")
-        print(f"  largest difference in AP:  {max_diff:.2e} ({'identical to 1e-6' if max_diff <= 1e-6 else 'MISMATCH'})")
+        print(
+            f"  largest difference in AP:  {max_diff:.2e} ({'identical to 1e-6' if max_diff <= 1e-6 else 'MISMATCH'})"
+        )
         print(f"  ratio:                     {ratios[-1]:8.2f}")
         line = f"  nlr_tf APall:              {all_time:8.3f} s (median of {_REPEATS.value}), APall = {all_ours:.6f}"
         if _CHECK_AP_ALL.value:

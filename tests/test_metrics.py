@@ -84,10 +84,14 @@ def test_continuous_scores_without_ties_equal_sklearn(seed):
     scores = ((np.argsort(np.argsort(raw, axis=None)).reshape(raw.shape) + 0.5) / raw.size).astype(np.float32)
     mask = (rng.random((3000, 9)) < 0.5).astype(np.float32)
     assert np.unique(scores).size == scores.size  # no ties at all, not even across classes
-    np.testing.assert_allclose(metrics.average_precision(scores, labels, mask), _sklearn_per_class(scores, labels, mask), atol=1e-9)
+    np.testing.assert_allclose(
+        metrics.average_precision(scores, labels, mask), _sklearn_per_class(scores, labels, mask), atol=1e-9
+    )
     np.testing.assert_allclose(metrics.average_precision(scores, labels), _sklearn_per_class(scores, labels), atol=1e-9)
     keep = mask > 0
-    assert metrics.ap_all(scores, labels, mask) == pytest.approx(average_precision_score(labels[keep], scores[keep]), abs=1e-9)
+    assert metrics.ap_all(scores, labels, mask) == pytest.approx(
+        average_precision_score(labels[keep], scores[keep]), abs=1e-9
+    )
 
 
 def test_a_class_whose_scores_all_tie_has_the_share_of_positives_as_ap():

@@ -205,7 +205,9 @@ def ap_all(scores: np.ndarray, labels: np.ndarray, mask: Optional[np.ndarray] = 
     size = scores.size
     bounds = np.linspace(0, size, min(_THREADS, max(1, size // _CHUNK_ENTRIES)) + 1).astype(int)
     with concurrent.futures.ThreadPoolExecutor(len(bounds) - 1) as pool:
-        parts = list(pool.map(lambda i: _verified(scores, labels, mask, bounds[i], bounds[i + 1]), range(len(bounds) - 1)))
+        parts = list(
+            pool.map(lambda i: _verified(scores, labels, mask, bounds[i], bounds[i + 1]), range(len(bounds) - 1))
+        )
         positive = np.concatenate([p for _, p in parts])
         if not positive.size:
             return float("nan")
