@@ -35,20 +35,31 @@ _PARALLEL_ENTRIES = 1 << 20  # fewer entries than this run on the calling thread
 _THREADS = min(4, os.cpu_count() or 1)
 
 
-def _ap(positive: np.ndarray, at_least_all: np.ndarray) -> float:
-    """AP of one ranking from its sorted positive scores and `#counted(score >= s_p)` of each positive p.
+def _thresholds(positive: np.ndarray):
+    """The distinct scores of sorted positive scores, `#positives(score >= t)` and `#positives(score == t)` of each.
 
-    A positive is judged by the precision at the end of its run of tied
-    scores: `#positives(score >= s_p) / #counted(score >= s_p)`.
+    The counts of equal scores are None when there are no ties.
     """
-    # #positives(score >= s_p) = p - index of the first positive of p's run
-    # of ties (`searchsorted(positive, positive)` without the binary searches).
-    first = np.arange(positive.size)
-    tied = positive[1:] == positive[:-1]
-    if tied.any():
-        first[1:][tied] = 0
-        np.maximum.accumulate(first, out=first)
-    return float(np.sum((positive.size - first) / at_least_all) / positive.size)
+    if positive.size > 1:
+        new = positive[1:] != positive[:-1]
+        if not new.all():
+            starts = np.flatnonzero(new)
+            starts += 1
+            starts = np.concatenate(([0], starts))
+            return positive[starts], positive.size - starts, np.diff(starts, append=positive.size)
+    return positive, np.arange(positive.size, 0, -1), None
+
+
+def _ap(at_least_pos: np.ndarray, tied: Optional[np.ndarray], at_least_all: np.ndarray) -> float:
+    """AP from the thresholds of `_thresholds` and `#counted(score >= t)` of each threshold t.
+
+    Every positive is judged by the precision at its score, the end of its
+    run of tied scores: `#positives(score >= t) / #counted(score >= t)`.
+    """
+    ratio = at_least_pos / at_least_all
+    if tied is not None:
+        ratio *= tied
+    return float(ratio.sum() / at_least_pos[0])
 
 
 class _Buffers(threading.local):
@@ -92,7 +103,8 @@ def _ap_chunk(scores, labels, mask, start: int, stop: int, step: int, buffers: _
         else:
             kept = np.compress(counted[j], keys[j], out=buf.kept[: np.count_nonzero(counted[j])])
         kept.sort()
-        out[j] = _ap(pos, kept.size - np.searchsorted(kept, pos, side="left"))
+        levels, at_least_pos, tied = _thresholds(pos)
+        out[j] = _ap(at_least_pos, tied, kept.size - np.searchsorted(kept, levels, side="left"))
     return out
 
 
@@ -200,8 +212,9 @@ def ap_all(scores: np.ndarray, labels: np.ndarray, mask: Optional[np.ndarray] = 
         if not positive.size:
             return float("nan")
         positive.sort()
-        at_least_all = sum(pool.map(lambda part: part[0].size - _count_below(part[0], positive), parts))
-    return _ap(positive, at_least_all)
+        levels, at_least_pos, tied = _thresholds(positive)
+        at_least_all = sum(pool.map(lambda part: part[0].size - _count_below(part[0], levels), parts))
+    return _ap(at_least_pos, tied, at_least_all)
 
 
 def top1_accuracy(scores: np.ndarray, labels: np.ndarray, mask: Optional[np.ndarray] = None) -> float:
