@@ -41,12 +41,12 @@ def apply_precision(model, precision: str) -> None:
     """
     policy = keras_policy(precision)
     backbone = getattr(model, "backbone", model)
+    in_backbone = {id(layer) for layer in backbone._flatten_layers(include_self=False)}
     for layer in model._flatten_layers(include_self=False):
         # Models only route tensors; their layers carry the policy. The input scaling stays float32.
         if isinstance(layer, (keras.Model, keras.layers.InputLayer, BackbonePreprocessing)):
             continue
-        in_backbone = any(layer is b for b in backbone._flatten_layers(include_self=False))
-        layer.dtype_policy = policy if in_backbone else "float32"
+        layer.dtype_policy = policy if id(layer) in in_backbone else "float32"
 
 
 def backbone_precision(model) -> str:
