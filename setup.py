@@ -25,7 +25,7 @@ setuptools.setup(
         "matplotlib>=3.8,<4",
         "cleanlab>=2.7,<3",
     ],
-    extras_require={"test": ["pytest>=8,<10"]},
+    extras_require={"test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4"]},
     entry_points={
         "console_scripts": [
             "nlr-make-tfrecords=nlr_tf.cli.make_tfrecords:run",
