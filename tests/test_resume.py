@@ -33,7 +33,9 @@ from nlr_tf.training.config import TrainConfig
 from nlr_tf.training.trainer import train
 
 # Runs `train(config)` and kills itself (SIGKILL) right after the checkpoint of step N is saved, with the best
-# weights saved together with it ("checkpoint N"), or right after the evaluation of step N ("evaluation N").
+# weights saved together with it ("checkpoint N"), right after the evaluation of step N ("evaluation N"), or
+# right after the weights of a best evaluation later than step N are written, before the checkpoint that would
+# hold its history ("best N").
 # Two logical CPUs as in conftest.py: the same devices as the process that resumes.
 _KILLED_RUN = """
 import json, os, signal, sys
@@ -49,10 +51,17 @@ from nlr_tf.training.trainer import train
 fields = json.loads(sys.argv[1])
 config = TrainConfig(**dict(fields, devices=tuple(fields["devices"])))
 point, at = sys.argv[2], int(sys.argv[3])
-save_best, evaluate = early_stopping.Evaluations.save_best, early_stopping.Evaluations.evaluate
+Evaluations = early_stopping.Evaluations
+save_best, commit, evaluate = Evaluations.save_best, Evaluations.commit, Evaluations.evaluate
 
-def after_checkpoint(self):  # the trainer saves the best weights right after each checkpoint
+def after_best(self):  # the trainer writes the best weights right before each checkpoint
+    pending = self.pending_best
     save_best(self)
+    if point == "best" and pending is not None and pending[0] > at:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+def after_checkpoint(self):  # and deletes older best weights right after it
+    commit(self)
     latest = tf.train.latest_checkpoint(os.path.join(config.model_dir, "checkpoints"))
     if point == "checkpoint" and latest.endswith(f"ckpt-{at}"):
         os.kill(os.getpid(), signal.SIGKILL)
@@ -62,16 +71,15 @@ def after_evaluation(self, step):
     if point == "evaluation" and step == at:
         os.kill(os.getpid(), signal.SIGKILL)
 
-early_stopping.Evaluations.save_best = after_checkpoint
-early_stopping.Evaluations.evaluate = after_evaluation
+Evaluations.save_best, Evaluations.commit, Evaluations.evaluate = after_best, after_checkpoint, after_evaluation
 train(config)
 sys.exit("the run ended before it was killed")
 """
 
 
 def _start_killed_run(config: TrainConfig, point: str, at: int) -> subprocess.Popen:
-    """Starts training `config` in a new process that is killed at `point` ("checkpoint" or "evaluation") of step
-    `at` (the test trains the uninterrupted run meanwhile)."""
+    """Starts training `config` in a new process that is killed at `point` ("checkpoint", "evaluation" or "best")
+    of step `at` (the test trains the uninterrupted run meanwhile)."""
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
     fields = json.dumps(dataclasses.asdict(config))
     return subprocess.Popen(
@@ -237,6 +245,41 @@ def test_evaluation_history_and_best_step_survive_a_kill_between_checkpoints(dat
     assert resumed["restored_best"] and uninterrupted["restored_best"]
     best = [tf.train.latest_checkpoint(str(tmp_path / d / "best")) for d in ("resumed", "once")]
     assert os.path.basename(best[0]) == os.path.basename(best[1]) == f"ckpt-{uninterrupted['best_step']}"
+
+
+def test_a_kill_between_the_best_weights_and_their_checkpoint_resumes(dataset, tmp_path):
+    """Killed right after the weights of a best evaluation later than step 10 are written, before the checkpoint
+    that would hold its history: the resumed run restores step 10, whose best weights are still there, deletes the
+    newer ones, and ends as the uninterrupted run, with only the best evaluation's weights under best/."""
+    config = lambda d: _config(  # noqa: E731
+        dataset,
+        tmp_path / d,
+        method="noisy",
+        learning_rate=3e-3,
+        train_steps=40,
+        checkpoint_steps=10,
+        eval_split="val",
+        eval_steps=5,
+        restore_best=True,
+    )
+    killed = _start_killed_run(config("resumed"), "best", 10)
+    uninterrupted = train(config("once"))
+    _wait_killed(killed, config("resumed"))
+    # On disk: the checkpoint of step 10, the best weights it knows and the newer ones written for step 20.
+    history = json.load(open(tmp_path / "resumed" / "eval_history.json"))
+    assert _last_checkpoint(str(tmp_path / "resumed")).endswith("ckpt-10")
+    known = max((e for e in history if e["step"] <= 10), key=lambda e: (e["mAP"], -e["step"]))["step"]
+    newer = max(history, key=lambda e: (e["mAP"], -e["step"]))["step"]
+    written = sorted(f for f in os.listdir(tmp_path / "resumed" / "best") if f.endswith(".index"))
+    assert newer > 10 and written == sorted({f"ckpt-{known}.index", f"ckpt-{newer}.index"})
+    resumed = train(config("resumed"))
+    assert_same_run(resumed, uninterrupted, str(tmp_path / "resumed"), str(tmp_path / "once"))
+    assert resumed["restored_best"] and uninterrupted["restored_best"]
+    for d in ("resumed", "once"):
+        kept = sorted(f for f in os.listdir(tmp_path / d / "best") if f.startswith("ckpt-"))
+        assert {f.split(".")[0] for f in kept} == {f"ckpt-{uninterrupted['best_step']}"}
+        latest = tf.train.latest_checkpoint(str(tmp_path / d / "best"))
+        assert os.path.basename(latest) == f"ckpt-{uninterrupted['best_step']}"
 
 
 def test_mirrored_on_two_logical_cpus_resumes(dataset, tmp_path):

@@ -61,9 +61,11 @@ class Evaluations:
     Evaluations count only in the model's main phase (after Veit's
     pretraining, for example). With
     `--restore_best`, the best weights since the last checkpoint stay in
-    memory and are written (under `best/`) together with that checkpoint, so
-    the best dir always matches the history a resumed run restores, and a
-    new best costs no disk write.
+    memory (a new best costs no disk write) and are written under
+    `best/ckpt-STEP` just before that checkpoint; once the checkpoint is
+    saved, the weights of older bests are deleted. So whenever a run is
+    killed, `best/` holds the weights of the best evaluation the restored
+    history knows (and perhaps of a newer one, which the resumed run deletes).
 
     Args:
         model: the model being trained.
@@ -86,10 +88,11 @@ class Evaluations:
         self.writer = None
         if config.eval_steps and chief:
             self.writer = tf.summary.create_file_writer(run_files.eval_dir(config.model_dir, config.eval_split))
-        self.best_manager = None
-        if config.restore_best:
+        self.best_dir = best_dir if config.restore_best else None
+        if self.best_dir:
             self.best_checkpoint = tf.train.Checkpoint(model=model)
-            self.best_manager = tf.train.CheckpointManager(self.best_checkpoint, best_dir, max_to_keep=1)
+            # A resumed run: the weights of evaluations after the restored step are not the history's.
+            self._keep_only_best()
         self.pending_best = None
 
     def due(self, step: int) -> bool:
@@ -113,7 +116,7 @@ class Evaluations:
         )
         if self.chief:
             run_files.write_eval_history(self.config.model_dir, self.history)
-        if self.best_manager is not None and self.best()["step"] == step:
+        if self.best_dir and self.best()["step"] == step:
             self.pending_best = (step, self.model.get_weights())
 
     def best(self) -> Optional[dict]:
@@ -122,30 +125,52 @@ class Evaluations:
     def exhausted(self) -> bool:
         return patience_exhausted(self.history, self.metric, self.config.early_stopping_patience, self.after)
 
+    def best_prefix(self, step: int) -> str:
+        return os.path.join(self.best_dir, f"ckpt-{step}")
+
     def save_best(self) -> None:
-        """Writes the best weights kept in memory (called with each checkpoint)."""
+        """Writes the best weights kept in memory, under `best/ckpt-STEP` (called before each checkpoint)."""
         if self.pending_best is None:
             return
         weights = self.model.get_weights()
         self.model.set_weights(self.pending_best[1])
-        self.best_manager.save(checkpoint_number=self.pending_best[0])
+        self.best_checkpoint.write(self.best_prefix(self.pending_best[0]))
         self.model.set_weights(weights)
         self.pending_best = None
+
+    def commit(self) -> None:
+        """Called once a checkpoint is saved: only the weights of the best evaluation it knows stay."""
+        if self.best_dir:
+            self._keep_only_best()
+
+    def _keep_only_best(self) -> None:
+        """Deletes every `best/ckpt-N` but the best evaluation's; `best/checkpoint` names it (if any)."""
+        best = self.best()
+        keep = self.best_prefix(best["step"]) if best else None
+        for path in tf.io.gfile.glob(os.path.join(self.best_dir, "ckpt-*")):
+            if keep is None or not path.startswith(keep + "."):
+                tf.io.gfile.remove(path)
+        state = os.path.join(self.best_dir, "checkpoint")
+        if keep and tf.io.gfile.exists(keep + ".index"):
+            name = os.path.basename(keep)  # relative, as tf.train.CheckpointManager writes it
+            tf.compat.v1.train.update_checkpoint_state(self.best_dir, name, [name])
+        elif tf.io.gfile.exists(state):
+            tf.io.gfile.remove(state)
 
     def finish(self, step: int) -> dict[str, Any]:
         """Restores the best weights (with --restore_best); returns what the run's result reports of its evaluations."""
         if self.writer is not None:
             self.writer.flush()
         best = self.best()
-        restored = self.best_manager is not None and best is not None
+        restored = bool(self.best_dir) and best is not None
         if restored:
-            latest = self.best_manager.latest_checkpoint
-            if latest != os.path.join(self.best_manager.directory, f"ckpt-{best['step']}"):
+            prefix = self.best_prefix(best["step"])
+            if not tf.io.gfile.exists(prefix + ".index"):
                 raise CheckpointError(
-                    f"{self.best_manager.directory} holds {latest}, not the best evaluation's weights (step "
-                    f"{best['step']}): the run was interrupted while saving; start it in a new --model_dir"
+                    f"{self.best_dir} lacks the best evaluation's weights (step {best['step']}): they were deleted "
+                    "or written by another run; start the run in a new --model_dir"
                 )
-            self.best_checkpoint.restore(latest).assert_existing_objects_matched()
+            self.best_checkpoint.read(prefix).assert_existing_objects_matched()
             logging.info(
                 "restored the best %s weights: step %d, %s=%.4g",
                 self.config.eval_split,

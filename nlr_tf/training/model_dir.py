@@ -90,10 +90,11 @@ def resolve_checkpoint(path: str) -> tuple[str, Optional[dict[str, Any]]]:
     `model.keras`), else its last checkpoint (also of a run not finished).
     """
     if os.path.isdir(path):
-        if (read_result(path) or {}).get("restored_best"):
-            best = tf.train.latest_checkpoint(os.path.join(path, BEST_DIR))
-            if best is None:
-                raise CheckpointError(f"{path}: the run restored its best weights, but {BEST_DIR}/ holds no checkpoint")
+        result = read_result(path) or {}
+        if result.get("restored_best"):
+            best = os.path.join(path, BEST_DIR, f"ckpt-{result.get('best_step')}")
+            if not tf.io.gfile.exists(best + ".index"):
+                raise CheckpointError(f"{path}: the run restored its best weights, but {best} is not there")
             return best, read_run_config(path)
         prefix = tf.train.latest_checkpoint(os.path.join(path, CHECKPOINT_DIR))
         if prefix is None:

@@ -312,8 +312,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
             evaluations.evaluate(current)
         stopping = evaluations.exhausted()
         if current % config.checkpoint_steps == 0 or current == config.train_steps or stopping:
-            manager.save(checkpoint_number=current)
+            # The best weights first: a checkpoint is only ever written after the best weights its history knows.
             evaluations.save_best()
+            manager.save(checkpoint_number=current)
+            evaluations.commit()
     writer.flush()
     evaluated = evaluations.finish(int(step.numpy()))
 
