@@ -29,6 +29,7 @@ from cli_util import ROOT
 from conftest import write_toy_dataset
 
 from nlr_tf.data import pipeline
+from nlr_tf.training import early_stopping
 from nlr_tf.training.config import TrainConfig
 from nlr_tf.training.trainer import train
 
@@ -216,20 +217,18 @@ def test_heads_on_a_feature_cache_resume(dataset, tmp_path):
     assert_same_run(resumed, uninterrupted, str(tmp_path / "resumed"), str(tmp_path / "once"))
 
 
+def _evaluated(dataset, tmp_path, **overrides):
+    """The config (by model dir name) of a noisy run evaluated on val every 5 steps, checkpointed every 10, that
+    restores its best weights."""
+    fields = dict(
+        method="noisy", learning_rate=3e-3, checkpoint_steps=10, eval_split="val", eval_steps=5, restore_best=True
+    )
+    return lambda d: _config(dataset, tmp_path / d, **fields, **overrides)
+
+
 def test_evaluation_history_and_best_step_survive_a_kill_between_checkpoints(dataset, tmp_path):
     """Killed right after the evaluation of step 15, which is in eval_history.json but not in a checkpoint."""
-    config = lambda d: _config(  # noqa: E731
-        dataset,
-        tmp_path / d,
-        method="noisy",
-        learning_rate=3e-3,
-        train_steps=60,
-        checkpoint_steps=10,
-        eval_split="val",
-        eval_steps=5,
-        early_stopping_patience=3,
-        restore_best=True,
-    )
+    config = _evaluated(dataset, tmp_path, train_steps=60, early_stopping_patience=3)
     killed = _start_killed_run(config("resumed"), "evaluation", 15)
     uninterrupted = train(config("once"))
     steps = [e["step"] for e in uninterrupted["eval_history"]]
@@ -251,25 +250,15 @@ def test_a_kill_between_the_best_weights_and_their_checkpoint_resumes(dataset, t
     """Killed right after the weights of a best evaluation later than step 10 are written, before the checkpoint
     that would hold its history: the resumed run restores step 10, whose best weights are still there, deletes the
     newer ones, and ends as the uninterrupted run, with only the best evaluation's weights under best/."""
-    config = lambda d: _config(  # noqa: E731
-        dataset,
-        tmp_path / d,
-        method="noisy",
-        learning_rate=3e-3,
-        train_steps=40,
-        checkpoint_steps=10,
-        eval_split="val",
-        eval_steps=5,
-        restore_best=True,
-    )
+    config = _evaluated(dataset, tmp_path, train_steps=40)
     killed = _start_killed_run(config("resumed"), "best", 10)
     uninterrupted = train(config("once"))
     _wait_killed(killed, config("resumed"))
     # On disk: the checkpoint of step 10, the best weights it knows and the newer ones written for step 20.
     history = json.load(open(tmp_path / "resumed" / "eval_history.json"))
     assert _last_checkpoint(str(tmp_path / "resumed")).endswith("ckpt-10")
-    known = max((e for e in history if e["step"] <= 10), key=lambda e: (e["mAP"], -e["step"]))["step"]
-    newer = max(history, key=lambda e: (e["mAP"], -e["step"]))["step"]
+    known = early_stopping.best_evaluation([e for e in history if e["step"] <= 10], "mAP")["step"]
+    newer = early_stopping.best_evaluation(history, "mAP")["step"]
     written = sorted(f for f in os.listdir(tmp_path / "resumed" / "best") if f.endswith(".index"))
     assert newer > 10 and written == sorted({f"ckpt-{known}.index", f"ckpt-{newer}.index"})
     resumed = train(config("resumed"))

@@ -12,13 +12,13 @@ the mean.
 Fast: with ties as one threshold, `AP = mean over positives p of
 #positives(score >= s_p) / #counted(score >= s_p)`, so a class needs one
 sort of its counted scores only (compacted first; float32, numpy's
-vectorised sort), a sort of its positives, and a binary search per positive:
-no labels carried through the sort, no per-threshold arrays. Chunks of
-classes (bounded memory, about 100 MB of buffers per thread) are copied
-class-major in blocks of rows that stay in cache, and run on parallel
-threads (numpy releases the GIL in copies, sorts and searches). APall sorts
-the counted scores of all classes, one part per thread (4 bytes per counted
-entry).
+vectorised sort), a sort of its positives, and a binary search per distinct
+positive score: no labels carried through the sort, no per-threshold
+arrays. Chunks of classes (bounded memory, about 100 MB of buffers per
+thread) are copied class-major in blocks of rows that stay in cache, and run
+on parallel threads (numpy releases the GIL in copies, sorts and
+searches). APall sorts the counted scores of all classes, one part per
+thread (4 bytes per counted entry).
 """
 
 import concurrent.futures
