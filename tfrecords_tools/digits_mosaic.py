@@ -14,6 +14,15 @@ no download), so the whole pipeline runs offline. Two variants:
   (the annotator's confusions: 3/8/9, 1/7, 4/9, ...), not uniform flips:
   about 20-35 % of noisy annotations are false and 15-30 % of true labels
   are missed.
+- `multi_label` with an `annotator` (the transfer benchmark): the same
+  mosaics, but the noisy labels are compiled exactly as Hu compiled COCO: a
+  classifier trained on a large source task (`glyphs`, printed characters,
+  standing in for ImageNet) sees each whole mosaic, and of its top
+  `annotator_top_k` (default `TRANSFER_TOP_K` = 4, a mosaic's most digits)
+  predictions those that name a digit are the labels; the others (letters,
+  symbols) are dropped, as Hu dropped ImageNet classes absent from COCO.
+  The noise is whatever that classifier gets wrong on handwritten mosaics:
+  `nlr-inspect` measures it.
 - `single_label` (Clothing1M-like): single 32x32 digits with class-
   conditional structured noise: class c is flipped with probability rho_c
   (mean 0.375, spread over classes) to classes drawn from the annotator's
@@ -87,6 +96,7 @@ TARGET_DIGIT_ERROR = 0.23  # multi-label: share of digits the annotator mislabel
 EXTRA_LABEL_PROB = 0.10  # multi-label: chance to add the annotator's runner-up class
 SINGLE_LABEL_FLIP_MEAN = 0.375  # single-label: mean flip probability
 SINGLE_LABEL_FLIP_SPREAD = 0.10  # single-label: per-class spread around the mean
+TRANSFER_TOP_K = 4  # multi-label with a source annotator: its predictions kept per mosaic (a mosaic holds 1-4 digits)
 SENSOR_NOISE = 1.0  # std of the pixel noise the annotator sees (pixels are 0-16)
 POOL_SHARES = (0.6, 0.15, 0.25)  # train, val, test digits after the annotator's
 
@@ -205,12 +215,24 @@ def _mosaic(digits: np.ndarray, cells: np.ndarray, rng: np.random.Generator) -> 
     return np.clip(canvas, 0, 255).astype(np.uint8)
 
 
-def _single(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def single_image(digit: np.ndarray, rng: np.random.Generator, sizes: tuple[int, int] = (22, 28)) -> np.ndarray:
+    """One 8x8 array (values 0-16) drawn at a random side in `sizes` (inclusive) on a noisy background.
+
+    The single-label variant's image; the `glyphs` source draws its
+    characters with it too, so both are rendered the same way.
+
+    Returns:
+        uint8 array [IMAGE_SIZE, IMAGE_SIZE].
+    """
     canvas = _background(rng)
-    size = int(rng.integers(22, 29))
+    size = int(rng.integers(sizes[0], sizes[1] + 1))
     y0, x0 = rng.integers(0, IMAGE_SIZE - size + 1, size=2)
     _paste(canvas, digit, size, y0, x0, rng)
     return np.clip(canvas, 0, 255).astype(np.uint8)
+
+
+def _single(digit: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    return single_image(digit, rng)
 
 
 def _multi_label_images(n, pool, digits, targets, annotator, rng):
@@ -237,6 +259,52 @@ def _multi_label_images(n, pool, digits, targets, annotator, rng):
         noisy.append(sorted(labels))
         start += k
     return images, true, noisy, picks
+
+
+class _TopKAnnotator:
+    """An image classifier over many classes as the multi-label annotator, as Hu et al. 2019 compiled COCO.
+
+    Hu ran an ImageNet Inception V3 over every whole COCO image, kept its
+    top 8 of 1,000 predictions and mapped them to COCO's classes, dropping
+    ImageNet classes absent from COCO. Here a source classifier (any object
+    with `class_names` and `scores(images) -> [N, C]`, such as
+    `nlr_tf.evaluation.annotator.RunAnnotator`) sees each whole mosaic; of
+    its `top_k` highest-scoring classes, those named as one of the ten digits
+    (`CLASS_NAMES`) are the mosaic's noisy labels, the others are dropped.
+    """
+
+    def __init__(self, source, top_k: int):
+        if top_k < 1:
+            raise ConversionError(f"the annotator's top_k must be at least 1, got {top_k}")
+        names = list(source.class_names)
+        self.target = np.array([CLASS_NAMES.index(n) if n in CLASS_NAMES else -1 for n in names])
+        missing = sorted(set(CLASS_NAMES) - set(names))
+        if missing:
+            raise ConversionError(
+                f"the annotator's classes must include the ten digits by name ({', '.join(CLASS_NAMES)}); "
+                f"it lacks {', '.join(missing)}"
+            )
+        self.source, self.top_k = source, min(top_k, len(names))
+
+    def labels(self, images: list) -> list[list[int]]:
+        scores = self.source.scores(np.stack(images))
+        top = np.argsort(-scores, axis=1, kind="stable")[:, : self.top_k]
+        mapped = self.target[top]
+        return [sorted({int(c) for c in row if c >= 0}) for row in mapped]
+
+
+def _annotated_mosaics(n, pool, digits, targets, annotator: _TopKAnnotator, rng):
+    """Mosaics as `_multi_label_images` draws them, noisy labels from a whole-image annotator."""
+    if n == 0:
+        return [], [], [], []
+    counts = rng.integers(1, 5, size=n)
+    picks = [rng.choice(pool, size=k) for k in counts]
+    images, true = [], []
+    for k, pick in zip(counts, picks):
+        cells = rng.permutation(4)[:k]
+        images.append(_mosaic(digits[pick], cells, rng))
+        true.append(sorted(set(targets[pick].tolist())))
+    return images, true, annotator.labels(images), picks
 
 
 def _transition_matrix(annotator, digits, targets, rng) -> np.ndarray:
@@ -275,6 +343,8 @@ def build(
     num_val: Optional[int] = None,
     num_test: Optional[int] = None,
     nested_fractions: tuple[float, ...] = (),
+    annotator=None,
+    annotator_top_k: int = 0,
 ) -> tuple[dict, set, dict]:
     """Builds the images and labels of every split in memory.
 
@@ -282,6 +352,11 @@ def build(
         nested_fractions: the other clean fractions the dataset will hold a
             clean split for; they join the ladder of fractions the clean
             images are built over (see the module docstring).
+        annotator: None, or a source classifier (`class_names`,
+            `scores(images)`) that compiles the multi-label noisy labels
+            from each whole mosaic (the transfer benchmark; `_TopKAnnotator`).
+        annotator_top_k: int. The annotator's predictions kept per mosaic
+            (`TRANSFER_TOP_K` when 0).
 
     Returns:
         (built, clean_indices, details): `built[name]` for name in train,
@@ -298,6 +373,7 @@ def build(
     if variant not in VARIANTS:
         raise ConversionError(f"unknown digits_mosaic variant {variant!r}; choose one of {', '.join(VARIANTS)}")
     ladder = _ladder(clean_fraction, nested_fractions)
+    source_annotator = annotator  # the name below is the scratch benchmark's per-digit annotator
     from sklearn.datasets import load_digits
 
     default = DEFAULT_SIZES[variant]
@@ -319,7 +395,20 @@ def build(
         "digit_pools": {k: int(len(v)) for k, v in pools.items()},
         "image_size": IMAGE_SIZE,
     }
-    if variant == "multi_label":
+    if source_annotator is not None:
+        if variant != "multi_label":
+            raise ConversionError("an annotator compiles multi-label noise; single_label keeps its class noise")
+        top_k = _TopKAnnotator(source_annotator, annotator_top_k or TRANSFER_TOP_K)
+        details["annotator"] = {
+            **getattr(source_annotator, "description", {}),
+            "top_k": top_k.top_k,
+            "source_classes": len(top_k.target),
+        }
+
+        def make(n, pool, stream):
+            return _annotated_mosaics(n, pool, digits, targets, top_k, stream)
+
+    elif variant == "multi_label":
         train_digits = digits[pools["train"]] + rng.normal(0.0, SENSOR_NOISE, digits[pools["train"]].shape)
         details["annotator_temperature"] = annotator.calibrate(
             train_digits, targets[pools["train"]], TARGET_DIGIT_ERROR
@@ -396,6 +485,8 @@ def convert(
     num_val: Optional[int] = None,
     num_test: Optional[int] = None,
     nested_fractions: tuple[float, ...] = (),
+    annotator=None,
+    annotator_top_k: int = 0,
 ) -> Conversion:
     """A digits_mosaic dataset as a `Conversion`.
 
@@ -412,12 +503,17 @@ def convert(
             same nested sets the `clean` split is at that `clean_fraction`
             (for fractions in CLEAN_FRACTIONS), so one dataset (and one
             feature cache) serves several fractions.
+        annotator, annotator_top_k: the transfer benchmark's multi-label
+            noise: a source classifier's top-k predictions on each whole
+            mosaic, mapped to the ten digits (see `build`).
 
     Returns:
         A `Conversion` of splits noisy, clean, clean_all, val and test (and
         the nested clean splits).
     """
-    built, clean_ids, details = build(variant, clean_fraction, seed, num_train, num_val, num_test, nested_fractions)
+    built, clean_ids, details = build(
+        variant, clean_fraction, seed, num_train, num_val, num_test, nested_fractions, annotator, annotator_top_k
+    )
     sizes = details["sizes"]
     num_clean = details["num_clean"]
     order = details.pop("clean_order")

@@ -19,7 +19,7 @@ from absl import app, flags
 from nlr_tf.data.output_dir import OutputDirError
 from tfrecords_tools.records import ConversionError
 
-SOURCES = ("manifest", "openimages", "coco", "clothing1m", "tfds", "digits_mosaic")
+SOURCES = ("manifest", "openimages", "coco", "clothing1m", "tfds", "digits_mosaic", "glyphs")
 
 # === Common ===
 _SOURCE = flags.DEFINE_enum("source", None, SOURCES, "Source format to convert.")
@@ -61,15 +61,39 @@ _MULTI_LABEL = flags.DEFINE_bool(
 # === digits_mosaic ===
 _VARIANT = flags.DEFINE_enum("variant", "multi_label", ["multi_label", "single_label"], "digits_mosaic: variant.")
 _NUM_TRAIN = flags.DEFINE_integer(
-    "num_train", None, "digits_mosaic: training images (default per variant).", lower_bound=10
+    "num_train", None, "digits_mosaic, glyphs: training images (default per variant / source).", lower_bound=10
 )
-_NUM_VAL = flags.DEFINE_integer("num_val", None, "digits_mosaic: validation images.", lower_bound=10)
-_NUM_TEST = flags.DEFINE_integer("num_test", None, "digits_mosaic: test images.", lower_bound=10)
+_NUM_VAL = flags.DEFINE_integer("num_val", None, "digits_mosaic, glyphs: validation images.", lower_bound=10)
+_NUM_TEST = flags.DEFINE_integer("num_test", None, "digits_mosaic, glyphs: test images.", lower_bound=10)
 _NESTED_CLEAN_FRACTIONS = flags.DEFINE_list(
     "nested_clean_fractions",
     [],
     "digits_mosaic: extra nested clean splits, e.g. 0.05,0.1,0.2 writes clean_05, clean_10, clean_20 "
     "(train with --clean_split=clean_05).",
+)
+_ANNOTATOR = flags.DEFINE_string(
+    "annotator",
+    None,
+    "digits_mosaic, multi_label: an nlr-train run dir whose classifier compiles the noisy labels from each whole "
+    "mosaic (its top --annotator_top_k classes named as digits), as Hu et al. compiled COCO with an ImageNet "
+    "model: the transfer benchmark. Default: the weak per-digit annotator of the scratch benchmark.",
+)
+_ANNOTATOR_TOP_K = flags.DEFINE_integer(
+    "annotator_top_k", 0, "digits_mosaic: predictions of --annotator kept per mosaic (0: 4).", lower_bound=0
+)
+
+# === glyphs ===
+_GLYPH_SIZES = flags.DEFINE_list(
+    "glyph_sizes",
+    None,
+    "glyphs: smallest,largest side in px of the character in the 32-px image (default 12,28: the target's "
+    "mosaic cells and single digits).",
+)
+_HELD_OUT_FONTS = flags.DEFINE_list(
+    "held_out_fonts",
+    None,
+    "glyphs: font file stems rendered only in `test`, e.g. DejaVuSerif-Bold,STIXGeneralItalic,cmtt10 "
+    "(default: one DejaVu, one STIX and one Computer Modern face, chosen from --seed).",
 )
 
 # === openimages ===
@@ -228,6 +252,15 @@ def _tfds():
 def _digits_mosaic():
     from tfrecords_tools import digits_mosaic
 
+    annotator = None
+    if _ANNOTATOR.value:
+        from nlr_tf.evaluation.annotator import RunAnnotator
+        from nlr_tf.training.model_dir import CheckpointError
+
+        try:
+            annotator = RunAnnotator(_ANNOTATOR.value)
+        except (CheckpointError, ValueError) as e:
+            raise ConversionError(f"--annotator: {e}") from None
     return digits_mosaic.convert(
         variant=_VARIANT.value,
         clean_fraction=_CLEAN_FRACTION.value,
@@ -236,6 +269,21 @@ def _digits_mosaic():
         num_val=_NUM_VAL.value,
         num_test=_NUM_TEST.value,
         nested_fractions=tuple(_float_list("nested_clean_fractions", _NESTED_CLEAN_FRACTIONS.value)),
+        annotator=annotator,
+        annotator_top_k=_ANNOTATOR_TOP_K.value,
+    )
+
+
+def _glyphs():
+    from tfrecords_tools import glyphs
+
+    return glyphs.convert(
+        seed=_SEED.value,
+        num_train=_NUM_TRAIN.value,
+        num_val=_NUM_VAL.value,
+        num_test=_NUM_TEST.value,
+        glyph_sizes=tuple(_GLYPH_SIZES.value) if _GLYPH_SIZES.value else glyphs.DEFAULT_GLYPH_SIZES,
+        held_out_fonts=tuple(_HELD_OUT_FONTS.value) if _HELD_OUT_FONTS.value else None,
     )
 
 
@@ -253,6 +301,7 @@ ADAPTERS = {
     "clothing1m": _clothing1m,
     "tfds": _tfds,
     "digits_mosaic": _digits_mosaic,
+    "glyphs": _glyphs,
 }
 
 

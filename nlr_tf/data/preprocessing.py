@@ -114,7 +114,7 @@ def preprocess(images: tf.Tensor, backbone: str) -> tf.Tensor:
     - `inception_v3`: to [-1, 1] (keras.applications "tf" mode).
     - `resnet50`: RGB -> BGR, then ImageNet mean subtraction per channel
       (keras.applications "caffe" mode).
-    - `small_cnn`: to [0, 1].
+    - `small_cnn`, `small_cnn_wide`: to [0, 1].
 
     Equals `keras.applications.<backbone>.preprocess_input`. Models apply it
     as their first layer (`nlr_tf.models.image_preprocessing`).

@@ -41,8 +41,12 @@ from nlr_tf.models.methods import ACTIVATIONS
 from tfrecords_tools.digits_mosaic import nested_split_name
 
 VARIANTS = ("multi_label", "single_label")
-SHORT = {"multi_label": "ml", "single_label": "sl"}
-STAGES = ("pretext", "scratch", "whole", "heads", "reference")
+SHORT = {"multi_label": "ml", "single_label": "sl", "source": "src"}
+STAGES = ("source", "pretext", "scratch", "whole", "heads", "reference")
+# `scratch`: every network starts from random weights. `transfer`: as the papers start from ImageNet, networks
+# start from a backbone trained on the `glyphs` source task, whose classifier also compiles the multi-label noise.
+BENCHMARKS = ("scratch", "transfer")
+SOURCE_SEED = 0  # one source model for every seed, as one set of ImageNet weights
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,6 +94,9 @@ _CLEANING_LR = (("learning_rate", 1.0), ("cleaning_learning_rate", 1.0), ("clean
 # A whole network from the noisy model with new heads: heads at ten times the backbone's rate.
 _NEW_HEADS_LR = (("learning_rate", 10.0), ("backbone_learning_rate", 1.0))
 
+# The transfer benchmark's analog of ImageNet: a classifier of printed characters (`glyphs`), trained from random
+# weights on its exact labels; its backbone starts every network of the benchmark.
+SOURCE = _row("source", "Source classifier (glyphs)", "noisy", "source", shared=True)
 NOISY = _row("noisy", "Backbone (Noisy)", "noisy", "scratch", shared=True)
 GT = _row("gt", "Backbone (GT)", "clean", "scratch", shared=True, clean_split="clean_all")
 
@@ -254,6 +261,8 @@ class Budget:
     # is caught before it overfits; on cached features they cost little. The heads' grid: at 1 % clean, half the
     # head rows chose 1e-3 from a grid starting there, and 3e-2 was never chosen, so the grid starts at 3e-4.
     scratch: Stage = Stage(max_steps=4000, eval_steps=100, patience=6, batch_size=60, learning_rates=(1e-3,))
+    # The source task: 40,000 glyph images, about 16 passes at most.
+    source: Stage = Stage(max_steps=10000, eval_steps=500, patience=4, batch_size=60, learning_rates=(1e-3,))
     # Rotation prediction: 1,000 steps of 60 images at four angles (20 passes over 12,000 images).
     pretext: Stage = Stage(max_steps=1000, eval_steps=0, patience=0, batch_size=60, learning_rates=(1e-3,))
     whole: Stage = Stage(max_steps=2000, eval_steps=50, patience=6, batch_size=40, learning_rates=(1e-4,))
@@ -270,8 +279,11 @@ class Budget:
     extras: bool = True
     baselines: bool = True
     premise: bool = True
-    image_sizes: tuple = (("multi_label", 16), ("single_label", 16))
+    image_sizes: tuple = (("multi_label", 16), ("single_label", 16), ("source", 16))
     dataset_sizes: Optional[tuple[int, int, int]] = None
+    benchmarks: tuple[str, ...] = BENCHMARKS
+    source_sizes: tuple[int, int, int] = (40000, 2000, 4000)
+    annotator_top_k: int = 4
 
     def stage(self, name: str) -> Stage:
         return getattr(self, name)
@@ -280,6 +292,7 @@ class Budget:
         """Every step count times `scale` (a smoke test)."""
         return dataclasses.replace(
             self,
+            source=self.source.scaled(scale),
             pretext=self.pretext.scaled(scale),
             scratch=self.scratch.scaled(scale),
             whole=self.whole.scaled(scale),
@@ -304,6 +317,8 @@ QUICK = Budget(
     extras=False,
     premise=False,
     dataset_sizes=(4000, 1000, 1000),
+    source=Stage(max_steps=3000, eval_steps=500, patience=2, batch_size=60, learning_rates=(1e-3,)),
+    source_sizes=(20000, 1000, 2000),
 )
 
 
@@ -312,12 +327,14 @@ class Run:
     """One training (or reference) run of the plan.
 
     Args:
-        variant: str. "multi_label" or "single_label".
+        variant: str. "multi_label" or "single_label" ("source" for the
+            transfer benchmark's source run).
         seed: int. Training seed.
         fraction: float or None. Clean fraction; None for shared rows.
         row: `Row`.
         learning_rate: float or None. The grid value; None for reference
             rows, and for a non-grid seed's run before its rate is chosen.
+        benchmark: str. One of `BENCHMARKS`.
     """
 
     variant: str
@@ -325,6 +342,7 @@ class Run:
     fraction: Optional[float]
     row: Row
     learning_rate: Optional[float] = None
+    benchmark: str = "scratch"
 
     @property
     def clean_split(self) -> str:
@@ -336,7 +354,7 @@ class Run:
     def cell(self) -> str:
         """The run's table cell: variant/seed/fraction/row."""
         where = "shared" if self.fraction is None else fraction_name(self.fraction)
-        return f"{SHORT[self.variant]}/seed{self.seed}/{where}/{self.row.key}"
+        return f"{self.benchmark}/{SHORT[self.variant]}/seed{self.seed}/{where}/{self.row.key}"
 
     @property
     def name(self) -> str:
@@ -344,17 +362,34 @@ class Run:
 
     @property
     def init(self) -> Optional[str]:
-        """The cell of the run this one starts from (the same seed's noisy model, unless the row says otherwise)."""
+        """The cell of the run this one starts from.
+
+        The same seed's noisy model, unless the row says otherwise; a row
+        trained from the start (`scratch` stage) starts from random weights
+        on the scratch benchmark and from the source backbone on the
+        transfer benchmark.
+        """
+        if self.row.stage == "source":
+            return None
         source = self.row.starts_from or ("" if self.row.stage in ("pretext", "scratch") else NOISY.key)
         if not source:
-            return None
+            return source_cell() if self.benchmark == "transfer" else None
         where = "shared" if source in SHARED_KEYS or self.fraction is None else fraction_name(self.fraction)
-        return f"{SHORT[self.variant]}/seed{self.seed}/{where}/{source}"
+        return f"{self.benchmark}/{SHORT[self.variant]}/seed{self.seed}/{where}/{source}"
 
     @property
     def noisy_cell(self) -> str:
         """The cell of the seed's noisy model (whose feature cache the head rows and CleanNet read)."""
-        return f"{SHORT[self.variant]}/seed{self.seed}/shared/{NOISY.key}"
+        return f"{self.benchmark}/{SHORT[self.variant]}/seed{self.seed}/shared/{NOISY.key}"
+
+
+def source_run(budget: "Budget") -> Run:
+    """The transfer benchmark's source run (one, for every seed)."""
+    return Run("source", SOURCE_SEED, None, SOURCE, budget.source.learning_rates[0], "transfer")
+
+
+def source_cell() -> str:
+    return f"transfer/{SHORT['source']}/seed{SOURCE_SEED}/shared/{SOURCE.key}"
 
 
 def fraction_name(fraction: float) -> str:
@@ -396,24 +431,29 @@ def make_plan(budget: Budget, variants=VARIANTS) -> list[Run]:
     seeds = [s for s in budget.seeds if s in budget.grid_seeds] + [
         s for s in budget.seeds if s not in budget.grid_seeds
     ]
-    cells = [(variant, seed, cell) for variant in variants for seed in seeds for cell in _cells(budget, variant, seed)]
-    # The investigation comes last, so the runs before it keep their place (and seed) in the plan.
-    if budget.premise and "multi_label" in variants:
-        cells += [
-            ("multi_label", seed, (None if row.shared else budget.main_fraction, row))
-            for seed in seeds
-            for row in PREMISE_ROWS
-        ]
     runs = []
-    for variant, seed, (fraction, row) in cells:
-        if row.stage == "reference":
-            runs.append(Run(variant, seed, fraction, row))
-            continue
-        grid = budget.stage(row.stage).learning_rates
-        if len(grid) == 1 or seed in budget.grid_seeds:
-            runs += [Run(variant, seed, fraction, row, lr) for lr in grid]
-        else:
-            runs.append(Run(variant, seed, fraction, row, None))
+    for benchmark in budget.benchmarks:
+        if benchmark == "transfer":
+            runs.append(source_run(budget))
+        cells = [
+            (variant, seed, cell) for variant in variants for seed in seeds for cell in _cells(budget, variant, seed)
+        ]
+        # The investigation comes last, so the runs before it keep their place (and seed) in the plan.
+        if budget.premise and "multi_label" in variants and benchmark == "scratch":
+            cells += [
+                ("multi_label", seed, (None if row.shared else budget.main_fraction, row))
+                for seed in seeds
+                for row in PREMISE_ROWS
+            ]
+        for variant, seed, (fraction, row) in cells:
+            if row.stage == "reference":
+                runs.append(Run(variant, seed, fraction, row, None, benchmark))
+                continue
+            grid = budget.stage(row.stage).learning_rates
+            if len(grid) == 1 or seed in budget.grid_seeds:
+                runs += [Run(variant, seed, fraction, row, lr, benchmark) for lr in grid]
+            else:
+                runs.append(Run(variant, seed, fraction, row, None, benchmark))
     return runs
 
 

@@ -19,7 +19,7 @@ import keras
 from absl import logging
 
 from nlr_tf.data.schema import DatasetInfo, load_dataset_info
-from nlr_tf.reproduce.plan import SHORT, Budget, Run, dataset_fractions, make_plan
+from nlr_tf.reproduce.plan import SHORT, Budget, Run, dataset_fractions, make_plan, source_cell
 from nlr_tf.training import model_dir as run_files
 from nlr_tf.training import pretext
 from nlr_tf.training.config import TrainConfig
@@ -35,43 +35,91 @@ class ReproduceError(RuntimeError):
     """A reproduction that cannot go on."""
 
 
-def dataset_dir(output_dir: str, variant: str) -> str:
-    return os.path.join(output_dir, "data", f"digits_mosaic_{SHORT[variant]}")
+def dataset_dir(output_dir: str, variant: str, benchmark: str = "scratch") -> str:
+    """A run's dataset: the source task's glyphs, or digits_mosaic (multi-label: one per benchmark, as the
+    transfer benchmark's noisy labels come from the source classifier; single-label: one for both)."""
+    if variant == "source":
+        return os.path.join(output_dir, "data", "glyphs")
+    suffix = "_transfer" if benchmark == "transfer" and variant == "multi_label" else ""
+    return os.path.join(output_dir, "data", f"digits_mosaic_{SHORT[variant]}{suffix}")
 
 
-def build_datasets(output_dir: str, budget: Budget, variants, log: Callable[[str], None]) -> None:
-    """Writes each variant's digits_mosaic dataset, with every fraction's clean split, unless already there."""
-    from tfrecords_tools import digits_mosaic
+def dataset_arguments(budget: Budget, variant: str, benchmark: str = "scratch") -> dict[str, Any]:
+    """The converter's arguments of a run's dataset (recorded in its dataset.json, and in the plan's fingerprint)."""
+    if variant == "source":
+        train, val, test = budget.source_sizes
+        return {"source": "glyphs", "seed": DATA_SEED, "num_train": train, "num_val": val, "num_test": test}
+    sizes = budget.dataset_sizes or (None, None, None)
+    arguments = {
+        "source": "digits_mosaic",
+        "variant": variant,
+        "clean_fraction": budget.main_fraction,
+        "nested_clean_fractions": list(dataset_fractions(budget, variant)),
+        "seed": DATA_SEED,
+        "num_train": sizes[0],
+        "num_val": sizes[1],
+        "num_test": sizes[2],
+    }
+    if benchmark == "transfer" and variant == "multi_label":
+        # The annotator is the source run (its path inside the output folder) and how many predictions it keeps.
+        arguments.update(annotator=source_cell(), annotator_top_k=budget.annotator_top_k)
+    return arguments
+
+
+def build_dataset(
+    output_dir: str, budget: Budget, variant: str, benchmark: str, log: Callable[[str], None], annotator_dir: str = ""
+) -> str:
+    """Writes one dataset of the plan unless it is already there (with the same arguments); returns its path."""
     from tfrecords_tools.writer import write_dataset
 
-    sizes = budget.dataset_sizes or (None, None, None)
-    for variant in variants:
-        path = dataset_dir(output_dir, variant)
-        fractions = dataset_fractions(budget, variant)
-        arguments = {
-            "source": "digits_mosaic",
-            "variant": variant,
-            "clean_fraction": budget.main_fraction,
-            "nested_clean_fractions": list(fractions),
-            "seed": DATA_SEED,
-            "num_train": sizes[0],
-            "num_val": sizes[1],
-            "num_test": sizes[2],
-        }
-        if os.path.isfile(os.path.join(path, "dataset.json")):
-            provenance = load_dataset_info(path).provenance
-            if provenance.get("arguments") == arguments and provenance.get("converter_version") == CONVERTER_VERSION:
-                continue
-            raise ReproduceError(f"{path} holds a dataset built with other settings: use another --output_dir")
-        log(f"building {path}")
+    path = dataset_dir(output_dir, variant, benchmark)
+    arguments = dataset_arguments(budget, variant, benchmark)
+    if os.path.isfile(os.path.join(path, "dataset.json")):
+        provenance = load_dataset_info(path).provenance
+        if provenance.get("arguments") == arguments and provenance.get("converter_version") == CONVERTER_VERSION:
+            return path
+        raise ReproduceError(f"{path} holds a dataset built with other settings: use another --output_dir")
+    log(f"building {path}")
+    if variant == "source":
+        from tfrecords_tools import glyphs
+
+        conversion = glyphs.convert(
+            seed=DATA_SEED,
+            num_train=arguments["num_train"],
+            num_val=arguments["num_val"],
+            num_test=arguments["num_test"],
+        )
+    else:
+        from tfrecords_tools import digits_mosaic
+
+        annotator = None
+        if "annotator" in arguments:
+            from nlr_tf.evaluation.annotator import RunAnnotator
+
+            annotator = RunAnnotator(annotator_dir)
         conversion = digits_mosaic.convert(
             variant,
             budget.main_fraction,
             DATA_SEED,
-            *sizes,
-            nested_fractions=fractions,
+            arguments["num_train"],
+            arguments["num_val"],
+            arguments["num_test"],
+            nested_fractions=tuple(arguments["nested_clean_fractions"]),
+            annotator=annotator,
+            annotator_top_k=arguments.get("annotator_top_k", 0),
         )
-        write_dataset(conversion, path, arguments=arguments, progress=False)
+    write_dataset(conversion, path, arguments=arguments, progress=False)
+    keras.backend.clear_session()
+    return path
+
+
+def build_datasets(output_dir: str, budget: Budget, variants, log: Callable[[str], None]) -> None:
+    """Writes the datasets that need no trained model: every benchmark's but the transfer multi-label one (which
+    the source run annotates, so `run_plan` writes it once that run has finished)."""
+    for benchmark in budget.benchmarks:
+        for variant in (("source",) if benchmark == "transfer" else ()) + tuple(variants):
+            if not (benchmark == "transfer" and variant == "multi_label"):
+                build_dataset(output_dir, budget, variant, benchmark, log)
 
 
 def features_cell(run: Run) -> str:
@@ -101,7 +149,7 @@ def build_feature_cache(output_dir: str, run: Run, noisy_dir: str, budget: Budge
     splits = ["noisy", "val", "test"] + [nested_split_name(f) for f in dataset_fractions(budget, run.variant)]
     extract_features(
         backbone,
-        load_dataset_info(dataset_dir(output_dir, run.variant)),
+        load_dataset_info(dataset_dir(output_dir, run.variant, run.benchmark)),
         path,
         backbone_name=run_config["backbone"],
         backbone_source=resolve_checkpoint(noisy_dir)[0],
@@ -147,7 +195,7 @@ def train_config(run: Run, output_dir: str, budget: Budget, init_dir: str = "") 
     pretrain_steps = budget.cleaning_pretrain_steps if pretrain else 0
     config = TrainConfig(
         method=run.row.method,
-        dataset=dataset_dir(output_dir, run.variant),
+        dataset=dataset_dir(output_dir, run.variant, run.benchmark),
         model_dir=run_dir(output_dir, run),
         backbone="small_cnn",
         image_size=dict(budget.image_sizes)[run.variant],
@@ -166,7 +214,8 @@ def train_config(run: Run, output_dir: str, budget: Budget, init_dir: str = "") 
         **settings,
     )
     if run.init and run.row.stage == "scratch":
-        config.backbone_weights = os.path.join(init_dir, pretext.WEIGHTS_FILE)
+        # A pretraining run's (rotation, or the transfer benchmark's source) backbone weights, as ImageNet's file.
+        config.backbone_weights = os.path.join(init_dir, run_files.BACKBONE_WEIGHTS_FILE)
     elif run.init:
         config.init_checkpoint = init_dir
     if run.row.stage == "heads":
@@ -185,7 +234,7 @@ def pretext_config(run: Run, output_dir: str, budget: Budget) -> pretext.Rotatio
     """A `pretext` row's run: rotation prediction on the training images (the `noisy` split) of its variant."""
     stage = budget.stage(run.row.stage)
     return pretext.RotationConfig(
-        dataset=dataset_dir(output_dir, run.variant),
+        dataset=dataset_dir(output_dir, run.variant, run.benchmark),
         output_dir=run_dir(output_dir, run),
         split="noisy",
         backbone="small_cnn",
@@ -309,10 +358,10 @@ def run_plan(
             run = dataclasses.replace(run, learning_rate=chosen_rate(run))
         where = "" if run.fraction is None else f" {100 * run.fraction:g}% clean"
         rate = "" if run.learning_rate is None else f", lr {run.learning_rate:g}"
-        prefix = f"[{i:>3}/{len(runs)}] {run.variant} seed {run.seed}{where}: {run.row.label}{rate}"
+        prefix = f"[{i:>3}/{len(runs)}] {run.benchmark} {run.variant} seed {run.seed}{where}: {run.row.label}{rate}"
         model_dir = run_dir(output_dir, run)
         metrics_path = run_files.metrics_path(model_dir, "test")
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         if run.row.stage == "reference":
             _claim_run_dir(model_dir, {"row": run.row.key, "fraction": run.fraction, "split": run.clean_split})
         elif run.row.stage == "pretext":
@@ -321,6 +370,16 @@ def run_plan(
         else:
             config = train_config(run, output_dir, budget, selected(run.init)["model_dir_abs"] if run.init else "")
             _claim_run_dir(model_dir, dataclasses.asdict(config), CONFIG_DEFAULTS)
+        if not os.path.isfile(metrics_path):
+            annotator = dataset_arguments(budget, run.variant, run.benchmark).get("annotator")
+            build_dataset(
+                output_dir,
+                budget,
+                run.variant,
+                run.benchmark,
+                log,
+                selected(annotator)["model_dir_abs"] if annotator else "",
+            )
         if needs_feature_cache(run):
             build_feature_cache(output_dir, run, selected(features_cell(run))["model_dir_abs"], budget, log)
         if os.path.isfile(metrics_path):
@@ -339,6 +398,7 @@ def run_plan(
                 metrics = train_and_evaluate(config)
             # The run's own time (of the invocation that finished it): results.md sums them.
             metrics["seconds"] = time.perf_counter() - start
+            metrics["cpu_seconds"] = time.process_time() - cpu_start  # every thread of the process, on Linux
             run_files.write_json(metrics_path, metrics)
             state = f"{time.perf_counter() - start:.0f} s"
         seconds.append(metrics.get("seconds"))
@@ -348,7 +408,7 @@ def run_plan(
             cells[run.cell] = [{"learning_rate": run.learning_rate, "val": 0.0, "model_dir_abs": model_dir}]
             pretexts[run.cell] = metrics["rotation_accuracy"]
             continue
-        main = "top1" if run.variant == "single_label" else "mAP"
+        main = "mAP" if run.variant == "multi_label" else "top1"
         headline = f"val {100 * metrics['val']:.2f}, test {main} {100 * metrics[main]:.2f}"
         if run.variant == "multi_label":
             headline += f" APall {100 * metrics['APall']:.2f}"
@@ -357,6 +417,7 @@ def run_plan(
         log(f"{prefix}: {headline} [{state}, {time.perf_counter() - start_all:.0f} s elapsed]")
         cells.setdefault(run.cell, []).append(
             {
+                "benchmark": run.benchmark,
                 "variant": run.variant,
                 "seed": run.seed,
                 "fraction": run.fraction,
@@ -369,7 +430,11 @@ def run_plan(
                 "model_dir_abs": model_dir,
                 **{k: metrics[k] for k in ("mAP", "APall", "top1", "val", "best_step", "stopped_early")},
                 **({"C": metrics["C"], "C_grid": metrics["grid"]} if "C" in metrics else {}),
+                # The step cap `best_step` is counted against: `train_steps` counts every phase of a run (Veit
+                # WP's cleaning-net pretraining too), as the trainer's step does; reference rows have none.
+                "max_steps": None if run.row.stage == "reference" else config.train_steps,
                 "seconds": metrics.get("seconds"),
+                "cpu_seconds": metrics.get("cpu_seconds"),
                 **({"pretext_rotation_accuracy": pretexts[run.init]} if run.init in pretexts else {}),
                 "eval_history": metrics.get("eval_history", []),
             }

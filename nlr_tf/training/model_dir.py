@@ -6,6 +6,7 @@
       best/ckpt-N          the best evaluation's weights (--restore_best)
       eval_history.json    the training-time evaluations
       model.keras          the final model, written when training ends
+      backbone.weights.h5  its backbone's weights alone, for another run's --backbone_weights (as ImageNet's file)
       train_result.json    final losses, step count and best evaluation
       train/, eval_SPLIT/  TensorBoard events; `nlr-eval` writes eval_SPLIT/metrics.json
 
@@ -30,6 +31,7 @@ from nlr_tf.models.precision import apply_precision
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
+BACKBONE_WEIGHTS_FILE = "backbone.weights.h5"
 CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"
 EVAL_HISTORY_FILE = "eval_history.json"
@@ -133,6 +135,12 @@ def load_trained_model(model_dir: str, precision: str = "none") -> tuple[keras.M
         raise CheckpointError(f"{model_path} holds non-finite weights ({', '.join(bad[:3])}): the run diverged")
     apply_precision(model, precision)
     return model, run_config
+
+
+def save_backbone_weights(model: keras.Model, backbone_name: str, path: str) -> None:
+    """Writes the weights of a model's backbone network (without its pixel scaling) where `--backbone_weights`
+    reads them: `build_backbone(backbone_name, weights=path)` loads them into the same network."""
+    model.backbone.get_layer(backbone_name).save_weights(path)
 
 
 def backbone_source(run_config: dict[str, Any], model_dir: str = "") -> str:

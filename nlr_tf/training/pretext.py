@@ -21,9 +21,10 @@ import tensorflow as tf
 from nlr_tf.data import pipeline
 from nlr_tf.data.schema import load_dataset_info
 from nlr_tf.models.backbones import build_backbone
+from nlr_tf.training import model_dir as run_files
 
 ROTATIONS = 4
-WEIGHTS_FILE = "backbone.weights.h5"
+WEIGHTS_FILE = run_files.BACKBONE_WEIGHTS_FILE
 SUMMARY_FILE = "pretext.json"
 _CHECK_BATCHES = 20
 

@@ -326,5 +326,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     result["weights_checksum"] = weights_checksum(model)
     if chief:
         model.save(os.path.join(config.model_dir, run_files.MODEL_FILE))
+        run_files.save_backbone_weights(
+            model, config.backbone, os.path.join(config.model_dir, run_files.BACKBONE_WEIGHTS_FILE)
+        )
         run_files.write_json(os.path.join(config.model_dir, run_files.RESULT_FILE), result)
     return result
