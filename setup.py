@@ -20,6 +20,7 @@ setuptools.setup(
         "numpy>=1.26,<3",
         "absl-py>=2.1,<3",
         "scikit-learn>=1.4,<2",
+        "scipy>=1.11,<2",
         "pillow>=10,<14",
         "tqdm>=4.66,<5",
         "matplotlib>=3.8,<4",

@@ -36,11 +36,37 @@ _COMPARE_TO = flags.DEFINE_string(
     "compare_to", "", "A results.json (e.g. docs/results.json): print the rank agreement of each table's rows with it."
 )
 _NUM_TEST = flags.DEFINE_integer("num_test", None, "digits_mosaic test images (default 4000).", lower_bound=20)
+_BENCHMARKS = flags.DEFINE_list(
+    "benchmarks",
+    None,
+    "scratch (every network from random weights) and/or transfer (from the glyphs source backbone, noisy labels "
+    "compiled by the source classifier). Default: both.",
+)
+_SOURCE_IMAGES = flags.DEFINE_list(
+    "source_images", None, "The glyphs source task's train,val,test images (default 40000,2000,4000; quick 20000,...)."
+)
+_LEDGER = flags.DEFINE_string(
+    "ledger",
+    "",
+    "A folder small enough to copy to another machine: each finished chunk of runs (a benchmark, variant and seed) "
+    "is recorded there, and the chunks it holds are reused, so a reproduction longer than one sitting goes on "
+    "elsewhere from the same plan.",
+)
 
 
 @flags.validator("variants", message="--variants takes multi_label and/or single_label")
 def _check_variants(values):
     return bool(values) and all(v in ("multi_label", "single_label") for v in values)
+
+
+@flags.validator("benchmarks", message="--benchmarks takes scratch and/or transfer")
+def _check_benchmarks(values):
+    return values is None or (bool(values) and all(v in ("scratch", "transfer") for v in values))
+
+
+@flags.validator("source_images", message="--source_images takes three positive integers: train,val,test")
+def _check_source_images(values):
+    return values is None or (len(values) == 3 and all(v.isdigit() and int(v) > 0 for v in values))
 
 
 @flags.validator("seeds", message="--seeds takes non-negative integers, e.g. 0,1,2")
@@ -66,6 +92,8 @@ def main(argv):
 
     from nlr_tf.data.schema import DatasetError
     from nlr_tf.reproduce import plan
+    from nlr_tf.reproduce.fingerprint import code_version, plan_fingerprint
+    from nlr_tf.reproduce.ledger import LedgerError
     from nlr_tf.reproduce.report import RESULTS_JSON, RESULTS_MD, write_results
     from nlr_tf.reproduce.runner import ReproduceError, build_datasets, run_plan
     from nlr_tf.training.checks import ConfigError
@@ -78,8 +106,14 @@ def main(argv):
         budget = budget.scaled(_STEP_SCALE.value)
     if _NUM_TRAIN.value or _NUM_VAL.value or _NUM_TEST.value:
         budget = dataclasses.replace(budget, dataset_sizes=(_NUM_TRAIN.value, _NUM_VAL.value, _NUM_TEST.value))
+    if _SOURCE_IMAGES.value is not None:
+        budget = dataclasses.replace(budget, source_sizes=tuple(int(v) for v in _SOURCE_IMAGES.value))
+    if _BENCHMARKS.value is not None:
+        budget = dataclasses.replace(budget, benchmarks=tuple(b for b in plan.BENCHMARKS if b in _BENCHMARKS.value))
     variants = [v for v in plan.VARIANTS if v in _VARIANTS.value]
-    output_dir = _OUTPUT_DIR.value
+    # Absolute: the runs' recorded settings (and a ledger's) name their paths inside it the same way every time.
+    output_dir = os.path.abspath(_OUTPUT_DIR.value)
+    fingerprint = plan_fingerprint(budget, variants)
     command = " ".join(["nlr-reproduce"] + sys.argv[1:])
     reference = None
     if _COMPARE_TO.value:  # read first: it may be this folder's own results.json, rewritten at the end
@@ -91,11 +125,21 @@ def main(argv):
         for name in (RESULTS_JSON, RESULTS_MD):  # rewritten once every run has finished
             if os.path.exists(os.path.join(output_dir, name)):
                 os.remove(os.path.join(output_dir, name))
-        records, run_seconds = run_plan(output_dir, budget, variants)
-    except (ReproduceError, ConfigError, DatasetError, TrainingDiverged) as e:
+        records, run_seconds = run_plan(output_dir, budget, variants, ledger_dir=_LEDGER.value)
+    except (ReproduceError, ConfigError, DatasetError, TrainingDiverged, LedgerError) as e:
         print(f"nlr-reproduce: error: {e}", file=sys.stderr)
         return 1
-    tables = write_results(output_dir, records, budget, command, time.perf_counter() - start, run_seconds, reference)
+    tables = write_results(
+        output_dir,
+        records,
+        budget,
+        command,
+        time.perf_counter() - start,
+        run_seconds,
+        reference,
+        fingerprint=fingerprint,
+        code_version=code_version(),
+    )
     print()
     print(tables)
     minutes = (time.perf_counter() - start) / 60

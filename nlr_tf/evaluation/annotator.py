@@ -23,6 +23,8 @@ class RunAnnotator:
     Args:
         model_dir: str. A finished run (its `model.keras` and `config.json`).
         batch_size: int. Images per forward pass.
+        dataset: str. The dataset whose label map names the run's classes
+            (default: the one it trained on, from its config).
 
     Attributes:
         class_names: list of str. The run's classes, in score order (from the
@@ -30,9 +32,9 @@ class RunAnnotator:
         description: dict. What the annotator is, for a dataset's provenance.
     """
 
-    def __init__(self, model_dir: str, batch_size: int = 256):
+    def __init__(self, model_dir: str, batch_size: int = 256, dataset: str = ""):
         self.model, config = load_trained_model(model_dir)
-        info = load_dataset_info(config["dataset"])
+        info = load_dataset_info(dataset or config["dataset"])
         self.class_names = [c.name for c in info.classes]
         if len(self.class_names) != self.model.num_classes:
             raise ValueError(
@@ -46,7 +48,7 @@ class RunAnnotator:
             "method": config.get("method"),
             "backbone": config["backbone"],
             "image_size": list(self.image_size),
-            "dataset": config["dataset"],
+            "dataset": dataset or config["dataset"],
             "num_classes": len(self.class_names),
         }
 

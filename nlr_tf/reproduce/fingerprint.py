@@ -25,20 +25,17 @@ _OUT = "OUTPUT_DIR"
 
 
 def _rendered(run, budget: Budget) -> dict[str, Any]:
-    if run.row.stage == "reference":
-        return {"reference": run.row.method, "split": run.clean_split, "C": list(budget.reference_c)}
-    chosen = run.learning_rate is None
+    chosen = run.learning_rate is None and run.row.stage != "reference"
     if chosen:  # the grid seeds' choice, known only once they have run
         run = dataclasses.replace(run, learning_rate=1.0)
     init_dir = os.path.join(_OUT, "runs", run.init) if run.init else ""
-    if run.row.stage == "pretext":
-        config = dataclasses.asdict(runner.pretext_config(run, _OUT, budget))
-    else:
-        config = dataclasses.asdict(runner.train_config(run, _OUT, budget, init_dir))
+    settings = runner.planned_settings(run, _OUT, budget, init_dir)
+    if run.row.stage == "reference":
+        settings["C"] = list(budget.reference_c)
     if chosen:
         for field, _ in run.row.lr_fields:
-            config[field] = "chosen"
-    return config
+            settings[field] = "chosen"
+    return settings
 
 
 def plan_fingerprint(budget: Budget, variants) -> str:

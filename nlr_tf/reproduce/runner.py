@@ -19,6 +19,7 @@ import keras
 from absl import logging
 
 from nlr_tf.data.schema import DatasetInfo, load_dataset_info
+from nlr_tf.reproduce import ledger
 from nlr_tf.reproduce.plan import SHORT, Budget, Run, dataset_fractions, make_plan, source_cell
 from nlr_tf.training import model_dir as run_files
 from nlr_tf.training import pretext
@@ -96,7 +97,7 @@ def build_dataset(
         if "annotator" in arguments:
             from nlr_tf.evaluation.annotator import RunAnnotator
 
-            annotator = RunAnnotator(annotator_dir)
+            annotator = RunAnnotator(annotator_dir, dataset=dataset_dir(output_dir, "source"))
         conversion = digits_mosaic.convert(
             variant,
             budget.main_fraction,
@@ -246,6 +247,17 @@ def pretext_config(run: Run, output_dir: str, budget: Budget) -> pretext.Rotatio
     )
 
 
+def planned_settings(run: Run, output_dir: str, budget: Budget, init_dir: str = "") -> dict[str, Any]:
+    """What a run's folder records as its settings (`PLAN_FILE`), as JSON values."""
+    if run.row.stage == "reference":
+        settings = {"row": run.row.key, "fraction": run.fraction, "split": run.clean_split}
+    elif run.row.stage == "pretext":
+        settings = dataclasses.asdict(pretext_config(run, output_dir, budget))
+    else:
+        settings = dataclasses.asdict(train_config(run, output_dir, budget, init_dir))
+    return json.loads(json.dumps(settings))
+
+
 def run_dir(output_dir: str, run: Run) -> str:
     return os.path.join(output_dir, "runs", run.name)
 
@@ -325,8 +337,14 @@ def run_plan(
     variants,
     *,
     out: TextIO = sys.stdout,
+    ledger_dir: str = "",
 ) -> tuple[list[dict[str, Any]], list[Optional[float]]]:
     """Trains and evaluates every run (on the datasets `build_datasets` wrote).
+
+    Args:
+        ledger_dir: str. A ledger folder (`nlr_tf.reproduce.ledger`): its
+            finished chunks are reused, and each chunk finished here is
+            added to it.
 
     Returns:
         One record per table cell (variant, seed, fraction, row): the run its
@@ -339,6 +357,7 @@ def run_plan(
         print(message, file=out, flush=True)
 
     runs = make_plan(budget, variants)
+    chunk_runs: list[Run] = []  # the runs of the current chunk so far (the ledger records whole chunks)
     cells: dict[str, list[dict[str, Any]]] = {}  # cell -> the records of its runs so far
     pretexts: dict[str, float] = {}  # pretext cell -> its rotation accuracy
     seconds: list[Optional[float]] = []
@@ -353,23 +372,44 @@ def run_plan(
         grid_cell = run.cell.replace(f"/seed{run.seed}/", f"/seed{budget.grid_seeds[0]}/", 1)
         return selected(grid_cell)["learning_rate"]
 
-    for i, run in enumerate(runs, 1):
+    def resolved(run: Run) -> Run:
         if run.learning_rate is None and run.row.stage != "reference":
-            run = dataclasses.replace(run, learning_rate=chosen_rate(run))
+            return dataclasses.replace(run, learning_rate=chosen_rate(run))
+        return run
+
+    def restore_chunk(first: int) -> None:
+        """Restores, from the ledger, the chunk that starts at runs[first] if the plan still has it unchanged."""
+        key = ledger.chunk(runs[first])
+        end = next((k for k in range(first, len(runs)) if ledger.chunk(runs[k]) != key), len(runs))
+        members = [resolved(r) for r in runs[first:end]]
+        planned = {r.name: ledger.comparable(planned_settings(r, output_dir, budget)) for r in members}
+        dataset = dataset_arguments(budget, runs[first].variant, runs[first].benchmark)
+        restored = ledger.restore_chunk(ledger_dir, output_dir, key, planned, dataset, lambda n: run_dir_of(n))
+        if restored is None:
+            log(f"ledger: {key} was recorded with other settings; training it again")
+        elif restored:
+            log(f"ledger: {key}: {restored} finished runs restored")
+
+    def run_dir_of(name: str) -> str:
+        return os.path.join(output_dir, "runs", name)
+
+    for i, run in enumerate(runs, 1):
+        if ledger_dir and (i == 1 or ledger.chunk(runs[i - 2]) != ledger.chunk(run)):
+            restore_chunk(i - 1)
+        run = resolved(run)
         where = "" if run.fraction is None else f" {100 * run.fraction:g}% clean"
         rate = "" if run.learning_rate is None else f", lr {run.learning_rate:g}"
         prefix = f"[{i:>3}/{len(runs)}] {run.benchmark} {run.variant} seed {run.seed}{where}: {run.row.label}{rate}"
         model_dir = run_dir(output_dir, run)
         metrics_path = run_files.metrics_path(model_dir, "test")
         start, cpu_start = time.perf_counter(), time.process_time()
-        if run.row.stage == "reference":
-            _claim_run_dir(model_dir, {"row": run.row.key, "fraction": run.fraction, "split": run.clean_split})
-        elif run.row.stage == "pretext":
+        init_dir = selected(run.init)["model_dir_abs"] if run.init else ""
+        settings = planned_settings(run, output_dir, budget, init_dir)
+        _claim_run_dir(model_dir, settings, CONFIG_DEFAULTS if run.row.stage not in ("reference", "pretext") else None)
+        if run.row.stage == "pretext":
             config = pretext_config(run, output_dir, budget)
-            _claim_run_dir(model_dir, dataclasses.asdict(config))
-        else:
-            config = train_config(run, output_dir, budget, selected(run.init)["model_dir_abs"] if run.init else "")
-            _claim_run_dir(model_dir, dataclasses.asdict(config), CONFIG_DEFAULTS)
+        elif run.row.stage != "reference":
+            config = train_config(run, output_dir, budget, init_dir)
         if not os.path.isfile(metrics_path):
             annotator = dataset_arguments(budget, run.variant, run.benchmark).get("annotator")
             build_dataset(
@@ -380,7 +420,7 @@ def run_plan(
                 log,
                 selected(annotator)["model_dir_abs"] if annotator else "",
             )
-        if needs_feature_cache(run):
+        if needs_feature_cache(run) and not os.path.isfile(metrics_path):
             build_feature_cache(output_dir, run, selected(features_cell(run))["model_dir_abs"], budget, log)
         if os.path.isfile(metrics_path):
             with open(metrics_path) as f:
@@ -402,6 +442,21 @@ def run_plan(
             run_files.write_json(metrics_path, metrics)
             state = f"{time.perf_counter() - start:.0f} s"
         seconds.append(metrics.get("seconds"))
+        chunk_runs.append(run)
+        if i == len(runs) or ledger.chunk(runs[i]) != ledger.chunk(run):  # the chunk's last run (i counts from 1)
+            if ledger_dir:
+                ledger.record(
+                    ledger_dir,
+                    output_dir,
+                    chunk_runs,
+                    dataset_arguments(budget, run.variant, run.benchmark),
+                    run_dir_of,
+                )
+            chunk_runs = []
+        if run.row.stage == "source" and "multi_label" in variants:
+            # The source classifier compiles the transfer benchmark's multi-label noise: its dataset (and the
+            # noise the premise reports) exists once the source does, whether trained here or restored.
+            build_dataset(output_dir, budget, "multi_label", "transfer", log, model_dir)
         if run.row.stage == "pretext":
             # Not a table row: the runs that start from it find it by its cell.
             log(f"{prefix}: rotation accuracy {100 * metrics['rotation_accuracy']:.1f} % on training images [{state}]")
