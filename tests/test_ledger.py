@@ -67,7 +67,7 @@ def test_a_recorded_chunk_is_restored_into_another_output_folder_with_its_paths(
 
 
 def test_a_chunk_whose_plan_changed_is_not_restored(tmp_path):
-    budget = dataclasses.replace(plan.QUICK, benchmarks=("scratch",))
+    budget = dataclasses.replace(plan.QUICK, benchmarks=("scratch",), variants=plan.VARIANTS)
     out, other, book = str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "ledger")
     runs = _chunk_runs(budget, "scratch/sl/seed0")
     assert runs and {r.variant for r in runs} == {"single_label"}

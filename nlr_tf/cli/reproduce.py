@@ -28,7 +28,9 @@ _QUICK = flags.DEFINE_bool(
 _SEEDS = flags.DEFINE_list("seeds", None, "Training seeds (default: 0 with --quick, else 0,1,2).")
 _STEP_SCALE = flags.DEFINE_float("step_scale", 1.0, "Multiplies every step count (a smoke test: 0.02).", lower_bound=0)
 _VARIANTS = flags.DEFINE_list(
-    "variants", ["multi_label", "single_label"], "Which tables: multi_label (Hu 2, 5; Veit 2), single_label (Hu 4, 5)."
+    "variants",
+    None,
+    "Which tables: multi_label (Hu 2, 5; Veit 2), single_label (Hu 4, 5). Default: both; with --quick, multi_label.",
 )
 _NUM_TRAIN = flags.DEFINE_integer("num_train", None, "digits_mosaic training images (default 12000).", lower_bound=100)
 _NUM_VAL = flags.DEFINE_integer("num_val", None, "digits_mosaic validation images (default 2000).", lower_bound=20)
@@ -56,7 +58,7 @@ _LEDGER = flags.DEFINE_string(
 
 @flags.validator("variants", message="--variants takes multi_label and/or single_label")
 def _check_variants(values):
-    return bool(values) and all(v in ("multi_label", "single_label") for v in values)
+    return values is None or bool(values) and all(v in ("multi_label", "single_label") for v in values)
 
 
 @flags.validator("benchmarks", message="--benchmarks takes scratch and/or transfer")
@@ -110,7 +112,7 @@ def main(argv):
         budget = dataclasses.replace(budget, source_sizes=tuple(int(v) for v in _SOURCE_IMAGES.value))
     if _BENCHMARKS.value is not None:
         budget = dataclasses.replace(budget, benchmarks=tuple(b for b in plan.BENCHMARKS if b in _BENCHMARKS.value))
-    variants = [v for v in plan.VARIANTS if v in _VARIANTS.value]
+    variants = [v for v in plan.VARIANTS if v in (_VARIANTS.value or budget.variants)]
     # Absolute: the runs' recorded settings (and a ledger's) name their paths inside it the same way every time.
     output_dir = os.path.abspath(_OUTPUT_DIR.value)
     fingerprint = plan_fingerprint(budget, variants)
@@ -125,7 +127,7 @@ def main(argv):
         for name in (RESULTS_JSON, RESULTS_MD):  # rewritten once every run has finished
             if os.path.exists(os.path.join(output_dir, name)):
                 os.remove(os.path.join(output_dir, name))
-        records, run_seconds = run_plan(output_dir, budget, variants, ledger_dir=_LEDGER.value)
+        records, run_seconds, run_cpu_seconds = run_plan(output_dir, budget, variants, ledger_dir=_LEDGER.value)
     except (ReproduceError, ConfigError, DatasetError, TrainingDiverged, LedgerError) as e:
         print(f"nlr-reproduce: error: {e}", file=sys.stderr)
         return 1
@@ -137,6 +139,7 @@ def main(argv):
         time.perf_counter() - start,
         run_seconds,
         reference,
+        run_cpu_seconds=run_cpu_seconds,
         fingerprint=fingerprint,
         code_version=code_version(),
     )

@@ -129,6 +129,10 @@ def protocol(budget: Budget) -> str:
             "from the noisy backbone, trained on those same noisy labels (in-sample features).",
             "- Forward's T is estimated, not trained: counted from the clean set's paired labels, or (anchor T) "
             "read off the noisy model's predictions at anchor points.",
+            "- The rows from other works train under the same rules: Misra et al.'s two classifiers and Forward "
+            "with Patrini's anchor-point T read no clean label and train once per seed; Forward (T counted from the "
+            "clean set's paired labels), CleanNet-wsoft (see `nlr_tf/models/cleannet_model.py` for the choices Lee et "
+            "al. leave open) and confident learning use the fraction's clean set.",
         ]
     lines += [
         "- The logistic-regression rows are scikit-learn's `LogisticRegression` (lbfgs), one per class, on the "
@@ -145,10 +149,6 @@ def protocol(budget: Budget) -> str:
         "- Both papers start from ImageNet weights (Hu's single-label rows from the clean-only model's starting "
         "point, or from the run they fine-tune): here the rows start where the lists above say, and random "
         "weights stand in for ImageNet on the scratch benchmark.",
-        "- The rows from other works train under the same rules: Misra et al.'s two classifiers and Forward "
-        "with Patrini's anchor-point T read no clean label and train once per seed; Forward (T counted from the "
-        "clean set's paired labels), CleanNet-wsoft (see `nlr_tf/models/cleannet_model.py` for the choices Lee et "
-        "al. leave open) and confident learning use the fraction's clean set.",
         "",
         f"Learning rates are chosen on seed {budget.grid_seeds[0]}'s validation runs; the other seeds reuse each "
         "row's choice at that fraction. "
@@ -164,35 +164,25 @@ def _hours(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
 
 
-def _time_line(elapsed: float, run_seconds: list[Optional[float]], records: list[dict[str, Any]]) -> str:
-    """The time the tables cost: every run's wall time summed; the wall and CPU time of the runs the tables report.
+def _time_line(elapsed: float, run_seconds: list[Optional[float]], run_cpu_seconds: list[Optional[float]]) -> str:
+    """The time the tables cost: every run's wall and CPU seconds, summed (the learning-rate grids' other runs,
+    the source and pretext runs included).
 
     A resumed plan reuses finished runs, so the last invocation's wall time
     alone says little; each run records its own wall and CPU seconds
     (`time.process_time`, every thread of the process) when it finishes.
-    `run_seconds` covers every run (the learning-rate grids' other runs
-    too); the records, one per table cell, carry their run's CPU seconds.
     """
-    timed = [s for s in run_seconds if s is not None]
+    wall = [s for s in run_seconds if s is not None]
+    cpu = [s for s in run_cpu_seconds if s is not None]
     line = (
-        f"Time on this machine (2 CPU cores): the {len(run_seconds)} runs took {_hours(sum(timed))} of wall time in "
-        "all (each run's own time, summed)"
+        f"Time on this machine (2 CPU cores): the {len(run_seconds)} runs took {_hours(sum(wall))} of wall time and "
+        f"{_hours(sum(cpu))} of CPU time (every thread of the process) in all, each run's own time summed. This "
+        f"invocation's wall time was {elapsed / 60:.1f} min."
     )
-    both = [r for r in records if r.get("seconds") is not None and r.get("cpu_seconds") is not None]
-    if both:
-        wall, cpu = sum(r["seconds"] for r in both), sum(r["cpu_seconds"] for r in both)
-        line += (
-            f"; the {len(both)} runs the tables report (each cell's chosen run) took {_hours(wall)} of wall time "
-            f"and {_hours(cpu)} of CPU time (every thread of the process)"
-        )
-    line += f". This invocation's wall time was {elapsed / 60:.1f} min."
-    if len(timed) < len(run_seconds):
-        line += f" {len(run_seconds) - len(timed)} runs finished before run times were recorded and are not counted."
-    if len(both) < len(records):
-        line += (
-            f" {len(records) - len(both)} of the runs the tables report finished before CPU times were recorded "
-            "and are not counted in the CPU time."
-        )
+    if len(wall) < len(run_seconds):
+        line += f" {len(run_seconds) - len(wall)} runs finished before run times were recorded and are not counted."
+    if len(cpu) < len(run_cpu_seconds):
+        line += f" {len(run_cpu_seconds) - len(cpu)} runs finished before CPU times were recorded and are not counted."
     return line
 
 
@@ -387,6 +377,7 @@ def write_results(
     elapsed: float,
     run_seconds: list[Optional[float]],
     reference: Optional[dict[str, Any]] = None,
+    run_cpu_seconds: Optional[list[Optional[float]]] = None,
     fingerprint: str = "",
     code_version: Optional[dict[str, Any]] = None,
 ) -> str:
@@ -448,7 +439,7 @@ def write_results(
                 else "unknown version"
             )
             + (f"; plan fingerprint {fingerprint[:16]}." if fingerprint else "."),
-            _time_line(elapsed, run_seconds, records),
+            _time_line(elapsed, run_seconds, run_cpu_seconds or [None] * len(run_seconds)),
             "## Benchmarks\n\n"
             "- **scratch**: every network starts from random weights; the multi-label noisy labels come from a weak "
             "per-digit annotator (a logistic regression trained on three digits per class).\n"
@@ -484,6 +475,7 @@ def write_results(
         "budget": dataclasses.asdict(budget),
         "elapsed_seconds": elapsed,
         "run_seconds": run_seconds,
+        "run_cpu_seconds": run_cpu_seconds,
         "premise": facts,
         "aggregate": {b: results[b].as_dict() for b in benchmarks},
         "checks": {b: claims[b] for b in benchmarks},

@@ -198,7 +198,7 @@ def train_config(run: Run, output_dir: str, budget: Budget, init_dir: str = "") 
         method=run.row.method,
         dataset=dataset_dir(output_dir, run.variant, run.benchmark),
         model_dir=run_dir(output_dir, run),
-        backbone="small_cnn",
+        backbone=dict(budget.backbones)[run.benchmark],
         image_size=dict(budget.image_sizes)[run.variant],
         optimizer="adam",
         batch_size=stage.batch_size,
@@ -238,7 +238,7 @@ def pretext_config(run: Run, output_dir: str, budget: Budget) -> pretext.Rotatio
         dataset=dataset_dir(output_dir, run.variant, run.benchmark),
         output_dir=run_dir(output_dir, run),
         split="noisy",
-        backbone="small_cnn",
+        backbone=dict(budget.backbones)[run.benchmark],
         image_size=dict(budget.image_sizes)[run.variant],
         batch_size=stage.batch_size,
         steps=stage.max_steps,
@@ -338,7 +338,7 @@ def run_plan(
     *,
     out: TextIO = sys.stdout,
     ledger_dir: str = "",
-) -> tuple[list[dict[str, Any]], list[Optional[float]]]:
+) -> tuple[list[dict[str, Any]], list[Optional[float]], list[Optional[float]]]:
     """Trains and evaluates every run (on the datasets `build_datasets` wrote).
 
     Args:
@@ -349,8 +349,8 @@ def run_plan(
     Returns:
         One record per table cell (variant, seed, fraction, row): the run its
         learning-rate choice selected, with `grid`, every rate's validation
-        metric; and every run's own time in seconds (None for a run finished
-        before its time was recorded).
+        metric; and every run's own wall and CPU seconds (None for a run
+        finished before its times were recorded).
     """
 
     def log(message: str) -> None:
@@ -361,6 +361,7 @@ def run_plan(
     cells: dict[str, list[dict[str, Any]]] = {}  # cell -> the records of its runs so far
     pretexts: dict[str, float] = {}  # pretext cell -> its rotation accuracy
     seconds: list[Optional[float]] = []
+    cpu_seconds: list[Optional[float]] = []
     logging.set_verbosity(logging.WARNING)
     start_all = time.perf_counter()
 
@@ -442,6 +443,7 @@ def run_plan(
             run_files.write_json(metrics_path, metrics)
             state = f"{time.perf_counter() - start:.0f} s"
         seconds.append(metrics.get("seconds"))
+        cpu_seconds.append(metrics.get("cpu_seconds"))
         chunk_runs.append(run)
         if i == len(runs) or ledger.chunk(runs[i]) != ledger.chunk(run):  # the chunk's last run (i counts from 1)
             if ledger_dir:
@@ -502,4 +504,4 @@ def run_plan(
         record.pop("model_dir_abs")
         record["grid"] = [{"learning_rate": r["learning_rate"], "val": r["val"]} for r in cells[cell]]
         records.append(record)
-    return records, seconds
+    return records, seconds, cpu_seconds
