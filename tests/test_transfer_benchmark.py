@@ -101,3 +101,14 @@ def test_an_annotator_needs_the_digits_by_name_and_multi_label_data(tmp_path):
     assert proc.returncode == 1 and "--annotator:" in proc.stderr
     with pytest.raises(ConversionError, match="single_label keeps its class noise"):
         digits_mosaic.build("single_label", 0.1, 0, num_train=20, num_val=10, num_test=10, annotator=object())
+
+
+def test_the_wide_small_cnn_has_twice_the_filters_and_four_times_the_features_of_the_small_one(tmp_path):
+    from nlr_tf.models.backbones import build_backbone
+
+    small, wide = (build_backbone(name, image_size=16) for name in ("small_cnn", "small_cnn_wide"))
+    assert small.output_shape == (None, 64) and wide.output_shape == (None, 128)
+    weights = str(tmp_path / "wide.weights.h5")
+    wide.get_layer("small_cnn_wide").save_weights(weights)
+    again = build_backbone("small_cnn_wide", weights, image_size=16)
+    assert all((a == b).all() for a, b in zip(wide.get_weights(), again.get_weights()))

@@ -275,14 +275,18 @@ class Budget:
             every fraction, on single-label data at `main_fraction`.
         premise: bool. Whether to run the premise investigation
             (`PREMISE_ROWS`), after every other run.
-        image_sizes: tuple of (variant, side). The side the images are
-            resized to for the network. At 16 px a single digit keeps the
-            detail of its 8x8 scan and a mosaic's digits are 6-7 px; the
-            network trains about three times faster than at 32 px, which is
-            what lets every row of the full run train to a plateau here.
+        networks: tuple of (benchmark, backbone, side). Each benchmark's
+            backbone and the side its images are resized to (every variant,
+            and the transfer benchmark's source task). At 16 px a single
+            digit keeps the detail of its 8x8 scan and a mosaic's digits are
+            6-7 px; the network trains about twice as fast as at 32 px, which
+            is what lets every row of the scratch benchmark train to a
+            plateau here. The transfer benchmark's side was chosen by the
+            premise check on val (docs/premise.md): at 16 px a linear head on
+            the noisy features closed 56 % of the noisy -> GT gap at 20 %
+            clean, at 32 px (mosaic digits at 12-14 px) 79 %.
         dataset_sizes: (train, val, test) or None for the benchmark's defaults.
         benchmarks: tuple of str. Which of `BENCHMARKS` to train.
-        backbones: tuple of (benchmark, backbone). Each benchmark's network.
         variants: tuple of str. The variants trained unless the command
             line says otherwise.
         source_sizes: (train, val, test). The glyphs source task's images.
@@ -323,18 +327,19 @@ class Budget:
     extras: bool = True
     baselines: bool = True
     premise: bool = True
-    image_sizes: tuple = (("multi_label", 16), ("single_label", 16), ("source", 16))
+    networks: tuple = (("scratch", "small_cnn", 16), ("transfer", "small_cnn", 32))
     dataset_sizes: Optional[tuple[int, int, int]] = None
     benchmarks: tuple[str, ...] = BENCHMARKS
-    # The transfer benchmark's backbone was chosen by the premise check on val (docs/premise.md): at the default
-    # width a linear head on the noisy features closed 56 % of the noisy -> GT gap at 20 % clean, at twice the
-    # width (128-d features) 67 %. The scratch benchmark keeps the small CNN of its earlier evidence.
-    backbones: tuple = (("scratch", "small_cnn"), ("transfer", "small_cnn_wide"))
     variants: tuple[str, ...] = VARIANTS
     claim_seeds: tuple[int, ...] = (3, 4)
     claim_fractions: tuple[float, ...] = (0.05, 0.10)
     source_sizes: tuple[int, int, int] = (40000, 2000, 4000)
     annotator_top_k: int = 4
+
+    def network(self, benchmark: str) -> tuple[str, int]:
+        """A benchmark's backbone and image side."""
+        backbone, side = {b: (n, s) for b, n, s in self.networks}[benchmark]
+        return backbone, side
 
     def stage(self, name: str) -> Stage:
         return getattr(self, name)

@@ -449,7 +449,15 @@ def write_results(
             "the heads from the noisy model), and the multi-label noisy labels are its top "
             f"{budget.annotator_top_k} predictions on each whole mosaic, mapped to the ten digits, as Hu et al. "
             "compiled COCO with an ImageNet Inception V3. Single-label noise is the same class-conditional noise "
-            "on both benchmarks.",
+            "on both benchmarks.\n"
+            + "".join(
+                f"- {benchmark}: `{budget.network(benchmark)[0]}` at {budget.network(benchmark)[1]} px"
+                + (" (chosen by the premise check on val, docs/premise.md)" if benchmark == "transfer" else "")
+                + ".\n"
+                for benchmark in benchmarks
+            )
+            + "So the benchmarks differ in their start, their multi-label noise and, where the lines above say so, "
+            "their network.",
             "## Protocol\n\n" + protocol(budget),
             f"Seeds {', '.join(map(str, seeds))}; cells are the mean over seeds on the test split"
             + (
