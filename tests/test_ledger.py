@@ -93,3 +93,11 @@ def test_an_unreadable_ledger_is_a_clear_error(tmp_path):
     (tmp_path / ledger.LEDGER_FILE).write_text("{not json")
     with pytest.raises(ledger.LedgerError, match="cannot be read"):
         ledger.load(str(tmp_path))
+
+
+def test_a_runs_random_seed_does_not_depend_on_its_place_in_the_plan():
+    every = plan.make_plan(plan.FULL)
+    alone = plan.make_plan(dataclasses.replace(plan.FULL, benchmarks=("transfer",)), ("single_label",))
+    seeds = {r.name: runner.run_seed(r) for r in every}
+    assert all(runner.run_seed(r) == seeds[r.name] for r in alone)
+    assert len(set(seeds.values())) == len(seeds)

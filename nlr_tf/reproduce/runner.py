@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+import zlib
 from typing import Any, Callable, Optional, TextIO
 
 import keras
@@ -258,6 +259,11 @@ def planned_settings(run: Run, output_dir: str, budget: Budget, init_dir: str = 
     return json.loads(json.dumps(settings))
 
 
+def run_seed(run: Run) -> int:
+    """The random seed a run's weights start from: its training seed and a hash of its name."""
+    return (run.seed * 1_000_003 + zlib.crc32(run.name.encode())) % 2**31
+
+
 def run_dir(output_dir: str, run: Run) -> str:
     return os.path.join(output_dir, "runs", run.name)
 
@@ -429,7 +435,9 @@ def run_plan(
             state = "reused"
         else:
             log(f"{prefix} ...")
-            keras.utils.set_random_seed(run.seed * 1000 + i)
+            # A function of the run alone (not of its place in the plan): a subset of the plan (--benchmarks,
+            # --variants) or a chunk restored into another plan trains exactly as the whole plan would.
+            keras.utils.set_random_seed(run_seed(run))
             if run.row.stage == "reference":
                 metrics = fit_reference(run, output_dir, budget)
             elif run.row.stage == "pretext":
