@@ -70,6 +70,16 @@ def _absolute(value: Any, output_dir: str) -> Any:
     return json.loads(json.dumps(value).replace(_OUT, json.dumps(os.path.abspath(output_dir))[1:-1]))
 
 
+def _copy_source(source: str, target: str, paths) -> None:
+    """Copies the source run's `SOURCE_FILES` from one folder to another, its config's paths mapped by `paths`."""
+    os.makedirs(target, exist_ok=True)
+    for file in SOURCE_FILES:
+        if file == run_files.CONFIG_FILE:
+            run_files.write_json(os.path.join(target, file), paths(_read(os.path.join(source, file))))
+        else:
+            shutil.copyfile(os.path.join(source, file), os.path.join(target, file))
+
+
 def load(ledger_dir: str) -> dict[str, Any]:
     """The ledger in `ledger_dir` (an empty one if there is none yet)."""
     path = os.path.join(ledger_dir, LEDGER_FILE)
@@ -121,14 +131,7 @@ def restore_chunk(
         os.makedirs(os.path.dirname(metrics_path), exist_ok=True)
         run_files.write_json(os.path.join(folder, "reproduce_run.json"), runs[name])
         if name.startswith(source_cell() + "/"):
-            for file in SOURCE_FILES:
-                target = os.path.join(folder, file)
-                if file == run_files.CONFIG_FILE:
-                    run_files.write_json(
-                        target, _absolute(_read(os.path.join(ledger_dir, SOURCE_DIR, file)), output_dir)
-                    )
-                else:
-                    shutil.copyfile(os.path.join(ledger_dir, SOURCE_DIR, file), target)
+            _copy_source(os.path.join(ledger_dir, SOURCE_DIR), folder, lambda config: _absolute(config, output_dir))
         run_files.write_json(metrics_path, entry["metrics"])
         count += 1
     return count
@@ -145,13 +148,7 @@ def record(ledger_dir: str, output_dir: str, runs: list[Run], dataset: dict[str,
             "metrics": _read(run_files.metrics_path(folder, "test")),
         }
         if run.cell == source_cell():
-            os.makedirs(os.path.join(ledger_dir, SOURCE_DIR), exist_ok=True)
-            for file in SOURCE_FILES:
-                source, target = os.path.join(folder, file), os.path.join(ledger_dir, SOURCE_DIR, file)
-                if file == run_files.CONFIG_FILE:
-                    run_files.write_json(target, _relative(_read(source), output_dir))
-                else:
-                    shutil.copyfile(source, target)
+            _copy_source(folder, os.path.join(ledger_dir, SOURCE_DIR), lambda config: _relative(config, output_dir))
     ledger["chunks"][chunk(runs[0])] = {"dataset": dataset, "runs": entries}
     os.makedirs(ledger_dir, exist_ok=True)
     path = os.path.join(ledger_dir, LEDGER_FILE)

@@ -392,11 +392,11 @@ def write_results(
     claims = {b: tables.claims(results[b], budget.main_fraction) for b in benchmarks}
     facts = premise(output_dir, records, results)
     sections = ["## The premise, measured first\n\n" + premise_markdown(facts)]
+    parts = {b: _benchmark_sections(results[b], _of_benchmark(records, b), budget, b) for b in benchmarks}
     for table in ("Hu et al. 2019, Table 2,", "Veit et al.", "Table 4,", "Table 5,", "Regime map", "Investigation"):
         # Each table of both benchmarks side by side: the scratch benchmark's, then the transfer benchmark's.
         for benchmark in benchmarks:
-            parts = _benchmark_sections(results[benchmark], _of_benchmark(records, benchmark), budget, benchmark)
-            sections += _pick(parts, table)
+            sections += _pick(parts[benchmark], table)
     body = "\n\n".join(sections)
 
     plots = []
