@@ -48,6 +48,15 @@ def test_multi_label_noise_is_structured_not_uniform():
         for wrong in set(y) - set(t):
             for c in t:
                 confusion[c, wrong] += 1
+    # nlr-inspect's confusion counts are the same pairs.
+    stats = LabelStats(digits_mosaic.NUM_CLASSES)
+    for t, y in zip(true, noisy):
+        stats.add(y, true=t)
+    np.testing.assert_array_equal(stats.false_given_true, confusion)
+    names = [str(c) for c in range(10)]
+    top = stats.confusions(names, top=3)
+    assert [c["count"] for c in top] == sorted(confusion.ravel())[::-1][:3]
+    assert int(top[0]["true"]) != int(top[0]["noisy"])
     # Each class's false labels concentrate on a few classes: the top two
     # confusions carry far more than the 2/9 a uniform flip would give.
     top2 = np.sort(confusion, axis=1)[:, -2:].sum(axis=1) / confusion.sum(axis=1)
@@ -275,6 +284,10 @@ def test_binary_builds_and_inspect_reports(tmp_path):
     assert summary["num_records"] == 600 and summary["records_with_truth"] == 600
     assert 0.15 <= summary["false_annotation_share"] <= 0.40
     assert len(report["splits"]["clean"]["per_class"]) == 10
+    confusions = report["splits"]["noisy"]["confusions"]
+    assert "most frequent confusions, split noisy" in proc.stdout and confusions
+    assert [c["count"] for c in confusions] == sorted((c["count"] for c in confusions), reverse=True)
+    assert all(c["true"] != c["noisy"] and 0 < c["share"] <= 1 for c in confusions)
     # Against verified labels (no truth) the clean split gives the same shares.
     assert (
         report["splits"]["clean"]["summary"]["noisy_annotations_judged"]

@@ -426,7 +426,7 @@ def test_tiny_reproduction_through_the_cli(tmp_path):
     # The premise, measured first: the source's accuracy, both annotators' noise.
     premise = results["premise"]
     assert 0 <= premise["source"]["held_out_fonts_top1"] <= 1
-    assert {"false_annotation_share", "missed_label_share"} <= set(premise["transfer"]["noise"])
+    assert {"false_annotation_share", "missed_label_share", "confusions"} <= set(premise["transfer"]["noise"])
     for run in runs:
         assert run["grid"] and run["val"] == max(g["val"] for g in run["grid"])
         if run["stage"] == "reference":

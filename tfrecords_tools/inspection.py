@@ -3,13 +3,18 @@
 Per split: record count, per-class frequency of noisy annotations, per-class
 annotation quality (share of noisy annotations that are correct, judged
 against `label/true` where present, else against verified labels), and the
-overall shares of false noisy annotations and of missed true labels.
+overall shares of false noisy annotations and of missed true labels, and
+the most frequent confusions (a false noisy label given where the reference
+holds a class).
 """
 
 from typing import Any, Optional
 
 from nlr_tf.data.label_stats import split_stats
 from nlr_tf.data.schema import DatasetInfo
+
+
+MAX_CONFUSIONS = 10  # confusion pairs kept per split
 
 
 def inspect_dataset(info: DatasetInfo, splits: Optional[list[str]] = None) -> dict[str, Any]:
@@ -23,7 +28,11 @@ def inspect_dataset(info: DatasetInfo, splits: Optional[list[str]] = None) -> di
     }
     for split in splits or sorted(info.splits):
         stats = split_stats(info, split)
-        report["splits"][split] = {"summary": stats.summary(), "per_class": stats.per_class(info.class_names)}
+        report["splits"][split] = {
+            "summary": stats.summary(),
+            "per_class": stats.per_class(info.class_names),
+            "confusions": stats.confusions(info.class_names, MAX_CONFUSIONS),
+        }
     return report
 
 
@@ -64,4 +73,10 @@ def format_report(report: dict[str, Any], max_classes: int = 50) -> str:
             )
         if len(rows) > max_classes:
             lines.append(f"... {len(rows) - max_classes} more classes (see --output_json)")
+        if s["confusions"]:
+            lines += ["", f"most frequent confusions, split {split} (true class present -> false noisy label):"]
+            lines += [
+                f"  {c['true'][:23]:>23} -> {c['noisy'][:23]:<24}{c['count']:>8}{100 * c['share']:>7.1f} % of false"
+                for c in s["confusions"]
+            ]
     return "\n".join(lines)

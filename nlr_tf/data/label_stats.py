@@ -37,6 +37,8 @@ class LabelStats:
         self.missed = np.zeros(d, np.int64)  # ... absent from the noisy labels
         self.verified_pos = np.zeros(d, np.int64)
         self.verified_neg = np.zeros(d, np.int64)
+        # [t, n]: false noisy annotations n on records whose reference holds t
+        self.false_given_true = np.zeros((d, d), np.int64)
 
     def add(
         self,
@@ -65,6 +67,8 @@ class LabelStats:
             judged = noisy[np.isin(noisy, np.concatenate([vpos, vneg]))]
         self.noisy_judged[judged] += 1
         self.noisy_correct[judged[np.isin(judged, ref_pos)]] += 1
+        false = judged[~np.isin(judged, ref_pos)]
+        self.false_given_true[np.ix_(ref_pos, false)] += 1
         self.reference_pos[ref_pos] += 1
         self.missed[ref_pos[~np.isin(ref_pos, noisy)]] += 1
 
@@ -116,6 +120,25 @@ class LabelStats:
                     "verified_negative": int(self.verified_neg[c]),
                 }
             )
+        return rows
+
+    def confusions(self, class_names: Sequence[str], top: int = 10) -> list[dict[str, Any]]:
+        """The most frequent confusions: a false noisy label given on a record whose reference holds a class.
+
+        For single-label data these are the off-diagonal cells of the noise
+        transition matrix; for multi-label data a false annotation on a record
+        with several true labels counts once with each of them. `share` is the
+        pair's count over all judged false annotations.
+        """
+        false_total = int(np.sum(self.noisy_judged - self.noisy_correct))
+        order = np.argsort(-self.false_given_true, axis=None, kind="stable")[:top]
+        rows = []
+        for flat in order:
+            t, n = np.unravel_index(flat, self.false_given_true.shape)
+            count = int(self.false_given_true[t, n])
+            if count == 0:
+                break
+            rows.append({"true": class_names[t], "noisy": class_names[n], "count": count, "share": count / false_total})
         return rows
 
 

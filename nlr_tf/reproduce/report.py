@@ -263,6 +263,7 @@ def _benchmark_sections(res: tables.Results, records, budget: Budget, benchmark:
 
 
 PREMISE_FRACTION = 0.20  # Hu COCO's FT-L at 20 % closes 68 % of the noisy -> GT gap
+PREMISE_CONFUSIONS = 4  # the annotator's most frequent confusions listed per benchmark (all: nlr-inspect)
 
 
 def premise(output_dir: str, records: list[dict[str, Any]], results: dict[str, tables.Results]) -> dict[str, Any]:
@@ -271,12 +272,14 @@ def premise(output_dir: str, records: list[dict[str, Any]], results: dict[str, t
     - the source classifier's top-1 on its training fonts (val) and its
       held-out fonts (test);
     - the multi-label annotator's noise: the share of noisy annotations that
-      are false and of true labels that are missed, on the training images;
+      are false and of true labels that are missed, on the training images,
+      and its most frequent confusions;
     - the premise check: a logistic regression on the frozen noisy
       backbone's features fit on the 20 % clean set (the convex form of
       FT-L at 20 %), as the share of the noisy -> GT gap it closes, on val
       (what a choice may read) and on test (for the record).
     """
+    from nlr_tf.data.label_stats import split_stats
     from nlr_tf.data.schema import load_dataset_info
     from nlr_tf.reproduce.runner import dataset_dir
 
@@ -288,8 +291,10 @@ def premise(output_dir: str, records: list[dict[str, Any]], results: dict[str, t
         entry: dict[str, Any] = {}
         path = dataset_dir(output_dir, tables.ML, benchmark)
         if res.fractions[tables.ML] and os.path.isfile(os.path.join(path, "dataset.json")):
-            noise = load_dataset_info(path).provenance.get("noise_statistics", {}).get("noisy", {})
+            info = load_dataset_info(path)
+            noise = info.provenance.get("noise_statistics", {}).get("noisy", {})
             entry["noise"] = {k: noise.get(k) for k in ("false_annotation_share", "missed_label_share")}
+            entry["noise"]["confusions"] = split_stats(info, "noisy").confusions(info.class_names, PREMISE_CONFUSIONS)
         if PREMISE_FRACTION in res.fractions[tables.ML]:
             val = {
                 row: {
@@ -356,6 +361,11 @@ def premise_markdown(facts: dict[str, Any]) -> str:
                 f"noisy labels from {who}: {100 * n['false_annotation_share']:.1f} % of noisy annotations false, "
                 f"{100 * n['missed_label_share']:.1f} % of true labels missed"
             )
+            if n.get("confusions"):
+                parts.append(
+                    "most frequent confusions (true digit present -> false label, share of false labels) "
+                    + ", ".join(f"{c['true']} -> {c['noisy']} {100 * c['share']:.1f} %" for c in n["confusions"])
+                )
         check = entry.get("premise_check")
         if check:
             v, t = check["val"], check["test"]
