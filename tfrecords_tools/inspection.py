@@ -13,7 +13,6 @@ from typing import Any, Optional
 from nlr_tf.data.label_stats import split_stats
 from nlr_tf.data.schema import DatasetInfo
 
-
 MAX_CONFUSIONS = 10  # confusion pairs kept per split
 
 
