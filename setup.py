@@ -11,6 +11,7 @@ setuptools.setup(
         "regularization (Hu et al. 2019) in TensorFlow/Keras."
     ),
     packages=setuptools.find_packages(include=["nlr_tf", "nlr_tf.*", "tfrecords_tools", "tfrecords_tools.*"]),
+    package_data={"nlr_tf.reproduce": ["premise_knobs.json"]},
     python_requires=">=3.10,<3.13",
     install_requires=[
         "tensorflow>=2.21,<2.22",

@@ -8,6 +8,7 @@ from cli_util import run_cli
 from conftest import write_toy_dataset
 
 from nlr_tf.data.schema import load_dataset_info
+from nlr_tf.reproduce import plan
 from tfrecords_tools import digits_mosaic, glyphs
 from tfrecords_tools.records import ConversionError
 from tfrecords_tools.writer import write_dataset
@@ -112,3 +113,17 @@ def test_the_wide_small_cnn_has_twice_the_filters_and_four_times_the_features_of
     wide.get_layer("small_cnn_wide").save_weights(weights)
     again = build_backbone("small_cnn_wide", weights, image_size=16)
     assert all((a == b).all() for a, b in zip(wide.get_weights(), again.get_weights()))
+
+
+def test_the_knob_table_shows_the_setting_the_plan_uses():
+    from nlr_tf.reproduce import report
+
+    knobs = report.load_knobs()
+    chosen = [k for k in knobs["knobs"] if k.get("chosen")]
+    assert len(chosen) == 1
+    # The plan's transfer network and annotator are the knob table's choice, which is the best on val.
+    assert (chosen[0]["backbone"], chosen[0]["image_size"]) == plan.FULL.network("transfer")
+    assert chosen[0]["top_k"] == plan.FULL.annotator_top_k
+    assert chosen[0]["gap_closed"][0] == max(k["gap_closed"][0] for k in knobs["knobs"])
+    md = report.premise_markdown({"knobs": knobs})
+    assert "(used)" in md and md.count("\n| ") == len(knobs["knobs"]) + 1
