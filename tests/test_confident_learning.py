@@ -37,6 +37,16 @@ def test_cleanlab_finds_the_flipped_examples_from_out_of_sample_probabilities(mu
     assert precision > 0.8 and recall > 0.5, (precision, recall)
 
 
+def test_a_class_on_every_noisy_example_is_not_judged_and_the_others_are():
+    features, noisy, wrong = _synthetic(True)
+    probs = out_of_sample_probabilities(features, noisy, True, seed=0)
+    everywhere = np.concatenate([noisy, np.ones((len(noisy), 1), bool)], axis=1)  # a class cleanlab cannot judge
+    flagged = find_issues(np.concatenate([probs, np.full((len(noisy), 1), 0.9)], axis=1), everywhere, True)
+    np.testing.assert_array_equal(flagged, find_issues(probs, noisy, True))
+    with pytest.raises(ValueError, match="every class is on every noisy example"):
+        find_issues(np.full((10, 2), 0.9), np.ones((10, 2), bool), True)
+
+
 def test_the_train_step_drops_the_flagged_examples_and_only_those():
     inputs = keras.Input((4,))
     model = ConfidentLearningModel(keras.Model(inputs, inputs, name="identity"), 2)

@@ -5,6 +5,7 @@ import os
 
 import keras
 import numpy as np
+from absl import logging
 
 from nlr_tf.models.classifier_model import SigmoidClassifier
 from nlr_tf.models.example_table import ExampleTable
@@ -55,6 +56,16 @@ def find_issues(probs: np.ndarray, labels: np.ndarray, multi_label: bool) -> np.
     if multi_label:
         from cleanlab.multilabel_classification.filter import find_label_issues
 
+        # A class every example carries has no negative to compare with (cleanlab refuses it): it is not judged.
+        judged = labels.sum(0) < labels.shape[0]
+        if not judged.any():
+            raise ValueError("confident learning: every class is on every noisy example; no label can be judged")
+        if not judged.all():
+            logging.warning(
+                "confident learning: classes %s are on every noisy example and are not judged",
+                np.flatnonzero(~judged).tolist(),
+            )
+        labels, probs = labels[:, judged], probs[:, judged]
         return np.asarray(find_label_issues([np.flatnonzero(row).tolist() for row in labels], probs), bool)
     from cleanlab.filter import find_label_issues
 
