@@ -1,6 +1,7 @@
 """Method models: which loss reaches which weights, masking, saving."""
 
 import json
+import warnings
 
 import keras
 import numpy as np
@@ -153,6 +154,25 @@ def test_noise_regularization_serves_g_unless_h_is_trained_alone():
     assert copy.serve == "h"
     with pytest.raises(ValueError, match="`serve` must be one of"):
         type(model).from_config(dict(model.get_config(), serve="c"))
+
+
+def test_g_alone_trains_c_only_and_asks_no_gradient_of_the_residual_net():
+    model = _model("g_only")
+    model.set_part_optimizers({"heads": keras.optimizers.Adam(0.05)})
+    heads = model.clean_residual
+    residual = [w.numpy().copy() for w in heads.residual_hidden.weights + heads.residual_output.weights]
+    clean_weights = heads.clean_hidden.weights + heads.clean_output.weights
+    clean = [w.numpy().copy() for w in clean_weights]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Keras warns of variables without gradients
+        model.train_step(dict(_batch()))
+    for before, w in zip(residual, heads.residual_hidden.weights + heads.residual_output.weights):
+        np.testing.assert_array_equal(before, w.numpy())
+    assert any(
+        not np.array_equal(b, w.numpy()) for b, w in zip(clean, heads.clean_hidden.weights + heads.clean_output.weights)
+    )
+    copy = type(model).from_config(model.get_config())
+    assert not copy.clean_residual.residual_output.trainable and copy.clean_residual.clean_output.trainable
 
 
 @pytest.mark.parametrize("train_backbone", [False, True], ids=["frozen_backbone", "trained_backbone"])

@@ -69,6 +69,10 @@ class NoiseRegularizationModel(NoisyLabelModel):
         self.clean_residual = CleanResidualHeads(
             num_classes, hidden_dim=hidden_dim, activation=activation, name="clean_residual"
         )
+        if not use_noisy:
+            # g alone: the residual net h adds to is in no loss, so it is not trained (and asks for no gradient).
+            self.clean_residual.residual_hidden.trainable = False
+            self.clean_residual.residual_output.trainable = False
         # === Functional Model ===
         features = self.features_input(backbone)
         logits = self.clean_residual(features)

@@ -152,8 +152,13 @@ class Evaluations:
                 tf.io.gfile.remove(path)
         state = os.path.join(self.best_dir, "checkpoint")
         if keep and tf.io.gfile.exists(keep + ".index"):
-            name = os.path.basename(keep)  # relative, as tf.train.CheckpointManager writes it
-            tf.compat.v1.train.update_checkpoint_state(self.best_dir, name, [name])
+            # The CheckpointState text proto tf.train.latest_checkpoint reads, with the relative path
+            # tf.train.CheckpointManager writes (TensorFlow's writer of it is deprecated).
+            name = os.path.basename(keep)
+            temporary = state + ".tmp"
+            with tf.io.gfile.GFile(temporary, "w") as f:
+                f.write(f'model_checkpoint_path: "{name}"\nall_model_checkpoint_paths: "{name}"\n')
+            tf.io.gfile.rename(temporary, state, overwrite=True)
         elif tf.io.gfile.exists(state):
             tf.io.gfile.remove(state)
 
