@@ -9,7 +9,8 @@ import pytest
 from cli_util import run_cli
 from scipy import stats
 
-from nlr_tf.reproduce import plan, report, tables
+from nlr_tf.reproduce import claims, markdown, plan, protocol, report, statistics
+from nlr_tf.reproduce.results import Results, rank_agreement
 
 TINY = (
     "--quick",
@@ -55,7 +56,7 @@ def test_gap_closed_means_over_seeds_and_claims():
         _record(ml, "logreg_clean", 0.05, 0, 0.70),
         _record(ml, "logreg_clean", 0.05, 1, 0.70),
     ]
-    res = tables.Results(records)
+    res = Results(records)
     assert res.mean(ml, "noisy", 0.05, "mAP") == pytest.approx(0.61)  # shared rows count at every fraction
     # The spread is the sample standard deviation over seeds (ddof=1): 0.70 and 0.74 give 0.02 * sqrt(2).
     assert res.std(ml, "nr_sigmoid", 0.05, "mAP") == pytest.approx(0.02 * math.sqrt(2))
@@ -67,25 +68,29 @@ def test_gap_closed_means_over_seeds_and_claims():
     d = res.difference(ml, "nr_sigmoid", "ft_last", 0.05, "mAP")
     assert d["mean"] == pytest.approx(0.045) and d["se"] == pytest.approx(0.005) and d["t"] == pytest.approx(9.0)
     assert d["df"] == 1 and d["p"] == pytest.approx(stats.ttest_rel([0.70, 0.74], [0.65, 0.70]).pvalue)
-    assert d["verdict"] == tables.NOT_SHOWN
+    assert d["verdict"] == statistics.NOT_SHOWN
     d = res.difference(ml, "nr_sigmoid", "ft_mixed", 0.05, "mAP")  # +0.05, +0.09: SE 0.02, t 3.5, p 0.18
-    assert d["verdict"] == tables.NOT_SHOWN and d["p"] > 0.05
-    claims = {c["claim"]: c for c in tables.claims(res, 0.05)}
-    nr = claims["Hu T2: nr_sigmoid above FT-L, FT-M, Veit WP and TJ in mAP at every clean fraction"]
-    assert nr["verdict"] == tables.NOT_SHOWN and [c["b"] for c in nr["cells"]] == ["ft_last", "ft_mixed", "lc_joint"]
+    assert d["verdict"] == statistics.NOT_SHOWN and d["p"] > 0.05
+    by_words = {c["claim"]: c for c in claims.claims(res, 0.05)}
+    nr = by_words["Hu T2: nr_sigmoid above FT-L, FT-M, Veit WP and TJ in mAP at every clean fraction"]
+    assert nr["verdict"] == statistics.NOT_SHOWN and [c["b"] for c in nr["cells"]] == [
+        "ft_last",
+        "ft_mixed",
+        "lc_joint",
+    ]
     assert "  - nr_sigmoid − ft_last at 5 %: +4.50 points, SE 0.50, t(1) = 9.00, p = 0.070: not shown" in (
-        tables.claim_markdown(nr).splitlines()
+        claims.claim_markdown(nr).splitlines()
     )
-    nr_tanh = claims["Hu T2: nr_tanh above FT-L, FT-M, Veit WP and TJ in mAP at every clean fraction"]
-    assert nr_tanh["verdict"] == tables.NOT_MEASURED and nr_tanh["cells"] == []
+    nr_tanh = by_words["Hu T2: nr_tanh above FT-L, FT-M, Veit WP and TJ in mAP at every clean fraction"]
+    assert nr_tanh["verdict"] == statistics.NOT_MEASURED and nr_tanh["cells"] == []
     # ft_last is 2.5 points below the clean-set logistic regression on average, but at one seed level with it: the
     # protocol check (ft_last − logreg_clean > −0.5 points, by the same rule) is not shown either way.
-    check = claims["protocol: ft_last within 0.5 mAP of (or above) the clean-set logistic regression"]
-    assert check["verdict"] == tables.NOT_SHOWN and check["cells"][0]["mean"] == pytest.approx(-0.025)
+    check = by_words["protocol: ft_last within 0.5 mAP of (or above) the clean-set logistic regression"]
+    assert check["verdict"] == statistics.NOT_SHOWN and check["cells"][0]["mean"] == pytest.approx(-0.025)
     assert check["cells"][0]["t"] == pytest.approx(stats.ttest_1samp([-0.045, 0.005], 0.0).statistic)
     # No gap when the upper bound is not above the baseline: the share is undefined, not a large number.
     flipped = [dict(r, mAP=0.5) if r["row"] == "gt" else r for r in records]
-    assert tables.Results(flipped).gap_closed(ml, "nr_sigmoid", 0.05, "mAP") is None
+    assert Results(flipped).gap_closed(ml, "nr_sigmoid", 0.05, "mAP") is None
 
 
 def test_regime_findings_name_the_leader_per_fraction_and_where_whole_network_fine_tuning_overtakes():
@@ -96,7 +101,7 @@ def test_regime_findings_name_the_leader_per_fraction_and_where_whole_network_fi
     }
     records = [_record(ml, r, f, s, v) for f, rows in values.items() for r, v in rows.items() for s in (0, 1)]
     records += [_record(ml, "noisy", None, s, 0.6) for s in (0, 1)] + [_record(ml, "gt", None, s, 0.9) for s in (0, 1)]
-    text = tables.regime_findings(tables.Results(records), ml)
+    text = markdown.regime_findings(Results(records), ml)
     assert "1 %: nr_sigmoid (70.00); 10 %: ft_last (74.00)." in text
     assert "Noisy-FT-W is above the best of them at 10 %: -2.00 points at 1 %, +6.00 points at 10 %." in text
 
@@ -107,15 +112,15 @@ def test_premise_table_pairs_each_rotation_pretrained_row_with_its_counterpart()
     for seed, (base, rotated) in enumerate(((0.60, 0.66), (0.62, 0.67))):
         records += [_record(ml, "noisy", None, seed, base), _record(ml, "rot_noisy", None, seed, rotated)]
         records += [_record(ml, "ft_last", 0.1, seed, base + 0.05), _record(ml, "rot_ft_last", 0.1, seed, base)]
-    res = tables.Results(records)
-    lines = tables.premise_table(res, 0.1).splitlines()
+    res = Results(records)
+    lines = markdown.premise_table(res, 0.1).splitlines()
     assert len(lines) == 4  # header, rule, noisy, ft_last: rows not run are left out
     assert "61.00 ± 1.41" in lines[2] and "66.50 ± 0.71" in lines[2]
     assert "+5.50 points, SE 0.50, t(1) = 11.00, p = 0.058: not shown" in lines[2]
     # Every seed 5 points lower: zero variance, so t is infinite and p = 0.
     assert "-5.00 points, SE 0.00, t(1) = -∞, p = 0 (zero variance): reversed" in lines[3]
     # The regime map leaves the investigation's rows out.
-    assert "rot_noisy" not in tables.regime_table(res, ml)
+    assert "rot_noisy" not in markdown.regime_table(res, ml)
 
 
 T5_ML = "Hu T5 (multi-label): g, h jointly above g alone and above h alone in mAP"
@@ -140,43 +145,48 @@ def test_paired_t_test_is_scipys_ttest_rel():
     records = [_record(ml, "nr_sigmoid", 0.1, s, v) for s, v in enumerate(a)]
     records += [_record(ml, "ft_last", 0.1, s, v) for s, v in enumerate(b)]
     records.append(_record(ml, "ft_last", 0.1, 7, 0.5))  # a seed only one row has is left out
-    d = tables.Results(records).difference(ml, "nr_sigmoid", "ft_last", 0.1, "mAP")
+    d = Results(records).difference(ml, "nr_sigmoid", "ft_last", 0.1, "mAP")
     expected = stats.ttest_rel(a, b)
     assert d["t"] == pytest.approx(expected.statistic) and d["p"] == pytest.approx(expected.pvalue)
     assert d["df"] == 3 and d["seeds"] == 4
     diffs = [x - y for x, y in zip(a, b)]
     assert d["sd"] == pytest.approx(stats.tstd(diffs)) and d["se"] == pytest.approx(stats.sem(diffs))
     # Zero variance: the same non-zero difference at every seed is certain (t infinite, p = 0); all zero shows nothing.
-    same = tables.paired_t_test([0.02, 0.02, 0.02])
+    same = statistics.paired_t_test([0.02, 0.02, 0.02])
     assert same["zero_variance"] and same["t"] == math.inf and same["p"] == 0.0
-    assert tables.cell_verdict(same) == tables.HELD
-    assert tables.cell_verdict(tables.paired_t_test([-0.02, -0.02])) == tables.REVERSED
-    zero = tables.paired_t_test([0.0, 0.0, 0.0])
-    assert zero["t"] is None and zero["p"] == 1.0 and tables.cell_verdict(zero) == tables.NOT_SHOWN
+    assert statistics.cell_verdict(same) == statistics.HELD
+    assert statistics.cell_verdict(statistics.paired_t_test([-0.02, -0.02])) == statistics.REVERSED
+    zero = statistics.paired_t_test([0.0, 0.0, 0.0])
+    assert zero["t"] is None and zero["p"] == 1.0 and statistics.cell_verdict(zero) == statistics.NOT_SHOWN
     # A margin tests a − b > −margin: −0.2 points is within 0.5 points.
-    assert tables.cell_verdict(tables.paired_t_test([-0.002, -0.0021, -0.0019], margin=0.005)) == tables.HELD
+    assert (
+        statistics.cell_verdict(statistics.paired_t_test([-0.002, -0.0021, -0.0019], margin=0.005)) == statistics.HELD
+    )
 
 
 def test_claim_verdicts_held_reversed_not_shown_and_one_seed():
     def claim(records):
-        found = {c["claim"]: c for c in tables.claims(tables.Results(records), 0.1)}[T5_ML]
-        return found, tables.claim_markdown(found)
+        found = {c["claim"]: c for c in claims.claims(Results(records), 0.1)}[T5_ML]
+        return found, claims.claim_markdown(found)
 
     held, text = claim(_t5_records([0.050, 0.052, 0.048], [0.030, 0.031, 0.029]))
-    assert held["verdict"] == tables.HELD and [c["verdict"] for c in held["cells"]] == [tables.HELD, tables.HELD]
+    assert held["verdict"] == statistics.HELD and [c["verdict"] for c in held["cells"]] == [
+        statistics.HELD,
+        statistics.HELD,
+    ]
     assert text.startswith(f"- **held**: {T5_ML} (2 cells: 2 held).")
     assert "  - nr_sigmoid − g_only at 10 %: +5.00 points, SE 0.12, t(2) = 43.30, p < 0.001: held" in text
     # One cell clearly the other way: the claim reads reversed, though the other cell holds.
     reversed_, text = claim(_t5_records([0.050, 0.052, 0.048], [-0.030, -0.031, -0.029]))
-    assert reversed_["verdict"] == tables.REVERSED and reversed_["summary"] == "2 cells: 1 held, 1 reversed"
+    assert reversed_["verdict"] == statistics.REVERSED and reversed_["summary"] == "2 cells: 1 held, 1 reversed"
     assert text.startswith("- **reversed**:") and text.endswith(": reversed")
     # Differences that disagree between seeds: not shown (neither held nor reversed).
     unclear, _ = claim(_t5_records([0.05, -0.01, 0.02], [0.030, 0.031, 0.029]))
-    assert unclear["verdict"] == tables.NOT_SHOWN and unclear["cells"][0]["verdict"] == tables.NOT_SHOWN
+    assert unclear["verdict"] == statistics.NOT_SHOWN and unclear["cells"][0]["verdict"] == statistics.NOT_SHOWN
     # One seed: a direction, never held or reversed, however large the difference.
     one, text = claim(_t5_records([0.05], [-0.03], seeds=(0,)))
-    assert one["verdict"] == tables.ONE_SEED and one["summary"].startswith("1 of 2 cells point the claimed way")
-    assert [c["verdict"] for c in one["cells"]] == [f"{tables.ONE_SEED} (+)", f"{tables.ONE_SEED} (−)"]
+    assert one["verdict"] == statistics.ONE_SEED and one["summary"].startswith("1 of 2 cells point the claimed way")
+    assert [c["verdict"] for c in one["cells"]] == [f"{statistics.ONE_SEED} (+)", f"{statistics.ONE_SEED} (−)"]
     assert text.startswith("- **direction at one seed**:") and "**held**" not in text and "reversed" not in text
     assert "+5.00 points (one seed: no SE, t or p): direction at one seed (+)" in text
     # The markdown is rounded once from the full-precision numbers.
@@ -197,11 +207,11 @@ def test_runs_at_their_step_cap_are_marked_and_listed():
             _record(ml, "lc_pretrained", 0.1, s, 0.66, best_step=5000, max_steps=6000),
             _record(ml, "logreg_clean", 0.1, s, 0.66, best_step=None, max_steps=None),
         ]
-    res = tables.Results(records)
+    res = Results(records)
     assert res.at_cap(ml, "ft_last", 0.1) == (1, 3) and res.at_cap(ml, "lc_pretrained", 0.1) == (0, 3)
     assert res.cell(ml, "ft_last", 0.1, "mAP") == "66.00 ± 1.00‡" and "‡" not in res.cell(ml, "nr_sigmoid", 0.1, "mAP")
     assert res.at_cap(ml, "logreg_clean", 0.1) == (0, 0)
-    table = tables.metric_table(res, ml, ("noisy", "ft_last", "lc_pretrained", "logreg_clean"), "mAP", [0.1])
+    table = markdown.metric_table(res, ml, ("noisy", "ft_last", "lc_pretrained", "logreg_clean"), "mAP", [0.1])
     assert table.splitlines()[-1] == (
         "‡ best validation at the step cap (still improving when its budget ended) in k of n seeds: "
         "noisy, every fraction (trained once per seed): 1 of 3; ft_last, 10 %: 1 of 3."
@@ -214,9 +224,9 @@ def test_runs_at_their_step_cap_are_marked_and_listed():
     cells = {c["row"]: c for c in res.as_dict()["cells"]}
     assert cells["ft_last"]["seeds_at_cap"] == 1 and cells["logreg_clean"]["seeds_at_cap"] is None
     # A claim whose cell involves a row at its cap says so.
-    nr = [c for c in tables.claims(res, 0.1) if c["claim"].startswith("Hu T2: nr_sigmoid")][0]
+    nr = [c for c in claims.claims(res, 0.1) if c["claim"].startswith("Hu T2: nr_sigmoid")][0]
     assert nr["cells"][0]["at_cap"] == [{"row": "ft_last", "seeds_at_cap": 1, "seeds": 3}]
-    text = tables.claim_markdown(nr)
+    text = claims.claim_markdown(nr)
     assert "‡ a row at its step cap in some cells" in text.splitlines()[0]
     assert text.splitlines()[1].endswith("; ‡ ft_last at its step cap in 1 of 3 seeds")
 
@@ -231,14 +241,14 @@ def test_time_line_sums_wall_and_cpu_seconds():
 
 
 def test_protocol_discloses_every_training_step_and_where_each_row_starts():
-    text = report.protocol(plan.FULL)
+    text = protocol.protocol(plan.FULL)
     assert f"CleanNet itself for {plan.FULL.cleannet_steps} steps" in text
     assert f"cleaning net on the clean set alone for {plan.FULL.cleaning_pretrain_steps} steps" in text
     assert "5-fold logistic regressions" in text and "in-sample features" in text
     assert "softmax outputs with categorical cross-entropy" in text
     assert "every single-label row" not in text
     # Where each row starts is read off the plan: Hu Table 4's fine-tuning rows start from Forward and CleanNet.
-    starts = report.starting_points(plan.FULL)
+    starts = protocol.starting_points(plan.FULL)
     assert starts[("whole", "CleanNet-wsoft")] == {"single_label": ["Fine-tune (clean set) from CleanNet"]}
     assert "Fine-tune (clean set)" in starts[("whole", "Backbone (Noisy)")]["single_label"]
     assert "Backbone (Clean)" in starts[("scratch", None)]["single_label"]
@@ -276,10 +286,10 @@ def test_rank_agreement_between_two_reproductions():
     order = ["noisy", "ft_whole", "ft_last", "ft_mixed", "lc_pretrained", "lc_joint", "nr_sigmoid", "nr_tanh"]
     order += ["nr_relu", "gt"]
     a = [_record(ml, row, None if row in ("noisy", "gt") else 0.1, 0, 0.5 + 0.01 * i) for i, row in enumerate(order)]
-    same = tables.rank_agreement(tables.Results(a), tables.Results(a))
+    same = rank_agreement(Results(a), Results(a))
     assert same["hu_table2"] == pytest.approx(1.0) and same["hu_table4"] is None
     reversed_ = [dict(r, mAP=1.0 - r["mAP"]) for r in a]
-    assert tables.rank_agreement(tables.Results(a), tables.Results(reversed_))["hu_table2"] == pytest.approx(-1.0)
+    assert rank_agreement(Results(a), Results(reversed_))["hu_table2"] == pytest.approx(-1.0)
 
 
 def test_plan_covers_every_row_under_one_protocol():
@@ -453,7 +463,7 @@ def test_tiny_reproduction_through_the_cli(tmp_path):
         transfer = [r for r in runs if r["benchmark"] == "transfer" and r["variant"] != "source"]
         assert {r["row"] for r in transfer} == {r["row"] for r in runs if r["benchmark"] == "scratch"}
         mine = [r for r in runs if r["benchmark"] == benchmark and r["variant"] != "source"]
-        expected_claims = {c["claim"] for c in tables.claims(tables.Results(mine), 0.1)}
+        expected_claims = {c["claim"] for c in claims.claims(Results(mine), 0.1)}
         assert {c["claim"] for c in results["checks"][benchmark]} == expected_claims
         # One seed: directions only, never a verdict.
         assert {c["verdict"] for c in results["checks"][benchmark]} <= {"direction at one seed", "not measured"}

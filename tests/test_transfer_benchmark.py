@@ -116,14 +116,14 @@ def test_the_wide_small_cnn_has_twice_the_filters_and_four_times_the_features_of
 
 
 def test_the_knob_table_shows_the_setting_the_plan_uses():
-    from nlr_tf.reproduce import report
+    from nlr_tf.reproduce import premise
 
-    knobs = report.load_knobs()
+    knobs = premise.load_knobs()
     chosen = [k for k in knobs["knobs"] if k.get("chosen")]
     assert len(chosen) == 1
     # The plan's transfer network and annotator are the knob table's choice, which is the best on val.
     assert (chosen[0]["backbone"], chosen[0]["image_size"]) == plan.FULL.network("transfer")
     assert chosen[0]["top_k"] == plan.FULL.annotator_top_k
     assert chosen[0]["gap_closed"][0] == max(k["gap_closed"][0] for k in knobs["knobs"])
-    md = report.premise_markdown({"knobs": knobs})
+    md = premise.premise_markdown({"knobs": knobs})
     assert "(used)" in md and md.count("\n| ") == len(knobs["knobs"]) + 1

@@ -188,7 +188,7 @@ PREMISE_ROWS = (
 )
 # Each premise row's counterpart from the randomly initialized backbone.
 PREMISE_PAIRS = tuple((r.key, r.key[len("rot_") :]) for r in PREMISE_ROWS if r.key.startswith("rot_"))
-# The rows the papers' claims compare (`tables.claims`): the claim seeds train them, and the noisy model they start
+# The rows the papers' claims compare (`claims.CLAIMS`): the claim seeds train them, and the noisy model they start
 # from, at the claim fractions only (a paired t-test over five seeds where the claims are read, three elsewhere).
 CLAIM_ROWS = {
     "multi_label": (
