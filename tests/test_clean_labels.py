@@ -12,8 +12,10 @@ from conftest import write_toy_dataset
 
 from nlr_tf.data import parsing, pipeline, schema
 from nlr_tf.data.feature_cache import extract_features
+from nlr_tf.data.input_config import InputConfig
 from nlr_tf.data.schema import load_dataset_info
 from nlr_tf.evaluation import cleaned_output, cleaning, suspects
+from nlr_tf.models import label_issues
 from nlr_tf.models.backbones import build_backbone
 from nlr_tf.training.model_dir import load_trained_model
 
@@ -58,9 +60,8 @@ def _read_csv(path):
 def _cleaned_by_model(model_dir, info):
     """c-hat and images per id, computed here from the source images through the model's parts."""
     model, _ = load_trained_model(str(model_dir))
-    ds = pipeline.make_split_dataset(
-        info, "noisy", 32, backbone="small_cnn", image_size=IMAGE_SIZE, training=False, with_ids=True
-    )
+    input_config = InputConfig(backbone="small_cnn", image_size=IMAGE_SIZE)
+    ds = pipeline.make_split_dataset(info, "noisy", 32, input_config=input_config, training=False, with_ids=True)
     out = {}
     for batch in ds:
         c_hat = model.cleaner([batch["noisy_labels"], model.backbone(batch["image"], training=False)]).numpy()
@@ -114,8 +115,9 @@ def test_label_cleaning_model_writes_a_cleaned_dataset_that_reads_back(runs):
     meta = out.provenance["cleaned_labels"]
     assert meta["model_dir"] == str(root / "lc") and meta["source_dataset"] == info.path and meta["threshold"] == 0.5
     expected = _cleaned_by_model(root / "lc", info)
+    input_config = InputConfig(backbone="small_cnn", image_size=IMAGE_SIZE)
     ds = pipeline.make_split_dataset(
-        out, "noisy", 32, backbone="small_cnn", image_size=IMAGE_SIZE, training=False, with_ids=True, with_true=True
+        out, "noisy", 32, input_config=input_config, training=False, with_ids=True, with_true=True
     )
     seen, changed = set(), 0
     labels, true_labels = [], []
@@ -272,7 +274,7 @@ def _noisy_multi_label(seed=0, n=400, d=4, flip=0.15):
 def test_cleanlab_ranking_puts_its_flags_first_in_self_confidence_order():
     scores, noisy, truth = _noisy_multi_label()
     ranked, flagged = suspects.rank_suspects_with_cleanlab(scores, noisy, True, truth)
-    flags = suspects.confident_learning_flags(scores, noisy, multi_label=True)
+    flags = label_issues.entry_flags(scores, noisy, multi_label=True)
     assert flagged == flags.sum() and 0 < flagged < flags.size
     head = flags[ranked.row, ranked.cls]
     assert head[:flagged].all() and not head[flagged:].any()
@@ -290,7 +292,7 @@ def test_cleanlab_single_label_flags_an_images_noisy_entry_and_its_likely_class(
     noisy = np.where(rng.random(n) < 0.2, (truth + 1) % d, truth)
     scores = np.full((n, d), 0.05)
     scores[np.arange(n), truth] = 0.9
-    flags = suspects.confident_learning_flags(scores, np.eye(d)[noisy], multi_label=False)
+    flags = label_issues.entry_flags(scores, np.eye(d)[noisy], multi_label=False)
     flagged_images = np.flatnonzero(flags.any(1))
     assert len(flagged_images) and set(flagged_images) <= set(np.flatnonzero(noisy != truth))
     for i in flagged_images:

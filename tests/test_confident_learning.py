@@ -5,12 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nlr_tf.models.confident_learning_model import (
-    ConfidentLearningModel,
-    find_issues,
-    out_of_sample_probabilities,
-)
+from nlr_tf.models.confident_learning_model import ConfidentLearningModel
 from nlr_tf.models.example_table import ExampleTable
+from nlr_tf.models.label_issues import example_flags as find_issues
+from nlr_tf.models.logistic import out_of_sample_probabilities
 
 
 def _synthetic(multi_label, n=500, d=3, flip=0.15, seed=0):

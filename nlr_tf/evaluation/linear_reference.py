@@ -24,70 +24,19 @@ arrays are exactly what the heads train and are evaluated on.
 from typing import Sequence, Union
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 
 from nlr_tf.data.feature_cache import read_split
 from nlr_tf.data.schema import DatasetInfo, load_dataset_info
 from nlr_tf.models import metrics
+from nlr_tf.models.logistic import (
+    DEFAULT_MAX_ITER,
+    fit_multi_label,
+    fit_single_label,
+    predict_multi_label,
+    predict_single_label,
+)
 
 LABELS = ("clean", "noisy")
-# lbfgs on raw (unscaled) features may need far more than sklearn's default 100 iterations.
-DEFAULT_MAX_ITER = 5000
-
-
-def _constant(y: np.ndarray) -> float:
-    # A class with one label value only (or none) cannot be fit: its score is
-    # the constant prior of that value (1 if every row is positive, else 0).
-    return float(y.mean()) if y.size else 0.0
-
-
-def fit_multi_label(
-    x: np.ndarray, y: np.ndarray, mask: np.ndarray, C: float = 1.0, max_iter: int = DEFAULT_MAX_ITER
-) -> list:
-    """One binary logistic regression per class on the rows where `mask` is 1.
-
-    Returns:
-        list of d entries: a fitted `LogisticRegression`, or a float (the
-        constant score of a class with one label value only).
-    """
-    models = []
-    for j in range(y.shape[1]):
-        rows = mask[:, j] > 0
-        yj = (y[rows, j] > 0).astype(np.int64)
-        if np.unique(yj).size < 2:
-            models.append(_constant(yj))
-        else:
-            models.append(LogisticRegression(C=C, max_iter=max_iter).fit(x[rows], yj))
-    return models
-
-
-def predict_multi_label(models: list, x: np.ndarray) -> np.ndarray:
-    """Scores [N, d]: each class's probability of being present."""
-    cols = [np.full(len(x), m) if isinstance(m, float) else m.predict_proba(x)[:, 1] for m in models]
-    return np.stack(cols, axis=1).astype(np.float32)
-
-
-def fit_single_label(
-    x: np.ndarray, cls: np.ndarray, num_classes: int, C: float = 1.0, max_iter: int = DEFAULT_MAX_ITER
-) -> Union[LogisticRegression, np.ndarray]:
-    """A multinomial logistic regression of `cls` [N] (class indices) on `x`.
-
-    Returns the fitted model, or, when only one class occurs, the constant
-    scores [d] (that class's prior 1, the others 0).
-    """
-    if np.unique(cls).size < 2:
-        return np.bincount(cls, minlength=num_classes).astype(np.float32) / max(len(cls), 1)
-    # lbfgs with more than two classes is multinomial (softmax) in sklearn.
-    return LogisticRegression(C=C, max_iter=max_iter).fit(x, cls)
-
-
-def predict_single_label(model, x: np.ndarray, num_classes: int) -> np.ndarray:
-    """Scores [N, d]: class probabilities (0 for a class unseen in training)."""
-    if isinstance(model, np.ndarray):
-        return np.tile(model, (len(x), 1))
-    scores = np.zeros((len(x), num_classes), np.float32)
-    scores[:, model.classes_] = model.predict_proba(x)
-    return scores
 
 
 def _single_targets(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

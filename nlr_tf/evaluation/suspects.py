@@ -26,6 +26,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from nlr_tf.models import label_issues
+
 FALSE_ANNOTATION = "false_annotation"
 MISSED_LABEL = "missed_label"
 KINDS = (FALSE_ANNOTATION, MISSED_LABEL)
@@ -111,38 +113,6 @@ def rank_suspects(
 FINDERS = ("self_confidence", "cleanlab")
 
 
-def confident_learning_flags(scores: np.ndarray, noisy_labels: np.ndarray, multi_label: bool) -> np.ndarray:
-    """The entries that cleanlab's confident learning finds mislabelled: bool [N, d].
-
-    Multi-label: `cleanlab.multilabel_classification.filter.
-    find_multilabel_issues_per_class`, one-vs-rest per class, its thresholds
-    from each class's confident joint. Single-label (one noisy label per
-    image; scores renormalized to sum to 1): `cleanlab.filter.
-    find_label_issues`; a flagged image's noisy entry is a false annotation
-    and its most likely other class a missed label. Images without a noisy
-    label are not candidates of the single-label finder.
-    """
-    from cleanlab.filter import find_label_issues
-    from cleanlab.multilabel_classification.filter import find_multilabel_issues_per_class
-
-    scores = np.clip(np.asarray(scores, np.float64), 1e-6, 1.0 - 1e-6)
-    noisy = np.asarray(noisy_labels) > 0
-    n, d = noisy.shape
-    flags = np.zeros((n, d), bool)
-    if multi_label:
-        per_class = find_multilabel_issues_per_class([np.flatnonzero(row).tolist() for row in noisy], scores)
-        per_class = np.asarray(per_class, bool)  # [N, d] (older cleanlab: a list of d masks)
-        return per_class if per_class.shape == (n, d) else per_class.T
-    rows = np.flatnonzero(noisy.sum(1) == 1)
-    labels = noisy[rows].argmax(1)
-    probs = scores[rows] / scores[rows].sum(1, keepdims=True)
-    issues = rows[find_label_issues(labels, probs)]
-    flags[issues, noisy[issues].argmax(1)] = True
-    other = np.where(noisy[issues], -np.inf, scores[issues]).argmax(1)
-    flags[issues, other] = True
-    return flags
-
-
 def rank_suspects_with_cleanlab(
     scores: np.ndarray,
     noisy_labels: np.ndarray,
@@ -159,7 +129,7 @@ def rank_suspects_with_cleanlab(
     Returns:
         `Suspects` and the number of flagged entries (the list's head).
     """
-    flags = confident_learning_flags(scores, noisy_labels, multi_label)
+    flags = label_issues.entry_flags(scores, noisy_labels, multi_label)
     ranked = rank_suspects(scores, noisy_labels, true_labels, has_true)
     flagged = flags[ranked.row, ranked.cls]
     order = np.argsort(~flagged, kind="stable")  # flagged first, each group in its existing order

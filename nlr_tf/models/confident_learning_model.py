@@ -4,73 +4,14 @@ import json
 import os
 
 import keras
-import numpy as np
-from absl import logging
 
 from nlr_tf.models.classifier_model import SigmoidClassifier
 from nlr_tf.models.example_table import ExampleTable
+from nlr_tf.models.label_issues import example_flags
+from nlr_tf.models.logistic import out_of_sample_probabilities
 
 ISSUES_FILE = "label_issues.json"  # in the model dir: the dropped examples, read again when a run resumes
 FOLDS = 5
-
-
-def out_of_sample_probabilities(features: np.ndarray, labels: np.ndarray, multi_label: bool, seed: int) -> np.ndarray:
-    """Predicted probabilities of every example from a model that did not see it: k-fold logistic regression.
-
-    The heads on frozen features are linear, so the out-of-sample model is
-    scikit-learn's logistic regression (one per class for multi-label data,
-    multinomial for single-label), fit on the other folds.
-
-    Args:
-        features: float [N, F].
-        labels: {0, 1} [N, d]. The noisy labels.
-        multi_label: bool.
-        seed: int. The folds' shuffle.
-
-    Returns:
-        float [N, d].
-    """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import KFold
-
-    n, d = labels.shape
-    probs = np.zeros((n, d))
-    for train, held in KFold(FOLDS, shuffle=True, random_state=seed).split(features):
-        if multi_label:
-            for c in range(d):
-                y = labels[train, c]
-                if y.min() == y.max():  # a class all present or all absent in these folds
-                    probs[held, c] = float(y[0])
-                    continue
-                fit = LogisticRegression(max_iter=1000).fit(features[train], y)
-                probs[held, c] = fit.predict_proba(features[held])[:, 1]
-        else:
-            y = labels[train].argmax(1)
-            fit = LogisticRegression(max_iter=1000).fit(features[train], y)
-            probs[np.ix_(held, fit.classes_)] = fit.predict_proba(features[held])
-    return probs
-
-
-def find_issues(probs: np.ndarray, labels: np.ndarray, multi_label: bool) -> np.ndarray:
-    """cleanlab's `find_label_issues` (its multi-label variant for multi-label data): bool [N]."""
-    if multi_label:
-        from cleanlab.multilabel_classification.filter import find_label_issues
-
-        # A class every example carries has no negative to compare with (cleanlab refuses it): it is not judged.
-        judged = labels.sum(0) < labels.shape[0]
-        if not judged.any():
-            raise ValueError("confident learning: every class is on every noisy example; no label can be judged")
-        if not judged.all():
-            logging.warning(
-                "confident learning: classes %s are on every noisy example and are not judged",
-                np.flatnonzero(~judged).tolist(),
-            )
-        labels, probs = labels[:, judged], probs[:, judged]
-        return np.asarray(find_label_issues([np.flatnonzero(row).tolist() for row in labels], probs), bool)
-    from cleanlab.filter import find_label_issues
-
-    probs = np.clip(probs, 1e-6, None)
-    return np.asarray(find_label_issues(labels.argmax(1), probs / probs.sum(1, keepdims=True)), bool)
 
 
 @keras.saving.register_keras_serializable(package="nlr_tf")
@@ -117,8 +58,8 @@ class ConfidentLearningModel(SigmoidClassifier):
 
             split = read_split(data, config.noisy_split)
             ids, noisy = split["id"].tolist(), split["noisy_labels"] > 0
-            probs = out_of_sample_probabilities(split["features"], noisy, self.multi_label, config.seed)
-            flagged = find_issues(probs, noisy, self.multi_label)
+            probs = out_of_sample_probabilities(split["features"], noisy, self.multi_label, config.seed, FOLDS)
+            flagged = example_flags(probs, noisy, self.multi_label)
             record = {
                 "num_noisy": len(ids),
                 "num_issues": int(flagged.sum()),
