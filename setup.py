@@ -1,10 +1,15 @@
 """Installs the `nlr_tf` library, the `tfrecords_tools` converters and the nlr-* binaries."""
 
+import re
+
 import setuptools
+
+with open("nlr_tf/__init__.py") as f:
+    VERSION = re.search(r'^__version__ = "([^"]+)"', f.read(), re.M).group(1)
 
 setuptools.setup(
     name="nlr_tf",
-    version="0.1.0",
+    version=VERSION,
     description=(
         "Learning image classifiers from massive noisily labeled data plus a "
         "small verified subset: label cleaning (Veit et al. 2017) and noise "

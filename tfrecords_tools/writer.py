@@ -22,7 +22,7 @@ from nlr_tf.data.label_stats import LabelStats
 from nlr_tf.data.output_dir import atomic_output_dir
 from nlr_tf.data.parsing import make_example
 from nlr_tf.data.progress import progress_bar
-from tfrecords_tools import __version__ as CONVERTER_VERSION
+from tfrecords_tools import CONVERTER_VERSION
 from tfrecords_tools.images import ImageError, read_record_image
 from tfrecords_tools.records import BadRow, Conversion, ConversionError, Record
 

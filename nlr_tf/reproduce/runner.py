@@ -27,7 +27,7 @@ from nlr_tf.training import pretext
 from nlr_tf.training.config import TrainConfig
 from nlr_tf.training.model_dir import load_trained_model, resolve_checkpoint
 from nlr_tf.training.trainer import train
-from tfrecords_tools import __version__ as CONVERTER_VERSION
+from tfrecords_tools import CONVERTER_VERSION
 from tfrecords_tools.digits_mosaic import nested_split_name
 
 DATA_SEED = 0  # one benchmark dataset; the seeds vary training
