@@ -82,6 +82,7 @@ from absl import app, flags, logging
 from tensorflow.core.util import event_pb2
 
 from nlr_tf.data import pipeline, schema
+from nlr_tf.data.input_config import InputConfig
 from nlr_tf.models.backbones import build_backbone
 from nlr_tf.training import trainer
 from nlr_tf.training.config import TrainConfig
@@ -241,12 +242,9 @@ def _round(info, backbone, size, batch_size, log_steps, jit_compile, workdir) ->
         info,
         batch_size,
         _MIX_RATIO,
-        backbone=backbone,
-        image_size=size,
-        seed=0,
-        deterministic=False,
-        augment=False,
-        random_flip=False,
+        input_config=InputConfig(
+            backbone=backbone, image_size=size, seed=0, deterministic=False, augment=False, random_flip=False
+        ),
         with_ids=False,
     )
     ds = ds.map(lambda batch: (batch["image"], batch["noisy_labels"]))

@@ -39,6 +39,7 @@ from absl import app, flags
 from PIL import Image
 
 from nlr_tf.data import pipeline, schema
+from nlr_tf.data.input_config import InputConfig
 from tfrecords_tools.records import Conversion, Record
 from tfrecords_tools.writer import write_dataset
 
@@ -147,9 +148,8 @@ def _time_batches(iterator, batches: int, batch_size: int) -> tuple[float, float
 def _measure(info: schema.DatasetInfo) -> None:
     files = info.split_files("noisy") + info.split_files("clean")
     size, batch_size = _IMAGE_SIZE.value, _BATCH_SIZE.value
-    full = pipeline.make_train_dataset(
-        info, batch_size, "9:1", backbone=_BACKBONE.value, image_size=size, deterministic=False
-    )
+    input_config = InputConfig(backbone=_BACKBONE.value, image_size=size, deterministic=False)
+    full = pipeline.make_train_dataset(info, batch_size, "9:1", input_config=input_config)
     bare = _bare_dataset(files, size, batch_size)
     datasets = {"full": full, "bare": bare}
     batches = max(1, _IMAGES_PER_ROUND.value // batch_size)

@@ -104,3 +104,13 @@ def test_every_family_names_a_model_class_that_declares_what_the_trainer_asks():
         assert set(family.options) <= fields | set(DATASET_OPTIONS) and set(cls.training_options) <= fields
         for phase in cls.phases:
             assert phase.steps_option in cls.training_options and callable(getattr(cls, f"{phase.name}_step"))
+
+
+@pytest.mark.parametrize("replicas", [1, 2, 4])
+def test_the_default_batch_splits_into_every_methods_mix(replicas):
+    from nlr_tf.data.mixing import mix_counts
+
+    batch = TrainConfig(method="noisy", dataset="d", model_dir="m").batch_size
+    for method in METHODS.values():
+        noisy, clean = mix_counts(batch // replicas, method.mix_ratio)
+        assert noisy + clean == batch // replicas and batch % replicas == 0, method.name

@@ -1,5 +1,6 @@
 """The feature cache: exact features and labels, the same step as through the backbone."""
 
+import dataclasses
 import os
 
 import keras
@@ -11,12 +12,17 @@ from conftest import write_toy_dataset
 
 from nlr_tf.data import pipeline, schema
 from nlr_tf.data.feature_cache import FeatureCacheError, extract_features, load_feature_cache, read_split
+from nlr_tf.data.input_config import InputConfig
 from nlr_tf.data.parsing import iterate_label_lists, make_example, parse_examples
 from nlr_tf.models.backbones import build_backbone
 from nlr_tf.models.methods import METHODS, build_model
 from nlr_tf.training.checks import ConfigError
 from nlr_tf.training.config import TrainConfig
 from nlr_tf.training.trainer import train
+
+# Images at 16 pixels; a cache's records carry features, which need no image size.
+SMALL16 = InputConfig(backbone="small_cnn", image_size=16)
+CACHED = InputConfig(backbone="small_cnn")
 
 
 @pytest.fixture(scope="module")
@@ -58,12 +64,10 @@ def test_cache_holds_the_backbone_features_and_the_same_labels(toy):
     root, info, records, backbone, cache = toy
     assert cache.feature_dim == 64 and set(cache.splits) == {"noisy", "clean", "val"}
     assert cache.provenance["feature_cache"]["source_dataset"] == info.path
-    images = pipeline.make_split_dataset(
-        info, "val", 6, backbone="small_cnn", image_size=16, training=False, with_ids=True
-    )
+    images = pipeline.make_split_dataset(info, "val", 6, input_config=SMALL16, training=False, with_ids=True)
     batch = next(iter(images))
     want = dict(zip(batch["id"].numpy(), backbone(batch["image"], training=False).numpy()))
-    cached = pipeline.make_split_dataset(cache, "val", 6, backbone="small_cnn", training=False, with_ids=True)
+    cached = pipeline.make_split_dataset(cache, "val", 6, input_config=CACHED, training=False, with_ids=True)
     got = next(iter(cached))
     assert "image" not in got
     for image_id, features in zip(got["id"].numpy(), got["features"].numpy()):
@@ -88,13 +92,13 @@ def test_a_step_on_cached_features_equals_a_step_through_the_frozen_backbone(toy
     images = next(
         iter(
             pipeline.make_train_dataset(
-                info, 10, "9:1", backbone="small_cnn", image_size=16, deterministic=True, with_ids=True
+                info, 10, "9:1", input_config=dataclasses.replace(SMALL16, deterministic=True), with_ids=True
             )
         )
     )
     cached_by_id = {}
     for split in ("noisy", "clean"):
-        for b in pipeline.make_split_dataset(cache, split, 64, backbone="small_cnn", training=False, with_ids=True):
+        for b in pipeline.make_split_dataset(cache, split, 64, input_config=CACHED, training=False, with_ids=True):
             cached_by_id.update(zip(b["id"].numpy(), b["features"].numpy()))
     features = dict(images)
     del features["image"]
@@ -199,7 +203,7 @@ def test_a_float16_cache_holds_the_float32_features_rounded_and_reads_as_float32
         for key in ("noisy_labels", "verified_labels", "verified_mask"):
             np.testing.assert_array_equal(got[key], want[key])
     # The training stream (exact mixing, shuffled): float32 features of the cache's records.
-    batch = next(iter(pipeline.make_train_dataset(toy16, 10, "9:1", backbone="small_cnn", with_ids=True)))
+    batch = next(iter(pipeline.make_train_dataset(toy16, 10, "9:1", input_config=CACHED, with_ids=True)))
     assert batch["features"].dtype == tf.float32 and batch["features"].shape == (10, 64)
     by_id = {}
     for split in ("noisy", "clean"):

@@ -1,5 +1,6 @@
 """Tests of the tf.data input pipeline: mixing, labels, sharding, order, preprocessing."""
 
+import dataclasses
 import io
 
 import keras
@@ -10,9 +11,11 @@ from conftest import write_toy_dataset
 from PIL import Image
 
 from nlr_tf.data import pipeline, preprocessing, schema
+from nlr_tf.data.input_config import InputConfig
+from nlr_tf.data.mixing import mix_counts, parse_mix_ratio
 from nlr_tf.models.image_preprocessing import BackbonePreprocessing
 
-SMALL = {"backbone": "small_cnn", "image_size": 8}
+SMALL = InputConfig(backbone="small_cnn", image_size=8)
 
 
 def _ids(batch):
@@ -30,14 +33,14 @@ def _multi_hot(indices, num_classes):
 
 def test_exact_ratio_in_every_batch(toy_dataset):
     info, _ = toy_dataset
-    ds = pipeline.make_train_dataset(info, 20, "9:1", with_ids=True, **SMALL)
+    ds = pipeline.make_train_dataset(info, 20, "9:1", with_ids=True, input_config=SMALL)
     for batch in ds.take(12):
         is_clean = batch["is_clean"].numpy()
         assert batch["image"].shape == (20, 8, 8, 3)
         assert is_clean.tolist() == [0.0] * 18 + [1.0] * 2
         splits = [i.split("-")[0] for i in _ids(batch)]
         assert splits == ["noisy"] * 18 + ["clean"] * 2
-    ds = pipeline.make_train_dataset(info, 10, (4, 1), **SMALL)
+    ds = pipeline.make_train_dataset(info, 10, (4, 1), input_config=SMALL)
     for batch in ds.take(5):
         assert batch["is_clean"].numpy().sum() == 2
 
@@ -45,7 +48,7 @@ def test_exact_ratio_in_every_batch(toy_dataset):
 def test_exact_ratio_on_every_replica_under_mirrored_strategy(toy_dataset):
     info, _ = toy_dataset
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-    dist = pipeline.distribute_train_dataset(strategy, info, 20, "9:1", **SMALL)
+    dist = pipeline.distribute_train_dataset(strategy, info, 20, "9:1", input_config=SMALL)
     iterator = iter(dist)
     for _ in range(4):
         batch = next(iterator)
@@ -59,11 +62,11 @@ def test_exact_ratio_on_every_replica_under_mirrored_strategy(toy_dataset):
 
 def test_zero_parts_read_one_split_only(tmp_path):
     info, _ = write_toy_dataset(tmp_path / "noisy_only", {"noisy": 30}, num_shards=2)
-    batch = next(iter(pipeline.make_train_dataset(info, 6, "1:0", with_ids=True, **SMALL)))
+    batch = next(iter(pipeline.make_train_dataset(info, 6, "1:0", with_ids=True, input_config=SMALL)))
     assert batch["is_clean"].numpy().sum() == 0
     assert all(i.startswith("noisy-") for i in _ids(batch))
     info, _ = write_toy_dataset(tmp_path / "clean_only", {"clean_all": 12}, num_shards=2)
-    ds = pipeline.make_train_dataset(info, 6, "0:1", clean_split="clean_all", with_ids=True, **SMALL)
+    ds = pipeline.make_train_dataset(info, 6, "0:1", clean_split="clean_all", with_ids=True, input_config=SMALL)
     batch = next(iter(ds))
     assert batch["is_clean"].numpy().tolist() == [1.0] * 6
     assert all(i.startswith("clean_all-") for i in _ids(batch))
@@ -71,7 +74,7 @@ def test_zero_parts_read_one_split_only(tmp_path):
 
 def test_configurable_clean_split(tmp_path):
     info, _ = write_toy_dataset(tmp_path / "d", {"noisy": 20, "clean": 5, "clean_all": 8}, num_shards=2)
-    ds = pipeline.make_train_dataset(info, 10, "4:1", clean_split="clean_all", with_ids=True, **SMALL)
+    ds = pipeline.make_train_dataset(info, 10, "4:1", clean_split="clean_all", with_ids=True, input_config=SMALL)
     batch = next(iter(ds))
     assert [i.split("-")[0] for i in _ids(batch)] == ["noisy"] * 8 + ["clean_all"] * 2
 
@@ -79,28 +82,32 @@ def test_configurable_clean_split(tmp_path):
 def test_bad_ratio_or_batch_size_is_a_clear_value_error(toy_dataset):
     info, _ = toy_dataset
     with pytest.raises(ValueError, match=r"batch_size=64.*9:1"):
-        pipeline.make_train_dataset(info, 64, "9:1", **SMALL)
+        pipeline.make_train_dataset(info, 64, "9:1", input_config=SMALL)
     for bad in ("9:x", "0:0", "1:2:3", (-1, 2), (1.5, 1), ""):
         with pytest.raises(ValueError, match="Received: mix_ratio="):
-            pipeline.parse_mix_ratio(bad)
-    assert pipeline.parse_mix_ratio("18:2") == (9, 1)
-    assert pipeline.mix_counts(60, "9:1") == (54, 6)
+            parse_mix_ratio(bad)
+    assert parse_mix_ratio("18:2") == (9, 1)
+    assert mix_counts(60, "9:1") == (54, 6)
     with pytest.raises(ValueError, match="global_batch_size"):
-        pipeline.make_train_dataset(info, 0, "9:1", **SMALL)
+        pipeline.make_train_dataset(info, 0, "9:1", input_config=SMALL)
     with pytest.raises(ValueError, match="Received: backbone='vgg'"):
-        pipeline.make_train_dataset(info, 10, "9:1", backbone="vgg")
+        InputConfig(backbone="vgg")
+    with pytest.raises(ValueError, match=r"Received: image_size=\(0, 8\)"):
+        InputConfig(backbone="small_cnn", image_size=(0, 8))
+    with pytest.raises(ValueError, match="Received: shuffle_buffer=0"):
+        InputConfig(backbone="small_cnn", shuffle_buffer=0)
     # 20 over 3 replicas does not divide.
     context = tf.distribute.InputContext(num_input_pipelines=1, input_pipeline_id=0, num_replicas_in_sync=3)
     with pytest.raises(ValueError, match="not divisible by"):
-        pipeline.make_train_dataset(info, 20, "9:1", input_context=context, **SMALL)
+        pipeline.make_train_dataset(info, 20, "9:1", input_context=context, input_config=SMALL)
 
 
 def test_missing_split_is_a_clear_error(tmp_path):
     info, _ = write_toy_dataset(tmp_path / "noisy_only", {"noisy": 10}, num_shards=1)
     with pytest.raises(schema.DatasetError, match=r"split 'clean'.*noisy_only"):
-        pipeline.make_train_dataset(info, 10, "9:1", **SMALL)
+        pipeline.make_train_dataset(info, 10, "9:1", input_config=SMALL)
     with pytest.raises(schema.DatasetError, match=r"split 'val'"):
-        pipeline.make_split_dataset(info, "val", 4, training=False, **SMALL)
+        pipeline.make_split_dataset(info, "val", 4, training=False, input_config=SMALL)
 
 
 # === Labels ===
@@ -114,9 +121,13 @@ def test_labels_and_masks_match_the_records(tmp_path):
     seen = 0
     unverified = 0
     datasets = [
-        pipeline.make_split_dataset(info, "noisy", 8, training=False, with_ids=True, with_true=True, **SMALL),
-        pipeline.make_split_dataset(info, "clean", 8, training=False, with_ids=True, with_true=True, **SMALL),
-        pipeline.make_train_dataset(info, 10, "4:1", with_ids=True, **SMALL).take(6),
+        pipeline.make_split_dataset(
+            info, "noisy", 8, training=False, with_ids=True, with_true=True, input_config=SMALL
+        ),
+        pipeline.make_split_dataset(
+            info, "clean", 8, training=False, with_ids=True, with_true=True, input_config=SMALL
+        ),
+        pipeline.make_train_dataset(info, 10, "4:1", with_ids=True, input_config=SMALL).take(6),
     ]
     for ds in datasets:
         for batch in ds:
@@ -141,9 +152,8 @@ def test_images_match_the_records(toy_dataset):
     info, records = toy_dataset
     by_id = {r.id: r for r in records}
     # Toy images are 12x10 PNGs: at that size, resize is the identity.
-    ds = pipeline.make_split_dataset(
-        info, "val", 5, backbone="small_cnn", image_size=(12, 10), training=False, with_ids=True
-    )
+    input_config = InputConfig(backbone="small_cnn", image_size=(12, 10))
+    ds = pipeline.make_split_dataset(info, "val", 5, input_config=input_config, training=False, with_ids=True)
     for batch in ds:
         for k, image_id in enumerate(_ids(batch)):
             # RGB in [0, 255]: the backbone's scaling is the model's first layer.
@@ -153,7 +163,7 @@ def test_images_match_the_records(toy_dataset):
 
 def test_training_never_reads_true_labels(tmp_path):
     info, _ = write_toy_dataset(tmp_path / "d", {"noisy": 20, "clean": 5}, with_true=True)
-    batch = next(iter(pipeline.make_train_dataset(info, 10, "9:1", **SMALL)))
+    batch = next(iter(pipeline.make_train_dataset(info, 10, "9:1", input_config=SMALL)))
     assert set(batch) == {"image", "noisy_labels", "verified_labels", "verified_mask", "is_clean"}
 
 
@@ -164,7 +174,7 @@ def test_every_noisy_record_seen_exactly_once_per_epoch(toy_dataset):
     info, records = toy_dataset
     noisy_ids = {r.id for r in records if r.split == "noisy"}
     clean_ids = {r.id for r in records if r.split == "clean"}
-    ds = pipeline.make_train_dataset(info, 10, "9:1", with_ids=True, **SMALL)
+    ds = pipeline.make_train_dataset(info, 10, "9:1", with_ids=True, input_config=SMALL)
     noisy_drawn, clean_drawn = [], []
     # 2 epochs of the 90 noisy records at 9 per batch.
     for batch in ds.take(2 * 90 // 9):
@@ -189,13 +199,13 @@ def test_two_input_pipelines_are_disjoint_and_cover_the_split(tmp_path, num_shar
             num_input_pipelines=2, input_pipeline_id=pipeline_id, num_replicas_in_sync=2
         )
         ds = pipeline.make_split_dataset(
-            info, "noisy", 8, training=False, input_context=context, with_ids=True, **SMALL
+            info, "noisy", 8, training=False, input_context=context, with_ids=True, input_config=SMALL
         )
         ids = [i for batch in ds for i in _ids(batch)]
         assert len(ids) == len(set(ids))
         eval_sets.append(set(ids))
         # Training: this pipeline's first epoch is a permutation of its shard.
-        ds = pipeline.make_train_dataset(info, 20, "1:0", input_context=context, with_ids=True, **SMALL)
+        ds = pipeline.make_train_dataset(info, 20, "1:0", input_context=context, with_ids=True, input_config=SMALL)
         drawn = [i for batch in ds.take(4) for i in _ids(batch)][: len(ids)]
         assert set(drawn) == set(ids)
         train_sets.append(set(drawn))
@@ -207,7 +217,7 @@ def test_two_input_pipelines_are_disjoint_and_cover_the_split(tmp_path, num_shar
 def test_eval_yields_every_record_once_in_a_fixed_order(toy_dataset):
     info, records = toy_dataset
     val_ids = [r.id for r in records if r.split == "val"]
-    ds = pipeline.make_split_dataset(info, "val", 5, training=False, with_ids=True, **SMALL)
+    ds = pipeline.make_split_dataset(info, "val", 5, training=False, with_ids=True, input_config=SMALL)
     assert ds.cardinality().numpy() == 3
     batches = [_ids(b) for b in ds]
     assert [len(b) for b in batches] == [5, 5, 2]
@@ -222,9 +232,8 @@ def test_deterministic_mode_gives_identical_batches(toy_dataset):
     info, _ = toy_dataset
 
     def first_batches(seed):
-        ds = pipeline.make_train_dataset(
-            info, 10, "9:1", seed=seed, deterministic=True, augment=True, random_flip=True, with_ids=True, **SMALL
-        )
+        input_config = dataclasses.replace(SMALL, seed=seed, deterministic=True, augment=True, random_flip=True)
+        ds = pipeline.make_train_dataset(info, 10, "9:1", input_config=input_config, with_ids=True)
         return [(b["id"].numpy(), b["image"].numpy()) for b in ds.take(4)]
 
     a, b, c = first_batches(3), first_batches(3), first_batches(4)

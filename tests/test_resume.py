@@ -29,6 +29,7 @@ from cli_util import ROOT
 from conftest import write_toy_dataset
 
 from nlr_tf.data import pipeline
+from nlr_tf.data.input_config import InputConfig
 from nlr_tf.training import early_stopping
 from nlr_tf.training.config import TrainConfig
 from nlr_tf.training.trainer import train
@@ -146,7 +147,8 @@ def assert_same_run(resumed: dict, uninterrupted: dict, resumed_dir: str, uninte
 def test_a_stream_skipping_batches_goes_on_as_the_stream_that_gave_them(ratio, tmp_path):
     """What a resumed run reads: the same batches (augmented crops included) as the uninterrupted stream's next."""
     info, _ = write_toy_dataset(tmp_path / "toy", {"noisy": 30, "clean": 10}, num_shards=3)
-    kwargs = dict(backbone="small_cnn", image_size=8, deterministic=True, seed=4, augment=True, with_ids=True)
+    input_config = InputConfig(backbone="small_cnn", image_size=8, deterministic=True, seed=4, augment=True)
+    kwargs = dict(input_config=input_config, with_ids=True)
     whole = list(pipeline.make_train_dataset(info, 10, ratio, **kwargs).take(9))
     resumed = list(pipeline.make_train_dataset(info, 10, ratio, skip_batches=5, **kwargs).take(4))
     for want, got in zip(whole[5:], resumed, strict=True):

@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from nlr_tf.data import pipeline, schema
+from nlr_tf.data.input_config import InputConfig
 from nlr_tf.data.output_dir import atomic_output_dir
 from nlr_tf.data.parsing import make_example
 from nlr_tf.data.progress import progress_bar
@@ -114,6 +115,7 @@ def extract_features(
         return backbone(images, training=False)
 
     feature_dim = int(backbone.output.shape[-1])
+    input_config = InputConfig(backbone=backbone_name, image_size=image_size or None)
     split_infos = {}
     with atomic_output_dir(output_dir, overwrite) as tmp:
         for split in splits:
@@ -121,8 +123,7 @@ def extract_features(
                 info,
                 split,
                 batch_size,
-                backbone=backbone_name,
-                image_size=image_size or None,
+                input_config=input_config,
                 training=False,
                 with_ids=True,
                 with_true=True,
@@ -254,7 +255,9 @@ def read_split(info: schema.DatasetInfo, split: str, batch_size: int = 1024) -> 
     if not info.feature_dim:
         raise ValueError(f"{info.path!r} is a dataset of images, not a feature cache")
     backbone = info.provenance["feature_cache"].get("backbone", "small_cnn")
-    ds = pipeline.make_split_dataset(info, split, batch_size, backbone=backbone, training=False, with_ids=True)
+    ds = pipeline.make_split_dataset(
+        info, split, batch_size, input_config=InputConfig(backbone=backbone), training=False, with_ids=True
+    )
     keys = ("features", "noisy_labels", "verified_labels", "verified_mask", "id")
     parts: dict[str, list] = {k: [] for k in keys}
     for batch in ds:

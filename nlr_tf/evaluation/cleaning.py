@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from nlr_tf.data import pipeline, schema
+from nlr_tf.data.input_config import InputConfig
 from nlr_tf.data.output_dir import atomic_output_dir
 from nlr_tf.evaluation import evaluator
 from nlr_tf.evaluation import suspects as suspects_lib
@@ -134,8 +135,7 @@ def _check_cache_scores(model, images: schema.DatasetInfo, split: str, predictio
         images,
         split,
         _CACHE_CHECK_IMAGES,
-        backbone=backbone,
-        image_size=image_size or None,
+        input_config=InputConfig(backbone=backbone, image_size=image_size or None),
         training=False,
         with_ids=True,
     )

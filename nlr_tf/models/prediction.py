@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from nlr_tf.data import pipeline
+from nlr_tf.data.input_config import InputConfig
 from nlr_tf.data.progress import progress_bar
 from nlr_tf.data.schema import DatasetInfo
 
@@ -37,8 +38,7 @@ def split_dataset(info: DatasetInfo, split: str, *, backbone: str, image_size: i
         info,
         split,
         batch_size,
-        backbone=backbone,
-        image_size=image_size or None,
+        input_config=InputConfig(backbone=backbone, image_size=image_size or None),
         training=False,
         with_ids=True,
         with_true=True,

@@ -8,8 +8,8 @@ mix) are decided here too, once.
 
 import dataclasses
 
-from nlr_tf.data import pipeline
 from nlr_tf.data.image_sizes import DEFAULT_IMAGE_SIZE
+from nlr_tf.data.mixing import mix_counts
 from nlr_tf.data.schema import DatasetError, DatasetInfo, load_dataset_info
 from nlr_tf.models.backbones import MIN_IMAGE_SIZE, resolve_weights
 from nlr_tf.models.methods import FAMILIES, METHODS, Method, get_method, main_phase_start
@@ -93,7 +93,7 @@ def check_config(config: TrainConfig) -> tuple[DatasetInfo, Method]:
             f"--image_size={size}: {config.backbone} needs images of at least {MIN_IMAGE_SIZE[config.backbone]} pixels"
         )
     try:
-        pipeline.mix_counts(config.batch_size, mix_ratio(config, method))
+        mix_counts(config.batch_size, mix_ratio(config, method))
         # "imagenet" absent from the Keras cache is downloaded here, before anything is written (or fails in
         # one line); building the backbone then finds it in the cache.
         resolve_weights(config.backbone, config.backbone_weights)
@@ -135,6 +135,6 @@ def mix_ratio(config: TrainConfig, method: Method) -> str:
 
 
 def steps_per_epoch(config: TrainConfig, method: Method, info: DatasetInfo) -> int:
-    noisy, clean = pipeline.mix_counts(config.batch_size, mix_ratio(config, method))
+    noisy, clean = mix_counts(config.batch_size, mix_ratio(config, method))
     split, per_batch = (config.noisy_split, noisy) if noisy else (config.clean_split, clean)
     return max(1, info.splits[split].num_records // per_batch)

@@ -83,7 +83,9 @@ class TrainConfig:
     )
     lr_decay_rate: float = _field(1.0, "Learning-rate decay factor (1 = none).", lower=0.0, upper=1.0)
     lr_decay_epochs: float = _field(2.0, "Epochs between decays.", lower=0.0)
-    batch_size: int = _field(32, "Global batch size.", lower=1)
+    batch_size: int = _field(
+        40, "Global batch size (the default splits into every method's noisy:clean mix on 1, 2 or 4 replicas).", lower=1
+    )
     train_steps: int = _field(1000, "Total training steps.", lower=1)
     mix_ratio: str = _field("", "noisy:clean examples per batch (default: the method's).")
     noisy_split: str = _field("noisy", "Split with noisy labels.")

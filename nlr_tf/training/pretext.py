@@ -19,6 +19,7 @@ import keras
 import tensorflow as tf
 
 from nlr_tf.data import pipeline
+from nlr_tf.data.input_config import InputConfig
 from nlr_tf.data.schema import load_dataset_info
 from nlr_tf.models.backbones import build_backbone
 from nlr_tf.training import model_dir as run_files
@@ -86,10 +87,8 @@ def pretrain_rotation(config: RotationConfig) -> dict:
         info,
         config.split,
         config.batch_size,
-        backbone=config.backbone,
-        image_size=config.image_size or None,
+        input_config=InputConfig(backbone=config.backbone, image_size=config.image_size or None, seed=config.seed),
         training=True,
-        seed=config.seed,
         drop_remainder=True,
     ).map(lambda batch: rotated_batches(batch["image"]), num_parallel_calls=tf.data.AUTOTUNE)
 

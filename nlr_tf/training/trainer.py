@@ -25,6 +25,8 @@ from absl import logging
 
 from nlr_tf.data import pipeline
 from nlr_tf.data.feature_cache import FeatureCacheError, extract_features, load_feature_cache
+from nlr_tf.data.input_config import InputConfig
+from nlr_tf.data.mixing import mix_counts
 from nlr_tf.data.schema import DatasetError, DatasetInfo
 from nlr_tf.models.methods import Method, build_model, phase_schedule
 from nlr_tf.models.precision import apply_precision, wrap_optimizer
@@ -193,7 +195,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     try:
         if config.batch_size % replicas:
             raise ValueError(f"--batch_size={config.batch_size} does not split over {replicas} replicas")
-        pipeline.mix_counts(config.batch_size // replicas, mix_ratio(config, method))
+        mix_counts(config.batch_size // replicas, mix_ratio(config, method))
     except ValueError as e:
         raise ConfigError(f"per replica: {e}") from None
     chief = is_chief(strategy)
@@ -235,6 +237,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
     data = _feature_cache(config, info, method, model, strategy) if config.feature_cache else info
     # What the family estimates from the data before its first step (a resumed run restores or reads it back).
     estimated = model.fit_before_training(data, config, resumed=bool(manager.latest_checkpoint))
+    input_config = InputConfig(
+        backbone=config.backbone,
+        image_size=config.image_size or None,
+        augment=config.augment,
+        random_flip=config.random_flip,
+        seed=config.seed,
+        deterministic=config.deterministic,
+    )
 
     def batches(ratio: str, skip_steps: int):
         return iter(
@@ -244,14 +254,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 config.batch_size,
                 ratio,
                 skip_steps=skip_steps,
-                backbone=config.backbone,
-                image_size=config.image_size or None,
+                input_config=input_config,
                 noisy_split=config.noisy_split,
                 clean_split=config.clean_split,
-                seed=config.seed,
-                deterministic=config.deterministic,
-                augment=config.augment,
-                random_flip=config.random_flip,
                 with_ids=model.needs_ids,
             )
         )
