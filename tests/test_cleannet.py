@@ -9,18 +9,10 @@ import tensorflow as tf
 from cli_util import run_cli
 from conftest import write_toy_dataset
 
-from nlr_tf.models.cleannet_model import (
-    CleanNet,
-    CleanNetModel,
-    SetAttention,
-    cosine,
-    label_pairs,
-    reference_set,
-    soft_weights,
-    train_cleannet,
-    verification_loss,
-)
-from nlr_tf.models.example_table import ExampleTable
+from nlr_tf.models.cleannet_model import CleanNetModel
+from nlr_tf.models.cleannet_network import CleanNet, cosine, verification_loss
+from nlr_tf.models.set_attention import SetAttention
+from nlr_tf.training.tasks.cleannet import label_pairs, reference_set, soft_weights, train_cleannet
 
 
 def test_similarity_is_a_cosine_in_minus_one_to_one():
@@ -80,7 +72,7 @@ def test_soft_weights_multiply_the_per_sample_loss(multi_label):
     if multi_label:
         noisy[0, 2] = 1
     weights = np.array([[0.5, 0.9, 0.2], [0.3, 0.25, 0.1], [1.0, 1.0, 0.0], [0.8, 0.1, 0.1]], np.float32)
-    model.label_weights = ExampleTable(["a", "b", "c", "x"], weights, default=1.0)
+    model.set_label_weights(["a", "b", "c", "x"], weights)
     batch = {
         "features": tf.constant(rng.normal(size=(4, 4)), tf.float32),
         "noisy_labels": tf.constant(noisy),

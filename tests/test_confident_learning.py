@@ -6,7 +6,6 @@ import pytest
 import tensorflow as tf
 
 from nlr_tf.models.confident_learning_model import ConfidentLearningModel
-from nlr_tf.models.example_table import ExampleTable
 from nlr_tf.models.label_issues import example_flags as find_issues
 from nlr_tf.models.logistic import out_of_sample_probabilities
 
@@ -58,7 +57,7 @@ def test_the_train_step_drops_the_flagged_examples_and_only_those():
         "verified_mask": tf.zeros((4, 2)),
         "is_clean": tf.zeros((4,)),
     }
-    model.issues = ExampleTable(["b"], [1.0], default=0.0)
+    model.set_label_issues(["b"])
     start = [w.numpy().copy() for w in model.classifier.weights]
 
     def step(labels):

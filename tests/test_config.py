@@ -93,17 +93,106 @@ def test_a_method_of_an_unknown_family_cannot_exist():
     assert families == expected
 
 
-def test_every_family_names_a_model_class_that_declares_what_the_trainer_asks():
+def test_every_family_names_a_model_class_and_a_task_and_its_options_are_config_fields():
     from nlr_tf.models.base_model import NoisyLabelModel
     from nlr_tf.models.methods import DATASET_OPTIONS, FAMILIES
+    from nlr_tf.training.tasks import get_task
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     for family in FAMILIES.values():
         cls = family.model_class()
         assert issubclass(cls, NoisyLabelModel) and cls.family == family.name
-        assert set(family.options) <= fields | set(DATASET_OPTIONS) and set(cls.training_options) <= fields
-        for phase in cls.phases:
-            assert phase.steps_option in cls.training_options and callable(getattr(cls, f"{phase.name}_step"))
+        assert set(family.option_names()) <= fields
+        assert set(family.model_arguments) <= set(family.option_names()) | set(DATASET_OPTIONS)
+        for phase in get_task(family.name).phases:
+            assert phase.steps_option in family.option_names() and callable(getattr(cls, f"{phase.name}_step"))
+
+
+def _family_options():
+    from nlr_tf.models.methods import FAMILIES
+
+    return [(family.name, f) for family in FAMILIES.values() for f in family.option_fields()]
+
+
+@pytest.mark.parametrize("family, option", _family_options(), ids=lambda v: getattr(v, "name", v))
+def test_an_option_declared_once_makes_its_field_its_flag_its_help_tag_and_its_check(family, option):
+    from nlr_tf.models.methods import FAMILIES
+    from nlr_tf.training.checks import _choice_error, _option_readers
+
+    field = {f.name: f for f in dataclasses.fields(TrainConfig)}[option.name]
+    spec, declared = field.metadata["flag"], option.metadata["flag"]
+    # The field and its flag: the declared default, type and bounds; the help tagged with the family.
+    assert field.default == option.default and field.type is option.type
+    assert (spec["lower"], spec["upper"]) == (declared["lower"], declared["upper"])
+    assert f"{family}: {declared['help'].rstrip('.')}" in spec["help"]
+    assert flags.FLAGS[option.name].default == option.default and flags.FLAGS[option.name].help.endswith(spec["help"])
+    if declared["choices"] is not None:
+        assert set(declared["choices"]) <= set(flags.FLAGS[option.name].parser.enum_values)
+    # The check: only the methods of the families that declare it may set it, each within its own choices.
+    readers = _option_readers()[option.name]
+    declaring = {name for name, f in FAMILIES.items() if option.name in f.option_names()}
+    assert readers == [m.name for m in METHODS.values() if m.family in declaring]
+    if declared["choices"] is not None:
+        method = next(m for m in METHODS.values() if m.family == family)
+        other = next((c for c in spec["choices"] if c not in declared["choices"]), None)
+        base = TrainConfig(method=method.name, dataset="d", model_dir="m")
+        assert _choice_error(base, method) is None
+        if other is not None:
+            error = _choice_error(dataclasses.replace(base, **{option.name: other}), method)
+            assert error == f"--{option.name}={other}: --method={method.name} takes one of " + ", ".join(
+                c for c in declared["choices"] if c
+            )
+
+
+def test_serve_is_one_flag_whose_help_and_choices_come_from_both_families():
+    assert flags.FLAGS["serve"].parser.enum_values == ["", "g", "h", "visual", "relevance"]
+    help_text = flags.FLAGS["serve"].help
+    assert "noise_regularization: the output it scores with, g or h" in help_text
+    assert "; misra: the output it scores with, visual or relevance (default: visual)." in help_text
+
+
+def test_families_options_merge_into_flat_fields_and_disagreeing_declarations_are_refused():
+    from nlr_tf.models.methods import Family
+    from nlr_tf.models.options import option
+    from nlr_tf.training.config import family_option_fields
+
+    @dataclasses.dataclass(frozen=True)
+    class A:
+        mode: str = option("", "mode a.", choices=("", "x"))
+        steps: int = option(3, "steps of a.", lower=1)
+
+    @dataclasses.dataclass(frozen=True)
+    class B:
+        mode: str = option("", "mode b.", choices=("", "y"))
+
+    fields = family_option_fields([Family(name="a", model="m:A", options=A), Family(name="b", model="m:B", options=B)])
+    assert list(fields) == ["mode", "steps"]
+    type_, mode, first = fields["mode"]
+    assert type_ is str and first == "a" and mode.default == ""
+    assert mode.metadata["flag"]["help"] == "a: mode a; b: mode b." and mode.metadata["flag"]["choices"] == (
+        "",
+        "x",
+        "y",
+    )
+    assert fields["steps"][1].metadata["flag"]["lower"] == 1
+
+    @dataclasses.dataclass(frozen=True)
+    class C:
+        mode: str = option("x", "another default.", choices=("x",))
+
+    with pytest.raises(ValueError, match="option 'mode' of c differs from a's"):
+        family_option_fields([Family(name="a", model="m:A", options=A), Family(name="c", model="m:C", options=C)])
+    with pytest.raises(ValueError, match="model arguments of d that are no option of it"):
+        Family(name="d", model="m:D", options=A, model_arguments=("alpha",))
+
+
+def test_the_config_keeps_its_field_order_with_the_families_options_in_place():
+    names = [f.name for f in dataclasses.fields(TrainConfig)]
+    model = names[names.index("init_checkpoint") + 1 : names.index("optimizer")]
+    assert model == ["activation", "alpha", "hidden_dim", "serve", "transition", "reference_features", "cleannet_steps"]
+    rates = names[names.index("backbone_learning_rate") + 1 : names.index("lr_decay_rate")]
+    assert rates == ["cleaning_learning_rate", "cleaning_joint_learning_rate", "cleaning_pretrain_steps"]
+    assert TrainConfig.__name__ == "TrainConfig" and TrainConfig.__module__ == "nlr_tf.training.config"
 
 
 @pytest.mark.parametrize("replicas", [1, 2, 4])

@@ -9,8 +9,9 @@ import tensorflow as tf
 from cli_util import run_cli
 from conftest import write_toy_dataset
 
-from nlr_tf.models.forward_model import NoiseTransition, transition_from_anchors, transition_from_pairs
 from nlr_tf.models.methods import METHODS, build_model
+from nlr_tf.models.noise_transition import NoiseTransition
+from nlr_tf.training.tasks.forward import transition_from_anchors, transition_from_pairs
 
 D = 3
 
@@ -69,7 +70,7 @@ def test_an_identity_t_leaves_the_plain_loss_and_a_noisy_t_changes_it(multi_labe
     np.testing.assert_allclose(float(noise_loss), float(plain), rtol=1e-5)
     assert float(clean_loss) == 0.0  # no clean-set example in the batch
     noisy_t = [[0.1, 0.2, 0.0], [0.3, 0.3, 0.1]] if multi_label else [[0.6, 0.4, 0.0], [0.2, 0.8, 0.0], [0, 0, 1]]
-    model.noise_transition.set_transition(noisy_t)
+    model.set_transition(noisy_t)
     assert abs(float(model.losses_on_batch(batch, training=False)[0]) - float(plain)) > 1e-3
 
 
@@ -121,7 +122,7 @@ def test_forward_corrects_a_known_flip_that_the_plain_loss_learns():
     for name, t in (("plain", np.eye(d)), ("forward", [[0.6, 0.4], [0.0, 1.0]])):
         tf.keras.utils.set_random_seed(0)
         model = ForwardModel(_identity_backbone(d), d, multi_label=False)
-        model.noise_transition.set_transition(t)
+        model.set_transition(t)
         import keras
 
         model.set_part_optimizers({"classifier": keras.optimizers.Adam(0.05)})
@@ -195,7 +196,7 @@ def test_forward_configuration_errors(runs, tmp_path):
 
 def test_a_forward_model_saves_and_loads_with_its_t(tmp_path):
     model = build_model(METHODS["forward"], D, "small_cnn", image_size=16, options={"multi_label": False})
-    model.noise_transition.set_transition([[0.6, 0.4, 0.0], [0.2, 0.8, 0.0], [0, 0, 1]])
+    model.set_transition([[0.6, 0.4, 0.0], [0.2, 0.8, 0.0], [0, 0, 1]])
     model.save(tmp_path / "m.keras")
     import keras
 

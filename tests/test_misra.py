@@ -78,4 +78,4 @@ def test_both_classifiers_train_from_the_cli(tmp_path):
     proc = run_cli(
         "train", "--method=misra", "--serve=g", f"--dataset={info.path}", f"--model_dir={tmp_path / 'x'}", *common
     )
-    assert proc.returncode != 0 and "--serve=g: a misra model serves one of visual, relevance" in proc.stderr
+    assert proc.returncode != 0 and "--serve=g: --method=misra takes one of visual, relevance" in proc.stderr

@@ -1,5 +1,6 @@
 """Method models: which loss reaches which weights, masking, saving."""
 
+import inspect
 import json
 import warnings
 
@@ -8,8 +9,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nlr_tf.models.backbones import small_cnn
-from nlr_tf.models.methods import METHODS, build_model
+from nlr_tf.models.backbones import build_backbone, small_cnn
+from nlr_tf.models.methods import FAMILIES, METHODS, build_model
 
 D = 6
 FEATURE_DIM = small_cnn(16).output.shape[-1]
@@ -263,3 +264,27 @@ def test_a_model_with_non_finite_weights_is_refused(tmp_path):
     (tmp_path / "config.json").write_text(json.dumps({"backbone": "small_cnn", "model_format": MODEL_FORMAT}))
     with pytest.raises(CheckpointError, match="holds non-finite weights .*classifier/kernel.*: the run diverged"):
         load_trained_model(str(tmp_path))
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_a_model_class_is_built_from_its_arguments_alone_and_asks_for_no_training_config(family):
+    cls = FAMILIES[family].model_class()
+    # What a model never had to do: read the TrainConfig, check it, estimate from data, write files, schedule phases.
+    for hook in ("config_error", "fit_before_training", "training_options", "part_learning_rates", "phases"):
+        assert not hasattr(cls, hook), (family, hook)
+    params = inspect.signature(cls.__init__).parameters
+    assert "config" not in params and set(FAMILIES[family].model_arguments) <= set(params)
+    model = cls(build_backbone("small_cnn", image_size=16, trainable=False), D)
+    assert model(np.zeros((1, 16, 16, 3), np.float32))["scores"].shape == (1, D)
+    assert set(model.get_config()) <= set(params) | {"name", "trainable"}
+
+
+def test_models_take_their_estimates_through_setters_that_check_them():
+    cleannet, forward = _model("cleannet"), _model("forward")
+    with pytest.raises(ValueError, match=r"`weights` must have shape \(2, 6\). Received: weights.shape=\(2, 5\)"):
+        cleannet.set_label_weights(["a", "b"], np.ones((2, 5)))
+    with pytest.raises(ValueError, match="T must have shape"):
+        forward.set_transition(np.zeros((3, D)))
+    confident = _model("confident_learning")
+    confident.set_label_issues(["a"])
+    assert confident.issues(tf.constant(["a", "b"])).numpy()[:, 0].tolist() == [1.0, 0.0]

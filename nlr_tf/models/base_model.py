@@ -1,4 +1,4 @@
-"""The base of every method model: a functional graph, part-wise updates and what a family declares.
+"""The base of every method model: a functional graph, part-wise updates and what a model declares.
 
 A method model is a Keras functional model, built in keras-hub's
 functional-subclass style: images -> `backbone` -> `heads` -> named outputs
@@ -15,27 +15,24 @@ evaluation code needs to ask it:
   "cleaning", "heads"), each updated by its own optimizer so that each part
   can have the learning rate the papers give it and frozen parts are left
   alone; `head_part` is the one `--learning_rate` drives;
-  `part_learning_rates(config)` gives the others' rates;
-- `phases`: optional phases before the main one (`methods.Phase`), each
-  with its own `NAME_step`;
+- `loss_names`: the keys of the dict `train_step` returns;
 - `extra_outputs`: predictions besides the scores that need more than the
   image (label cleaning's c-hat needs the noisy labels), computed by
   `extra_output_values`;
-- `training_options`: the `TrainConfig` fields only this family's training
-  reads, so that a configuration setting them for another family fails;
-  `config_error(config, info)` refuses what the family cannot run with;
-- `fit_before_training(data, config, resumed)`: what the family estimates
-  from the data before its first step (forward correction's transition
-  matrix, confident learning's label issues); `needs_ids` asks for each
-  training example's id.
+- `needs_ids`: its train step looks each training example up by id.
+
+A model never receives the `TrainConfig` and never writes a file: what its
+family does around training (option checks, estimates before the first
+step such as forward correction's T, the files it keeps, phases such as
+label cleaning's pretraining, other parts' learning rates) is its training
+task's (`nlr_tf.training.tasks`), which hands the model what it estimated
+through the model's setters.
 """
 
-from typing import Any, Optional
+from typing import Optional
 
 import keras
 import tensorflow as tf
-
-from nlr_tf.models.methods import Phase
 
 
 class NoisyLabelModel(keras.Model):
@@ -57,11 +54,9 @@ class NoisyLabelModel(keras.Model):
     head_part = "heads"
     # The keys of the dict `train_step` returns; the trainer averages and logs them.
     loss_names: tuple[str, ...] = ("loss",)
-    phases: tuple[Phase, ...] = ()
     extra_outputs: tuple[str, ...] = ()
-    training_options: tuple[str, ...] = ()
-    # The outputs `--serve` may choose (a family that serves one of several).
-    served_outputs: tuple[str, ...] = ()
+    # Whether training batches carry each example's `id` (a family that looks examples up by id).
+    needs_ids = False
 
     def __init__(self, backbone, heads, num_classes, **kwargs):
         if not isinstance(num_classes, int) or num_classes < 1:
@@ -89,24 +84,6 @@ class NoisyLabelModel(keras.Model):
             return batch["features"]
         return self.backbone(batch["image"], training=training and self.backbone.trainable)
 
-    @classmethod
-    def config_error(cls, config, info) -> Optional[str]:
-        """Why this family cannot run `config` (a `TrainConfig`) on `info`, in one line; None if it can."""
-        if cls.served_outputs and config.serve not in ("", *cls.served_outputs):
-            return f"--serve={config.serve}: a {cls.family} model serves one of {', '.join(cls.served_outputs)}"
-        return None
-
-    # Whether training batches carry each example's `id` (a family that looks examples up by id).
-    needs_ids = False
-
-    def fit_before_training(self, data, config, resumed: bool = False) -> dict[str, Any]:
-        """Estimates from `data` what the family needs before its first step; returns it for the run's record.
-
-        A resumed run (`resumed`) calls it again: what lives in the
-        model's weights is restored with them, what does not is read back.
-        """
-        return {}
-
     def extra_output_values(self, batch, features) -> dict[str, tf.Tensor]:
         """The `extra_outputs` for a batch and its features."""
         return {}
@@ -115,11 +92,6 @@ class NoisyLabelModel(keras.Model):
     def part_layers(self) -> dict[str, list[keras.layers.Layer]]:
         """Named groups of layers, each with its own optimizer."""
         raise NotImplementedError(f"{type(self).__name__} must define part_layers (part name -> layers)")
-
-    @classmethod
-    def part_learning_rates(cls, config) -> dict[str, Any]:
-        """Learning rates (or schedules) of the parts other than the backbone and `head_part`."""
-        return {}
 
     def part_variables(self, part: str) -> list:
         return [v for layer in self.part_layers()[part] for v in layer.trainable_variables]

@@ -6,7 +6,6 @@ import tensorflow as tf
 from nlr_tf.models.base_model import NoisyLabelModel
 from nlr_tf.models.label_cleaning_layer import LabelCleaning
 from nlr_tf.models.losses import masked_bce_with_logits, masked_l1
-from nlr_tf.models.methods import Phase
 
 CLEAN_LOSS_WEIGHT = 0.1
 CLASSIFY_LOSS_WEIGHT = 1.0
@@ -26,9 +25,9 @@ class LabelCleaningModel(NoisyLabelModel):
 
     The cleaned labels are constants for the classifier: the cleaning
     network learns only from `L_clean`, which prevents the trivial all-zero
-    solution. During the optional pretraining phase only the cleaning
-    network trains, on `L_clean`. Each sum is normalized by its number of
-    counted entries.
+    solution. During the optional pretraining phase (`pretrain_step`, which
+    its training task schedules) only the cleaning network trains, on
+    `L_clean`. Each sum is normalized by its number of counted entries.
 
     Outputs: `scores` (p) and `logits` (w f), [B, d]. The cleaned labels
     need the noisy labels as well as the image: `cleaner` is their own
@@ -50,16 +49,7 @@ class LabelCleaningModel(NoisyLabelModel):
     family = "label_cleaning"
     head_part = "classifier"
     loss_names = ("loss", "clean_loss", "classify_loss")
-    phases = (
-        Phase(
-            "pretrain",
-            steps_option="cleaning_pretrain_steps",
-            mix_ratio="0:1",  # the cleaning net learns from the clean set alone
-            loss_names=("loss", "clean_loss"),
-        ),
-    )
     extra_outputs = ("cleaned",)
-    training_options = ("cleaning_pretrain_steps", "cleaning_learning_rate", "cleaning_joint_learning_rate")
 
     def __init__(
         self, backbone, num_classes, label_embedding_dim=128, feature_embedding_dim=128, hidden_dim=256, **kwargs
@@ -89,15 +79,6 @@ class LabelCleaningModel(NoisyLabelModel):
         self.label_embedding_dim = label_embedding_dim
         self.feature_embedding_dim = feature_embedding_dim
         self.hidden_dim = hidden_dim
-
-    @classmethod
-    def part_learning_rates(cls, config):
-        if config.cleaning_pretrain_steps:
-            rate = keras.optimizers.schedules.PiecewiseConstantDecay(
-                [config.cleaning_pretrain_steps], [config.cleaning_learning_rate, config.cleaning_joint_learning_rate]
-            )
-            return {"cleaning": rate}
-        return {"cleaning": config.cleaning_learning_rate}
 
     def extra_output_values(self, batch, features):
         return {"cleaned": self.cleaner([batch["noisy_labels"], features])}

@@ -3,7 +3,7 @@
 A linear head on frozen features is a logistic regression; solved to
 convergence (lbfgs) it is the convex reference of the trained heads
 (`evaluation.linear_reference`), and fit on k - 1 folds it gives confident
-learning its out-of-sample probabilities (`confident_learning_model`).
+learning its out-of-sample probabilities (`nlr_tf.training.tasks.confident_learning`).
 
 Multi-label data: one binary `LogisticRegression` per class, fit on the rows
 where the class has a label. Single-label data: one multinomial

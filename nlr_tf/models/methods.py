@@ -1,15 +1,25 @@
-"""The methods and baselines, and the model families they train: a registry.
+"""The methods and baselines, the model families they train, and each family's options: a registry.
 
 Every row of the papers' tables is a `Method`: its model family, the
 default noisy:clean mix of a batch, whether it starts from a trained `noisy`
 model (`--init_checkpoint`), which layers it copies from there, and which
 parts it trains by default. A `Family` names its model class (a
-`NoisyLabelModel` subclass, imported only when a model is built) and the
-`TrainConfig` fields passed to it as arguments. The model class itself
-declares the rest (its parts, optional phases such as label cleaning's
-pretraining, extra outputs such as c-hat), and the trainer, evaluator and
-cleaning code ask it. Adding a method: one model file, one `Family` (if it
-is a new family) and one `Method` entry here, and their tests.
+`NoisyLabelModel` subclass, imported only when a model is built), its
+options and which of them (or of `DATASET_OPTIONS`) its model's
+constructor takes.
+
+A family's options are declared here once, as the fields of a small frozen
+dataclass (`nlr_tf.models.options.option`: default, help, choices,
+bounds), by the family that reads them. `TrainConfig` gets a flat field and
+`nlr-train` a flag of the same name from that declaration, the flag's help
+tagged with the family ("noise_regularization: ..."); the configuration
+checks refuse an option set for a method of another family, and a value
+outside the family's own choices. An option several families read
+(`--serve`) is one flag: each family declares its own choices. What a
+family does around training (checks, estimates, files, phases) is its
+training task's (`nlr_tf.training.tasks`). Adding a method: one model file,
+one `Family` (if it is a new family) and one `Method` entry here, and their
+tests.
 
 This module imports no TensorFlow: flag definitions read it.
 """
@@ -18,29 +28,104 @@ import dataclasses
 import importlib
 from typing import Any, Optional
 
+from nlr_tf.models.options import option
+
 # The activations of noise regularization's clean and residual nets (Hu Table 2).
 ACTIVATIONS = ("sigmoid", "tanh", "relu")
 # How forward correction estimates its noise transition matrix T.
 TRANSITIONS = ("clean_pairs", "anchor")
 # Mixed precision: "none" (float32) or a Keras mixed dtype policy (see `nlr_tf.models.precision`).
 PRECISIONS = ("none", "mixed_bfloat16", "mixed_float16")
+# Options a family takes from the dataset, not from the configuration.
+DATASET_OPTIONS = ("multi_label",)
+
+
+# === Each family's options ===
+@dataclasses.dataclass(frozen=True)
+class LabelCleaningOptions:
+    """label_cleaning's options: its cleaning network's rates and pretraining (read by its training task)."""
+
+    cleaning_learning_rate: float = option(0.015, "cleaning network rate (joint, or while pretraining).", lower=0.0)
+    cleaning_joint_learning_rate: float = option(0.001, "cleaning network rate after pretraining.", lower=0.0)
+    cleaning_pretrain_steps: int = option(0, "steps training the cleaning net alone first (0 = joint).", lower=0)
 
 
 @dataclasses.dataclass(frozen=True)
+class NoiseRegularizationOptions:
+    """noise_regularization's options: its model's arguments."""
+
+    activation: str = option("sigmoid", "the nets' activation.", choices=ACTIVATIONS)
+    alpha: float = option(0.2, "weight of L_clean (0 = h alone).", lower=0.0)
+    hidden_dim: int = option(512, "hidden width of each net.", lower=1)
+    serve: str = option(
+        "", "the output it scores with, g or h (default: h when alpha=0, else g).", choices=("", "g", "h")
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ForwardOptions:
+    """forward's option: how its training task estimates T."""
+
+    transition: str = option(
+        "clean_pairs",
+        "how the noise transition T is estimated: from the clean set's paired noisy and verified labels, or from "
+        "the starting noisy model's predictions at anchor points.",
+        choices=TRANSITIONS,
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class MisraOptions:
+    """misra's option: its model's served output."""
+
+    serve: str = option(
+        "", "the output it scores with, visual or relevance (default: visual).", choices=("", "visual", "relevance")
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class CleanNetOptions:
+    """cleannet's options: what its training task trains CleanNet on, and for how long."""
+
+    reference_features: str = option(
+        "",
+        "feature cache of a model trained on the noisy labels (nlr-extract-features), whose features CleanNet "
+        "embeds (default: --feature_cache).",
+    )
+    cleannet_steps: int = option(4000, "steps of CleanNet's training, before the classifier's.", lower=1)
+
+
+# === Families ===
+@dataclasses.dataclass(frozen=True)
 class Family:
-    """A model family: its model class and the configuration it takes.
+    """A model family: its model class and its options.
 
     Args:
         name: str. The family's name (recorded in a run's config.json).
         model: str. "module:Class" of its `NoisyLabelModel` subclass.
-        options: tuple of str. `TrainConfig` fields (or `DATASET_OPTIONS`)
+        options: a frozen dataclass of `option` fields, or None: the
+            options this family alone (or with others, as `serve`) reads.
+        model_arguments: tuple of str. The options (or `DATASET_OPTIONS`)
             passed to the model's constructor as keyword arguments of the
-            same name.
+            same name; the others are its training task's.
     """
 
     name: str
     model: str
-    options: tuple[str, ...] = ()
+    options: Optional[type] = None
+    model_arguments: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        unknown = set(self.model_arguments) - set(self.option_names()) - set(DATASET_OPTIONS)
+        if unknown:
+            raise ValueError(f"model arguments of {self.name} that are no option of it: {sorted(unknown)}")
+
+    def option_fields(self) -> tuple[dataclasses.Field, ...]:
+        """The family's options, in their declared order."""
+        return dataclasses.fields(self.options) if self.options is not None else ()
+
+    def option_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.option_fields())
 
     def model_class(self):
         module, name = self.model.split(":")
@@ -50,43 +135,46 @@ class Family:
 FAMILIES = {
     f.name: f
     for f in (
-        Family("classifier", "nlr_tf.models.classifier_model:SigmoidClassifier"),
-        Family("label_cleaning", "nlr_tf.models.label_cleaning_model:LabelCleaningModel"),
+        Family(name="classifier", model="nlr_tf.models.classifier_model:SigmoidClassifier"),
         Family(
-            "noise_regularization",
-            "nlr_tf.models.noise_regularization_model:NoiseRegularizationModel",
-            ("activation", "alpha", "hidden_dim", "serve"),
+            name="label_cleaning",
+            model="nlr_tf.models.label_cleaning_model:LabelCleaningModel",
+            options=LabelCleaningOptions,
         ),
-        Family("forward", "nlr_tf.models.forward_model:ForwardModel", ("multi_label",)),
-        Family("misra", "nlr_tf.models.misra_model:MisraModel", ("serve",)),
-        Family("confident_learning", "nlr_tf.models.confident_learning_model:ConfidentLearningModel", ("multi_label",)),
-        Family("cleannet", "nlr_tf.models.cleannet_model:CleanNetModel", ("multi_label",)),
+        Family(
+            name="noise_regularization",
+            model="nlr_tf.models.noise_regularization_model:NoiseRegularizationModel",
+            options=NoiseRegularizationOptions,
+            model_arguments=("activation", "alpha", "hidden_dim", "serve"),
+        ),
+        Family(
+            name="forward",
+            model="nlr_tf.models.forward_model:ForwardModel",
+            options=ForwardOptions,
+            model_arguments=("multi_label",),
+        ),
+        Family(
+            name="misra",
+            model="nlr_tf.models.misra_model:MisraModel",
+            options=MisraOptions,
+            model_arguments=("serve",),
+        ),
+        Family(
+            name="confident_learning",
+            model="nlr_tf.models.confident_learning_model:ConfidentLearningModel",
+            model_arguments=("multi_label",),
+        ),
+        Family(
+            name="cleannet",
+            model="nlr_tf.models.cleannet_model:CleanNetModel",
+            options=CleanNetOptions,
+            model_arguments=("multi_label",),
+        ),
     )
 }
-# Options a family takes from the dataset, not from the configuration.
-DATASET_OPTIONS = ("multi_label",)
 
 
-@dataclasses.dataclass(frozen=True)
-class Phase:
-    """A training phase a family runs before its main one (e.g. label cleaning's pretraining).
-
-    The model's `NAME_step` method takes its steps.
-
-    Args:
-        name: str. The phase's name; the model's step method is `{name}_step`.
-        steps_option: str. The `TrainConfig` field that holds its number of
-            steps (0: skipped). They count within `train_steps`.
-        mix_ratio: str. The noisy:clean mix of its batches.
-        loss_names: tuple of str. The keys of the dict its step returns.
-    """
-
-    name: str
-    steps_option: str
-    mix_ratio: str
-    loss_names: tuple[str, ...]
-
-
+# === Methods ===
 @dataclasses.dataclass(frozen=True)
 class Method:
     """One method or baseline.
@@ -135,117 +223,119 @@ METHODS = {
     m.name: m
     for m in (
         Method(
-            "noisy",
-            "classifier",
-            "1:0",
-            "none",
-            (),
-            True,
-            "backbone + sigmoid layer on all noisy labels (the starting point of the fine-tuning rows)",
+            name="noisy",
+            family="classifier",
+            mix_ratio="1:0",
+            init="none",
+            restore=(),
+            train_backbone=True,
+            description="backbone + sigmoid layer on all noisy labels (the starting point of the fine-tuning rows)",
         ),
         Method(
-            "clean",
-            "classifier",
-            "0:1",
-            "none",
-            (),
-            True,
-            "backbone + sigmoid layer on clean labels only (the upper bound with --clean_split=clean_all)",
+            name="clean",
+            family="classifier",
+            mix_ratio="0:1",
+            init="none",
+            restore=(),
+            train_backbone=True,
+            description="backbone + sigmoid layer on clean labels only (the upper bound with --clean_split=clean_all)",
         ),
         Method(
-            "ft_whole",
-            "classifier",
-            "0:1",
-            "required",
-            ("backbone", "classifier"),
-            True,
-            "noisy model, whole network fine-tuned on the clean set (Hu: Noisy-FT-W)",
+            name="ft_whole",
+            family="classifier",
+            mix_ratio="0:1",
+            init="required",
+            restore=("backbone", "classifier"),
+            train_backbone=True,
+            description="noisy model, whole network fine-tuned on the clean set (Hu: Noisy-FT-W)",
         ),
         Method(
-            "ft_last",
-            "classifier",
-            "0:1",
-            "required",
-            ("backbone", "classifier"),
-            False,
-            "noisy model, last layer fine-tuned on the clean set (Veit: fine-tuning with clean labels; Hu: Noisy-FT-L)",
+            name="ft_last",
+            family="classifier",
+            mix_ratio="0:1",
+            init="required",
+            restore=("backbone", "classifier"),
+            train_backbone=False,
+            description="noisy model, last layer fine-tuned on the clean set (Veit: fine-tuning with clean labels; "
+            "Hu: Noisy-FT-L)",
         ),
         Method(
-            "ft_mixed",
-            "classifier",
-            "9:1",
-            "required",
-            ("backbone", "classifier"),
-            False,
-            "noisy model, last layer fine-tuned on clean + noisy, 1:9 (Veit: mixed labels; Hu: Noisy-FT-M)",
+            name="ft_mixed",
+            family="classifier",
+            mix_ratio="9:1",
+            init="required",
+            restore=("backbone", "classifier"),
+            train_backbone=False,
+            description="noisy model, last layer fine-tuned on clean + noisy, 1:9 (Veit: mixed labels; Hu: Noisy-FT-M)",
         ),
         Method(
-            "label_cleaning",
-            "label_cleaning",
-            "9:1",
-            "optional",
-            ("backbone", "classifier"),
-            False,
-            "Veit et al. 2017: label cleaning network + classifier",
+            name="label_cleaning",
+            family="label_cleaning",
+            mix_ratio="9:1",
+            init="optional",
+            restore=("backbone", "classifier"),
+            train_backbone=False,
+            description="Veit et al. 2017: label cleaning network + classifier",
         ),
         Method(
-            "noise_regularization",
-            "noise_regularization",
-            "9:1",
-            "optional",
-            ("backbone",),
-            None,
-            "Hu et al. 2019: clean net + residual net",
+            name="noise_regularization",
+            family="noise_regularization",
+            mix_ratio="9:1",
+            init="optional",
+            restore=("backbone",),
+            train_backbone=None,
+            description="Hu et al. 2019: clean net + residual net",
         ),
         Method(
-            "g_only",
-            "noise_regularization",
-            "0:1",
-            "optional",
-            ("backbone",),
-            None,
-            "Hu et al. 2019 ablation: g trained alone on the clean set",
+            name="g_only",
+            family="noise_regularization",
+            mix_ratio="0:1",
+            init="optional",
+            restore=("backbone",),
+            train_backbone=None,
+            description="Hu et al. 2019 ablation: g trained alone on the clean set",
             model_args=(("use_noisy", False),),
         ),
         Method(
-            "forward",
-            "forward",
-            "1:0",
-            "optional",
-            ("backbone", "classifier"),
-            None,
-            "Patrini et al. 2017: forward loss correction, noisy labels through a transition matrix T "
+            name="forward",
+            family="forward",
+            mix_ratio="1:0",
+            init="optional",
+            restore=("backbone", "classifier"),
+            train_backbone=None,
+            description="Patrini et al. 2017: forward loss correction, noisy labels through a transition matrix T "
             "(--transition=clean_pairs: T from the clean set's paired labels, as Hu's Forward row; anchor: Patrini's)",
         ),
         Method(
-            "misra",
-            "misra",
-            "1:0",
-            "optional",
-            ("backbone", "classifier"),
-            None,
-            "Misra et al. 2016: visual presence as a latent variable, trained on noisy labels only "
+            name="misra",
+            family="misra",
+            mix_ratio="1:0",
+            init="optional",
+            restore=("backbone", "classifier"),
+            train_backbone=None,
+            description="Misra et al. 2016: visual presence as a latent variable, trained on noisy labels only "
             "(--serve=visual: the visual classifier; relevance: the relevance classifier)",
         ),
         Method(
-            "confident_learning",
-            "confident_learning",
-            "9:1",
-            "required",
-            ("backbone", "classifier"),
-            False,
-            "confident learning (cleanlab): k-fold out-of-sample probabilities on the feature cache flag mislabelled "
-            "noisy examples; the last layer trains on the others and the clean set (--feature_cache)",
+            name="confident_learning",
+            family="confident_learning",
+            mix_ratio="9:1",
+            init="required",
+            restore=("backbone", "classifier"),
+            train_backbone=False,
+            description="confident learning (cleanlab): k-fold out-of-sample probabilities on the feature cache flag "
+            "mislabelled noisy examples; the last layer trains on the others and the clean set (--feature_cache)",
         ),
         Method(
-            "cleannet",
-            "cleannet",
-            "1:0",
-            "optional",
-            ("backbone", "classifier"),
-            None,
-            "Lee et al. 2018, CleanNet-wsoft: noisy labels weighted by CleanNet's verification similarity, learned "
-            "from the clean set on a noisy model's features (--reference_features or --feature_cache)",
+            name="cleannet",
+            family="cleannet",
+            mix_ratio="1:0",
+            init="optional",
+            restore=("backbone", "classifier"),
+            train_backbone=None,
+            description="Lee et al. 2018, CleanNet-wsoft: noisy labels weighted by CleanNet's verification "
+            "similarity, learned from the clean set on a noisy model's features (--reference_features or "
+            "--feature_cache)",
         ),
     )
 }
@@ -274,33 +364,13 @@ def build_model(
         backbone_name, backbone_weights, image_size: the backbone (see
             `nlr_tf.models.backbones.build_backbone`).
         train_backbone: bool. Whether the backbone's weights train.
-        options: dict. Values of the family's `options` (e.g. a
-            `TrainConfig`'s); those absent keep the model's defaults.
+        options: dict. Values of the family's `model_arguments` (e.g. a
+            `TrainConfig`'s, with the dataset's `multi_label`); those absent
+            keep the model's defaults.
     """
     from nlr_tf.models.backbones import build_backbone
 
     options = options or {}
-    kwargs = {k: options[k] for k in FAMILIES[method.family].options if k in options}
+    kwargs = {k: options[k] for k in FAMILIES[method.family].model_arguments if k in options}
     backbone = build_backbone(backbone_name, backbone_weights, image_size, trainable=train_backbone)
     return method.model_class()(backbone, num_classes, **kwargs, **dict(method.model_args), name=method.name)
-
-
-def phase_schedule(phases: tuple[Phase, ...], config) -> list[tuple[Optional[Phase], int]]:
-    """The phases of a run in order, each with the step it ends at; the main phase (None) ends at `train_steps`.
-
-    Args:
-        phases: the model class's `phases`.
-        config: a `TrainConfig` (read: each phase's `steps_option`, `train_steps`).
-    """
-    schedule, end = [], 0
-    for phase in phases:
-        steps = getattr(config, phase.steps_option)
-        if steps:
-            end += steps
-            schedule.append((phase, end))
-    return schedule + [(None, config.train_steps)]
-
-
-def main_phase_start(phases: tuple[Phase, ...], config) -> int:
-    """The step the main phase starts at: the steps of every phase before it."""
-    return sum(getattr(config, phase.steps_option) for phase in phases)

@@ -44,7 +44,6 @@ class MisraModel(NoisyLabelModel):
 
     family = "misra"
     head_part = "classifier"
-    served_outputs = SERVED_OUTPUTS
 
     def __init__(self, backbone, num_classes, serve="visual", **kwargs):
         serve = serve or "visual"

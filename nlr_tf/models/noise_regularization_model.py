@@ -45,7 +45,6 @@ class NoiseRegularizationModel(NoisyLabelModel):
 
     family = "noise_regularization"
     head_part = "heads"
-    served_outputs = SERVED_OUTPUTS
     loss_names = ("loss", "clean_loss", "noise_loss")
 
     def __init__(

@@ -7,14 +7,17 @@ mix) are decided here too, once.
 """
 
 import dataclasses
+from typing import Optional
 
 from nlr_tf.data.image_sizes import DEFAULT_IMAGE_SIZE
 from nlr_tf.data.mixing import mix_counts
 from nlr_tf.data.schema import DatasetError, DatasetInfo, load_dataset_info
 from nlr_tf.models.backbones import MIN_IMAGE_SIZE, resolve_weights
-from nlr_tf.models.methods import FAMILIES, METHODS, Method, get_method, main_phase_start
+from nlr_tf.models.methods import FAMILIES, METHODS, Method, get_method
+from nlr_tf.models.options import flag_spec
 from nlr_tf.training.config import EVAL_METRICS, TrainConfig
 from nlr_tf.training.model_dir import CheckpointError, resolve_checkpoint
+from nlr_tf.training.tasks import get_task, main_phase_start
 
 
 class ConfigError(ValueError):
@@ -55,15 +58,15 @@ def check_config(config: TrainConfig) -> tuple[DatasetInfo, Method]:
                     f"--init_checkpoint={config.init_checkpoint} has backbone {run_config.get('backbone')!r}, "
                     f"not --backbone={config.backbone}"
                 )
-    model_class = method.model_class()
-    problem = model_class.config_error(config, info)
+    task = get_task(method.family)
+    problem = _choice_error(config, method) or task.check(config, info)
     if problem:
         raise ConfigError(problem)
-    for name, methods in _family_options().items():
+    for name, methods in _option_readers().items():
         if method.name not in methods and getattr(config, name) != _DEFAULTS[name]:
             raise ConfigError(f"--{name} applies to --method={' or '.join(methods)} only")
-    if model_class.phases and main_phase_start(model_class.phases, config) >= config.train_steps:
-        steps = ", ".join(f"--{p.steps_option}={getattr(config, p.steps_option)}" for p in model_class.phases)
+    if task.phases and main_phase_start(task.phases, config) >= config.train_steps:
+        steps = ", ".join(f"--{p.steps_option}={getattr(config, p.steps_option)}" for p in task.phases)
         raise ConfigError(f"{steps} leaves no main training in --train_steps={config.train_steps}")
     if config.eval_steps and not config.eval_split:
         raise ConfigError("--eval_steps needs --eval_split")
@@ -81,7 +84,7 @@ def check_config(config: TrainConfig) -> tuple[DatasetInfo, Method]:
         raise ConfigError("--train_steps, --batch_size, --checkpoint_steps and --log_steps must be >= 1")
     if config.eval_steps < 0:
         raise ConfigError(f"--eval_steps must be >= 0, got {config.eval_steps}")
-    rates = ["learning_rate"] + [name for name in model_class.training_options if name.endswith("learning_rate")]
+    rates = ["learning_rate"] + [n for n in FAMILIES[method.family].option_names() if n.endswith("learning_rate")]
     for name in rates:
         if not getattr(config, name) > 0:
             raise ConfigError(f"--{name} must be > 0, got {getattr(config, name)}")
@@ -105,15 +108,23 @@ def check_config(config: TrainConfig) -> tuple[DatasetInfo, Method]:
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 
-def _family_options() -> dict[str, list[str]]:
-    """Each option that only some families read (model arguments, training options) -> the methods that read it."""
+def _option_readers() -> dict[str, list[str]]:
+    """Each family's option -> the methods whose family declares it (the only ones that may set it)."""
     readers: dict[str, list[str]] = {}
     for method in METHODS.values():
-        family = FAMILIES[method.family]
-        for name in (*family.options, *family.model_class().training_options):
-            if name in _DEFAULTS:  # not the options a family takes from the dataset
-                readers.setdefault(name, []).append(method.name)
+        for name in FAMILIES[method.family].option_names():
+            readers.setdefault(name, []).append(method.name)
     return readers
+
+
+def _choice_error(config: TrainConfig, method: Method) -> Optional[str]:
+    """A value of the method's family's options outside that family's own choices (`--serve` is one flag for
+    several families, each with its choices)."""
+    for field in FAMILIES[method.family].option_fields():
+        choices, value = flag_spec(field)["choices"], getattr(config, field.name)
+        if choices is not None and value not in choices:
+            return f"--{field.name}={value}: --method={method.name} takes one of {', '.join(c for c in choices if c)}"
+    return None
 
 
 def eval_metric(config: TrainConfig, info: DatasetInfo) -> str:

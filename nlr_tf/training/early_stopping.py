@@ -9,7 +9,6 @@ from absl import logging
 from nlr_tf.data.image_sizes import DEFAULT_IMAGE_SIZE
 from nlr_tf.data.schema import DatasetInfo
 from nlr_tf.models import metrics, prediction
-from nlr_tf.models.methods import main_phase_start
 from nlr_tf.training import model_dir as run_files
 from nlr_tf.training.checks import eval_metric
 from nlr_tf.training.config import TrainConfig
@@ -75,14 +74,24 @@ class Evaluations:
         chief: bool. Whether this worker writes the run's files.
         best_dir: str. Where the best weights are kept.
         step: int. The step the run starts (or resumes) at.
+        main_start: int. The step the main phase starts at (after label
+            cleaning's pretraining, say): evaluations begin after it.
     """
 
     def __init__(
-        self, model, data: DatasetInfo, info: DatasetInfo, config: TrainConfig, chief: bool, best_dir: str, step: int
+        self,
+        model,
+        data: DatasetInfo,
+        info: DatasetInfo,
+        config: TrainConfig,
+        chief: bool,
+        best_dir: str,
+        step: int,
+        main_start: int = 0,
     ):
         self.model, self.config, self.chief = model, config, chief
         # Evaluations begin with the main phase (after label cleaning's pretraining, say).
-        self.metric, self.after = eval_metric(config, info), main_phase_start(model.phases, config)
+        self.metric, self.after = eval_metric(config, info), main_start
         self.history = [e for e in run_files.read_eval_history(config.model_dir) if e["step"] <= step]
         self.evaluate_split = split_evaluator(model, data, config) if config.eval_steps else None
         self.writer = None

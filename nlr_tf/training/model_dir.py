@@ -10,6 +10,12 @@
       train_result.json    final losses, step count and best evaluation
       train/, eval_SPLIT/  TensorBoard events; `nlr-eval` writes eval_SPLIT/metrics.json
 
+and what a family's training task keeps (`nlr_tf.training.tasks`):
+
+      label_issues.json    confident learning: the noisy examples it drops; read back when the run resumes
+      cleannet_weights.npz CleanNet: every noisy example's label weights; read back when the run resumes
+      cleannet.keras       CleanNet: the trained verification network, for inspection and reuse
+
 Loading a model needs only this module (and the model classes), never the
 trainer.
 """
@@ -37,6 +43,10 @@ BEST_DIR = "best"
 EVAL_HISTORY_FILE = "eval_history.json"
 RESULT_FILE = "train_result.json"
 METRICS_FILE = "metrics.json"
+# What a family's training task keeps.
+LABEL_ISSUES_FILE = "label_issues.json"
+LABEL_WEIGHTS_FILE = "cleannet_weights.npz"
+CLEANNET_FILE = "cleannet.keras"
 
 
 class CheckpointError(ValueError):
@@ -82,6 +92,41 @@ def read_eval_history(model_dir: str) -> list[dict]:
 
 def write_eval_history(model_dir: str, history: list[dict]) -> None:
     write_json(os.path.join(model_dir, EVAL_HISTORY_FILE), history)
+
+
+def read_label_issues(model_dir: str) -> Optional[dict[str, Any]]:
+    """Confident learning's record of the noisy examples it drops (None if the run has none yet)."""
+    return _read_json(os.path.join(model_dir, LABEL_ISSUES_FILE))
+
+
+def write_label_issues(model_dir: str, record: dict[str, Any]) -> None:
+    """`record`: `num_noisy`, `num_issues`, `folds` and the flagged examples' `ids`."""
+    write_json(os.path.join(model_dir, LABEL_ISSUES_FILE), record)
+
+
+def label_weights_path(model_dir: str) -> str:
+    return os.path.join(model_dir, LABEL_WEIGHTS_FILE)
+
+
+def read_label_weights(model_dir: str) -> Optional[tuple[list[str], np.ndarray]]:
+    """CleanNet's label weights: (example ids, float [N, d]); None if the run has none yet."""
+    path = label_weights_path(model_dir)
+    if not os.path.isfile(path):
+        return None
+    with np.load(path) as f:
+        return f["ids"].tolist(), f["weights"]
+
+
+def write_label_weights(model_dir: str, ids: list[str], weights: np.ndarray) -> None:
+    """Writes CleanNet's label weights atomically."""
+    path = label_weights_path(model_dir)
+    np.savez(path + ".tmp.npz", ids=np.array(ids, dtype=object).astype(str), weights=weights)
+    os.replace(path + ".tmp.npz", path)
+
+
+def save_cleannet(model_dir: str, net: keras.Model) -> None:
+    """Saves the trained CleanNet (loads in safe mode once `nlr_tf.models.cleannet_network` is imported)."""
+    net.save(os.path.join(model_dir, CLEANNET_FILE))
 
 
 def resolve_checkpoint(path: str) -> tuple[str, Optional[dict[str, Any]]]:

@@ -28,7 +28,7 @@ from nlr_tf.data.feature_cache import FeatureCacheError, extract_features, load_
 from nlr_tf.data.input_config import InputConfig
 from nlr_tf.data.mixing import mix_counts
 from nlr_tf.data.schema import DatasetError, DatasetInfo
-from nlr_tf.models.methods import Method, build_model, phase_schedule
+from nlr_tf.models.methods import Method, build_model
 from nlr_tf.models.precision import apply_precision, wrap_optimizer
 from nlr_tf.training import early_stopping
 from nlr_tf.training import model_dir as run_files
@@ -44,6 +44,7 @@ from nlr_tf.training.checks import (
 from nlr_tf.training.config import TrainConfig
 from nlr_tf.training.model_dir import CheckpointError
 from nlr_tf.training.strategies import get_strategy, is_chief
+from nlr_tf.training.tasks import Task, get_task, main_phase_start, phase_schedule
 
 
 class TrainingDiverged(RuntimeError):
@@ -60,14 +61,14 @@ def restore_init_checkpoint(model, method: Method, init: str) -> None:
     logging.info("initialized %s from %s", ", ".join(method.restore), prefix)
 
 
-def _part_optimizers(config: TrainConfig, method: Method, info: DatasetInfo, trains_backbone: bool, model):
-    """One optimizer per trained part: head part and backbone at their (decayed) rates, the rest as the model says."""
+def _part_optimizers(config: TrainConfig, method: Method, info: DatasetInfo, trains_backbone: bool, model, task: Task):
+    """One optimizer per trained part: head part and backbone at their (decayed) rates, the rest as the task says."""
     decay_steps = int(config.lr_decay_epochs * steps_per_epoch(config, method, info))
     schedule = lambda lr: optim.learning_rate_schedule(lr, config.lr_decay_rate, decay_steps)  # noqa: E731
     rates = {model.head_part: schedule(config.learning_rate)}
     if trains_backbone:
         rates["backbone"] = schedule(config.backbone_learning_rate or config.learning_rate)
-    rates.update(model.part_learning_rates(config))
+    rates.update(task.part_learning_rates(config))
     return {
         part: wrap_optimizer(optim.build_optimizer(config.optimizer, lr, f"{part}_optimizer"), config.mixed_precision)
         for part, lr in rates.items()
@@ -180,6 +181,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         config: `TrainConfig`.
     """
     info, method = check_config(config)
+    task = get_task(method.family)  # what the family does around its model: checked above, prepared below
     trains_backbone = train_backbone(config, method, info)
     try:
         strategy = get_strategy(config.strategy, config.tpu, list(config.devices))
@@ -218,7 +220,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
             options=dataclasses.asdict(config) | {"multi_label": info.multi_label},
         )
         apply_precision(model, config.mixed_precision)
-        model.set_part_optimizers(_part_optimizers(config, method, info, trains_backbone, model))
+        model.set_part_optimizers(_part_optimizers(config, method, info, trains_backbone, model, task))
         step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         checkpoint = tf.train.Checkpoint(
             model=model, step=step, **{f"{p}_optimizer": o for p, o in model.part_optimizers.items()}
@@ -236,7 +238,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     # === Input ===
     data = _feature_cache(config, info, method, model, strategy) if config.feature_cache else info
     # What the family estimates from the data before its first step (a resumed run restores or reads it back).
-    estimated = model.fit_before_training(data, config, resumed=bool(manager.latest_checkpoint))
+    estimated = task.prepare(model, data, config, resumed=bool(manager.latest_checkpoint))
     input_config = InputConfig(
         backbone=config.backbone,
         image_size=config.image_size or None,
@@ -261,8 +263,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
             )
         )
 
-    # The model's phases before the main one (Veit's pretraining) have their own batch mix.
-    schedule = phase_schedule(model.phases, config)
+    # The task's phases before the main one (Veit's pretraining) have their own batch mix.
+    schedule = phase_schedule(task.phases, config)
 
     # === Loop ===
     writer = (
@@ -273,7 +275,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if config.eval_split and not data.has_split(config.eval_split):
         raise ConfigError(f"--eval_split={config.eval_split} is absent from the feature cache {data.path!r}")
     best_dir = os.path.join(config.model_dir if chief else checkpoint_dir, run_files.BEST_DIR)
-    evaluations = early_stopping.Evaluations(model, data, info, config, chief, best_dir, int(step.numpy()))
+    evaluations = early_stopping.Evaluations(
+        model, data, info, config, chief, best_dir, int(step.numpy()), main_phase_start(task.phases, config)
+    )
     loops, live = {}, {}
     logs: dict[str, Any] = {}
     while int(step.numpy()) < config.train_steps and not evaluations.exhausted():
