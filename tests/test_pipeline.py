@@ -16,6 +16,7 @@ from nlr_tf.data.mixing import mix_counts, parse_mix_ratio
 from nlr_tf.models.image_preprocessing import BackbonePreprocessing
 
 SMALL = InputConfig(backbone="small_cnn", image_size=8)
+SMALL_DETERMINISTIC = InputConfig(backbone="small_cnn", image_size=8, deterministic=True)
 
 
 def _ids(batch):
@@ -204,8 +205,12 @@ def test_two_input_pipelines_are_disjoint_and_cover_the_split(tmp_path, num_shar
         ids = [i for batch in ds for i in _ids(batch)]
         assert len(ids) == len(set(ids))
         eval_sets.append(set(ids))
-        # Training: this pipeline's first epoch is a permutation of its shard.
-        ds = pipeline.make_train_dataset(info, 20, "1:0", input_context=context, with_ids=True, input_config=SMALL)
+        # Training: this pipeline's first epoch is a permutation of its shard
+        # (deterministic order: otherwise the parallel parse may let a block
+        # of the next epoch overtake one of this epoch).
+        ds = pipeline.make_train_dataset(
+            info, 20, "1:0", input_context=context, with_ids=True, input_config=SMALL_DETERMINISTIC
+        )
         drawn = [i for batch in ds.take(4) for i in _ids(batch)][: len(ids)]
         assert set(drawn) == set(ids)
         train_sets.append(set(drawn))
