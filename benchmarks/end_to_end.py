@@ -81,9 +81,9 @@ import tensorflow as tf
 from absl import app, flags, logging
 from tensorflow.core.util import event_pb2
 
+from nlr_tf.backbones.networks import build_backbone
 from nlr_tf.data import pipeline, schema
 from nlr_tf.data.input_config import InputConfig
-from nlr_tf.models.backbones import build_backbone
 from nlr_tf.training import trainer
 from nlr_tf.training.config import TrainConfig
 from nlr_tf.training.optimizers import build_optimizer

@@ -1,4 +1,4 @@
-r"""Per-class AP of `nlr_tf.models.metrics` against a scikit-learn loop.
+r"""Per-class AP of `nlr_tf.metrics` against a scikit-learn loop.
 
 Run:
 
@@ -28,7 +28,7 @@ import numpy as np
 from absl import app, flags
 from sklearn.metrics import average_precision_score
 
-from nlr_tf.models import metrics
+from nlr_tf import metrics
 
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 100_000, "Images.")
 _NUM_CLASSES = flags.DEFINE_integer("num_classes", 1_000, "Classes.")

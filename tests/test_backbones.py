@@ -15,8 +15,8 @@ from keras.src.applications import inception_v3 as keras_inception_v3
 from keras.src.applications import resnet as keras_resnet
 from keras.src.utils import file_utils
 
-from nlr_tf.models import backbones
-from nlr_tf.models.backbones import IMAGENET_NOTOP, ImagenetFile, build_backbone, imagenet_weights_path
+from nlr_tf.backbones import networks as backbones
+from nlr_tf.backbones.networks import IMAGENET_NOTOP, ImagenetFile, build_backbone, imagenet_weights_path
 from nlr_tf.training.checks import ConfigError, check_config
 from nlr_tf.training.config import TrainConfig
 

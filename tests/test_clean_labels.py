@@ -10,13 +10,13 @@ import tensorflow as tf
 from cli_util import run_cli
 from conftest import write_toy_dataset
 
+from nlr_tf.backbones.networks import build_backbone
 from nlr_tf.data import parsing, pipeline, schema
 from nlr_tf.data.feature_cache import extract_features
 from nlr_tf.data.input_config import InputConfig
 from nlr_tf.data.schema import load_dataset_info
 from nlr_tf.evaluation import cleaned_output, cleaning, suspects
 from nlr_tf.models import label_issues
-from nlr_tf.models.backbones import build_backbone
 from nlr_tf.training.model_dir import load_trained_model
 
 NUM_CLASSES = 5

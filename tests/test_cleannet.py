@@ -9,9 +9,9 @@ import tensorflow as tf
 from cli_util import run_cli
 from conftest import write_toy_dataset
 
-from nlr_tf.models.cleannet_model import CleanNetModel
-from nlr_tf.models.cleannet_network import CleanNet, cosine, verification_loss
-from nlr_tf.models.set_attention import SetAttention
+from nlr_tf.layers.set_attention import SetAttention
+from nlr_tf.models.cleannet.model import CleanNetModel
+from nlr_tf.models.cleannet.network import CleanNet, cosine, verification_loss
 from nlr_tf.training.tasks.cleannet import label_pairs, reference_set, soft_weights, train_cleannet
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nlr_tf.models.confident_learning_model import ConfidentLearningModel
+from nlr_tf.models.confident_learning import ConfidentLearningModel
 from nlr_tf.models.label_issues import example_flags as find_issues
 from nlr_tf.models.logistic import out_of_sample_probabilities
 

@@ -7,8 +7,8 @@ import pytest
 from cli_util import run_cli, train_noisy_then_heads
 from conftest import write_toy_dataset
 
+from nlr_tf import metrics
 from nlr_tf.data.schema import load_dataset_info
-from nlr_tf.models import metrics
 from nlr_tf.models.prediction import predict
 from nlr_tf.training.model_dir import load_trained_model
 

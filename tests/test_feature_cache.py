@@ -10,11 +10,11 @@ import tensorflow as tf
 from cli_util import run_cli
 from conftest import write_toy_dataset
 
+from nlr_tf.backbones.networks import build_backbone
 from nlr_tf.data import pipeline, schema
 from nlr_tf.data.feature_cache import FeatureCacheError, extract_features, load_feature_cache, read_split
 from nlr_tf.data.input_config import InputConfig
 from nlr_tf.data.parsing import iterate_label_lists, make_example, parse_examples
-from nlr_tf.models.backbones import build_backbone
 from nlr_tf.models.methods import METHODS, build_model
 from nlr_tf.training.checks import ConfigError
 from nlr_tf.training.config import TrainConfig

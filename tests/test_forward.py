@@ -9,8 +9,8 @@ import tensorflow as tf
 from cli_util import run_cli
 from conftest import write_toy_dataset
 
+from nlr_tf.layers.noise_transition import NoiseTransition
 from nlr_tf.models.methods import METHODS, build_model
-from nlr_tf.models.noise_transition import NoiseTransition
 from nlr_tf.training.tasks.forward import transition_from_anchors, transition_from_pairs
 
 D = 3
@@ -57,7 +57,7 @@ def _identity_backbone(dim):
 
 @pytest.mark.parametrize("multi_label", [False, True], ids=["single_label", "multi_label"])
 def test_an_identity_t_leaves_the_plain_loss_and_a_noisy_t_changes_it(multi_label):
-    from nlr_tf.models.forward_model import ForwardModel
+    from nlr_tf.models.forward import ForwardModel
 
     model = ForwardModel(_identity_backbone(8), D, multi_label=multi_label)
     batch = _batch(multi_label)
@@ -116,7 +116,7 @@ def test_forward_corrects_a_known_flip_that_the_plain_loss_learns():
         "verified_mask": tf.zeros((n, d)),
         "is_clean": tf.zeros((n,)),
     }
-    from nlr_tf.models.forward_model import ForwardModel
+    from nlr_tf.models.forward import ForwardModel
 
     results = {}
     for name, t in (("plain", np.eye(d)), ("forward", [[0.6, 0.4], [0.0, 1.0]])):

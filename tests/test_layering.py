@@ -1,4 +1,6 @@
-"""The packages' imports point one way: data <- models <- training <- evaluation/export <- reproduce <- cli.
+"""The packages' imports point one way:
+backbones <- data <- models <- training <- evaluation/export <- reproduce <- cli,
+with layers and metrics (which import none of the project) usable from models up.
 
 `tfrecords_tools` (the converters) depends on `nlr_tf.data` only, and only
 the binaries and the reproduction use it. Every import counts, at module
@@ -10,12 +12,14 @@ import os
 
 from cli_util import ROOT
 
+BASE = {"nlr_tf.backbones", "nlr_tf.layers", "nlr_tf.metrics"}  # each imports none of the project's packages
 BELOW = {
-    "nlr_tf.data": set(),
-    "nlr_tf.models": {"nlr_tf.data"},
-    "nlr_tf.training": {"nlr_tf.data", "nlr_tf.models"},
-    "nlr_tf.evaluation": {"nlr_tf.data", "nlr_tf.models", "nlr_tf.training"},
-    "nlr_tf.export": {"nlr_tf.data", "nlr_tf.models", "nlr_tf.training"},
+    **{package: set() for package in BASE},
+    "nlr_tf.data": {"nlr_tf.backbones"},
+    "nlr_tf.models": BASE | {"nlr_tf.data"},
+    "nlr_tf.training": BASE | {"nlr_tf.data", "nlr_tf.models"},
+    "nlr_tf.evaluation": BASE | {"nlr_tf.data", "nlr_tf.models", "nlr_tf.training"},
+    "nlr_tf.export": BASE | {"nlr_tf.data", "nlr_tf.models", "nlr_tf.training"},
     "tfrecords_tools": {"nlr_tf.data"},
 }
 BELOW["nlr_tf.reproduce"] = set(BELOW) - {"nlr_tf.reproduce"}

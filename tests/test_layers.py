@@ -6,8 +6,8 @@ import pytest
 import tensorflow as tf
 from layer_test_util import run_layer_contract
 
-from nlr_tf.models.clean_residual_heads import CleanResidualHeads
-from nlr_tf.models.label_cleaning_layer import LabelCleaning
+from nlr_tf.layers.clean_residual_heads import CleanResidualHeads
+from nlr_tf.layers.label_cleaning import LabelCleaning
 
 D, F, B = 6, 8, 5
 

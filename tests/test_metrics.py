@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from nlr_tf.models import metrics
+from nlr_tf import metrics
 
 
 def _data(seed, n=400, d=12, levels=7):

@@ -9,7 +9,7 @@ import tensorflow as tf
 from cli_util import run_cli
 from conftest import write_toy_dataset
 
-from nlr_tf.models.misra_model import MisraModel
+from nlr_tf.models.misra import MisraModel
 
 
 def _identity_backbone(dim):

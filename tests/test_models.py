@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nlr_tf.models.backbones import build_backbone, small_cnn
+from nlr_tf.backbones.networks import build_backbone, small_cnn
 from nlr_tf.models.methods import FAMILIES, METHODS, build_model
 
 D = 6

@@ -10,10 +10,11 @@ import tensorflow as tf
 from conftest import write_toy_dataset
 from PIL import Image
 
+from nlr_tf.backbones import scaling, sizes
+from nlr_tf.backbones.scaling import BackbonePreprocessing
 from nlr_tf.data import pipeline, preprocessing, schema
 from nlr_tf.data.input_config import InputConfig
 from nlr_tf.data.mixing import mix_counts, parse_mix_ratio
-from nlr_tf.models.image_preprocessing import BackbonePreprocessing
 
 SMALL = InputConfig(backbone="small_cnn", image_size=8)
 SMALL_DETERMINISTIC = InputConfig(backbone="small_cnn", image_size=8, deterministic=True)
@@ -258,15 +259,15 @@ def test_preprocess_equals_keras_applications():
         ("resnet50", keras.applications.resnet50),
     ):
         expected = module.preprocess_input(images.copy())
-        np.testing.assert_array_equal(preprocessing.preprocess(images, backbone), expected)
+        np.testing.assert_array_equal(scaling.preprocess(images, backbone), expected)
         layer = BackbonePreprocessing(backbone)
         np.testing.assert_array_equal(layer(images).numpy(), expected)
-    np.testing.assert_allclose(preprocessing.preprocess(images, "small_cnn"), images / 255.0, rtol=1e-6)
+    np.testing.assert_allclose(scaling.preprocess(images, "small_cnn"), images / 255.0, rtol=1e-6)
     with pytest.raises(ValueError, match="Received: backbone='vgg16'"):
-        preprocessing.preprocess(images, "vgg16")
-    assert preprocessing.default_image_size("inception_v3") == (299, 299)
-    assert preprocessing.default_image_size("resnet50") == (224, 224)
-    assert preprocessing.default_image_size("small_cnn") == (32, 32)
+        scaling.preprocess(images, "vgg16")
+    assert sizes.default_image_size("inception_v3") == (299, 299)
+    assert sizes.default_image_size("resnet50") == (224, 224)
+    assert sizes.default_image_size("small_cnn") == (32, 32)
 
 
 def _encode(array, fmt):

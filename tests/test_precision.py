@@ -8,8 +8,8 @@ import pytest
 import tensorflow as tf
 from conftest import write_toy_dataset
 
+from nlr_tf.backbones.networks import build_backbone
 from nlr_tf.export.serving import export_saved_model
-from nlr_tf.models.backbones import build_backbone
 from nlr_tf.models.methods import build_model, get_method
 from nlr_tf.models.precision import apply_precision, backbone_precision
 from nlr_tf.models.prediction import predict

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from nlr_tf.backbones.networks import build_backbone
 from nlr_tf.data.schema import load_dataset_info
-from nlr_tf.models.backbones import build_backbone
 from nlr_tf.training import pretext
 from nlr_tf.training.config import TrainConfig
 from nlr_tf.training.trainer import train

@@ -16,7 +16,7 @@ from tensorboard.plugins import base_plugin
 from tensorboard.plugins.pr_curve import pr_curves_plugin
 
 from nlr_tf.evaluation import evaluator, pr_curves
-from nlr_tf.models.noise_regularization_model import NoiseRegularizationModel
+from nlr_tf.models.noise_regularization import NoiseRegularizationModel
 
 NUM_CLASSES = 5
 PNGS = ("gain_by_frequency.png", "gain_by_quality.png", "pr_curves.png", "examples.png")

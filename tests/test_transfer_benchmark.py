@@ -31,7 +31,7 @@ def source_run(tmp_path_factory):
 def test_a_run_writes_its_backbone_weights_for_another_runs_backbone_weights(source_run):
     import keras
 
-    from nlr_tf.models.backbones import build_backbone
+    from nlr_tf.backbones.networks import build_backbone
     from nlr_tf.training.model_dir import BACKBONE_WEIGHTS_FILE, load_trained_model
 
     model, _ = load_trained_model(str(source_run / "run"))
@@ -105,7 +105,7 @@ def test_an_annotator_needs_the_digits_by_name_and_multi_label_data(tmp_path):
 
 
 def test_the_wide_small_cnn_has_twice_the_filters_and_four_times_the_features_of_the_small_one(tmp_path):
-    from nlr_tf.models.backbones import build_backbone
+    from nlr_tf.backbones.networks import build_backbone
 
     small, wide = (build_backbone(name, image_size=16) for name in ("small_cnn", "small_cnn_wide"))
     assert small.output_shape == (None, 64) and wide.output_shape == (None, 128)

@@ -25,7 +25,7 @@ flags.mark_flags_as_required(["model_dir", "export_dir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from nlr_tf.data.preprocessing import default_image_size
+    from nlr_tf.backbones.sizes import default_image_size
     from nlr_tf.export.serving import export_saved_model
     from nlr_tf.training.model_dir import CheckpointError, load_trained_model
 

@@ -23,7 +23,7 @@ import sys
 
 from absl import app, flags
 
-from nlr_tf.data.image_sizes import BACKBONES
+from nlr_tf.backbones.sizes import BACKBONES
 from nlr_tf.models.methods import PRECISIONS
 
 _DATASET = flags.DEFINE_string("dataset", None, "Dataset folder of images.")
@@ -61,10 +61,10 @@ flags.mark_flags_as_required(["dataset", "output_dir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from nlr_tf.backbones.networks import build_backbone
     from nlr_tf.data.feature_cache import extract_features
     from nlr_tf.data.output_dir import OutputDirError
     from nlr_tf.data.schema import DatasetError, load_dataset_info
-    from nlr_tf.models.backbones import build_backbone
     from nlr_tf.models.precision import apply_precision
     from nlr_tf.training.checkpoints import restore_parts
     from nlr_tf.training.model_dir import CheckpointError, resolve_checkpoint

@@ -3,7 +3,7 @@
 import dataclasses
 from typing import Optional
 
-from nlr_tf.data import preprocessing
+from nlr_tf.backbones import sizes
 from nlr_tf.data.mixing import check_positive
 
 # Shuffle buffer, in serialized records (images are decoded after the
@@ -55,7 +55,7 @@ class InputConfig:
     """
 
     backbone: str
-    image_size: Optional[preprocessing.ImageSize] = None
+    image_size: Optional[sizes.ImageSize] = None
     augment: bool = False
     random_flip: bool = False
     seed: Optional[int] = None
@@ -64,10 +64,10 @@ class InputConfig:
     cycle_length: int = DEFAULT_CYCLE_LENGTH
 
     def __post_init__(self):
-        preprocessing.image_size_hw(self.image_size, self.backbone)  # an unknown backbone or a bad size
+        sizes.image_size_hw(self.image_size, self.backbone)  # an unknown backbone or a bad size
         check_positive(self.shuffle_buffer, "shuffle_buffer")
 
     @property
     def image_hw(self) -> tuple[int, int]:
         """The image size as (height, width)."""
-        return preprocessing.image_size_hw(self.image_size, self.backbone)
+        return sizes.image_size_hw(self.image_size, self.backbone)

@@ -19,56 +19,12 @@ under `tf.data` determinism however its map calls are scheduled.
 """
 
 from collections.abc import Sequence
-from typing import Optional, Union
 
 import tensorflow as tf
-
-from nlr_tf.data.image_sizes import BACKBONES, DEFAULT_IMAGE_SIZE
-
-# ImageNet channel means in BGR order, as in keras.applications' "caffe" mode.
-_CAFFE_BGR_MEAN = (103.939, 116.779, 123.68)
 
 # Training crops are taken from the image resized to this factor times the
 # target size (e.g. 36x36 for 32x32, 336x336 for 299x299).
 DEFAULT_CROP_SCALE = 1.125
-
-ImageSize = Union[int, Sequence[int]]
-
-
-def check_backbone(backbone: str) -> str:
-    """Returns `backbone` if known, else raises a ValueError naming it."""
-    if backbone not in BACKBONES:
-        raise ValueError(f"Unknown backbone; expected one of {', '.join(BACKBONES)}. Received: backbone={backbone!r}")
-    return backbone
-
-
-def default_image_size(backbone: str) -> tuple[int, int]:
-    """The default (height, width) of `backbone`'s inputs."""
-    size = DEFAULT_IMAGE_SIZE[check_backbone(backbone)]
-    return size, size
-
-
-def image_size_hw(image_size: Optional[ImageSize], backbone: str) -> tuple[int, int]:
-    """Normalizes `image_size` (int, (h, w) or None for the default) to (h, w).
-
-    Args:
-        image_size: int, pair of ints or None. None takes the backbone's
-            default size.
-        backbone: str. One of `BACKBONES`.
-
-    Raises:
-        ValueError: an unknown backbone or a non-positive size.
-    """
-    if image_size is None:
-        return default_image_size(backbone)
-    check_backbone(backbone)
-    if isinstance(image_size, int):
-        size = (image_size, image_size)
-    else:
-        size = tuple(int(s) for s in image_size)
-    if len(size) != 2 or min(size) < 1:
-        raise ValueError(f"image_size must be a positive int or (height, width). Received: image_size={image_size!r}")
-    return size
 
 
 def decode_image(image_bytes: tf.Tensor, dtype: tf.DType = tf.float32) -> tf.Tensor:
@@ -106,36 +62,6 @@ def resize(image: tf.Tensor, image_size: Sequence[int]) -> tf.Tensor:
         float32 tensor of the same rank with the new spatial size.
     """
     return tf.image.resize(image, tuple(image_size), method="bilinear")
-
-
-def preprocess(images: tf.Tensor, backbone: str) -> tf.Tensor:
-    """Scales float pixel values in [0, 255] as `backbone` expects.
-
-    - `inception_v3`: to [-1, 1] (keras.applications "tf" mode).
-    - `resnet50`: RGB -> BGR, then ImageNet mean subtraction per channel
-      (keras.applications "caffe" mode).
-    - `small_cnn`, `small_cnn_wide`: to [0, 1].
-
-    Equals `keras.applications.<backbone>.preprocess_input`. Models apply it
-    as their first layer (`nlr_tf.models.image_preprocessing`).
-
-    Args:
-        images: float32 tensor [..., 3], RGB, values in [0, 255].
-        backbone: str. One of `BACKBONES`.
-
-    Returns:
-        float32 tensor of the same shape.
-
-    Raises:
-        ValueError: an unknown backbone.
-    """
-    check_backbone(backbone)
-    images = tf.convert_to_tensor(images, tf.float32)
-    if backbone == "resnet50":
-        return tf.reverse(images, axis=[-1]) - tf.constant(_CAFFE_BGR_MEAN, tf.float32)
-    if backbone == "inception_v3":
-        return images / 127.5 - 1.0
-    return images / 255.0
 
 
 def augment(

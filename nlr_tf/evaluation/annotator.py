@@ -12,6 +12,7 @@ side, the model's own pixel scaling).
 import numpy as np
 import tensorflow as tf
 
+from nlr_tf.backbones import sizes
 from nlr_tf.data import preprocessing
 from nlr_tf.data.schema import load_dataset_info
 from nlr_tf.training.model_dir import load_trained_model
@@ -41,7 +42,7 @@ class RunAnnotator:
                 f"{model_dir}: the model has {self.model.num_classes} classes but its dataset {config['dataset']!r} "
                 f"lists {len(self.class_names)}"
             )
-        self.image_size = preprocessing.image_size_hw(config.get("image_size") or None, config["backbone"])
+        self.image_size = sizes.image_size_hw(config.get("image_size") or None, config["backbone"])
         self.batch_size = batch_size
         self.description = {
             "model_dir": model_dir,

@@ -20,10 +20,10 @@ from typing import Any, Optional
 
 import numpy as np
 
+from nlr_tf import metrics
 from nlr_tf.data.feature_cache import cache_mismatch
 from nlr_tf.data.schema import DatasetError, DatasetInfo, load_dataset_info
 from nlr_tf.evaluation import examples, gains, plotting, pr_curves, summaries
-from nlr_tf.models import metrics
 from nlr_tf.models.prediction import predict
 from nlr_tf.training import model_dir as run_files
 from nlr_tf.training.model_dir import CheckpointError

@@ -3,7 +3,7 @@
 Classes are sorted by how many noisy annotations they have in the training
 set, or by the share of those that are correct, cut into 10 groups of
 near-equal size; per group the mean AP of the model and of a baseline and
-their difference. AP itself comes from `nlr_tf.models.metrics`.
+their difference. AP itself comes from `nlr_tf.metrics`.
 """
 
 import dataclasses

@@ -25,9 +25,9 @@ from typing import Sequence, Union
 
 import numpy as np
 
+from nlr_tf import metrics
 from nlr_tf.data.feature_cache import read_split
 from nlr_tf.data.schema import DatasetInfo, load_dataset_info
-from nlr_tf.models import metrics
 from nlr_tf.models.logistic import (
     DEFAULT_MAX_ITER,
     fit_multi_label,

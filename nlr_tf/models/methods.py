@@ -28,10 +28,9 @@ import dataclasses
 import importlib
 from typing import Any, Optional
 
+from nlr_tf.layers import ACTIVATIONS
 from nlr_tf.models.options import option
 
-# The activations of noise regularization's clean and residual nets (Hu Table 2).
-ACTIVATIONS = ("sigmoid", "tanh", "relu")
 # How forward correction estimates its noise transition matrix T.
 TRANSITIONS = ("clean_pairs", "anchor")
 # Mixed precision: "none" (float32) or a Keras mixed dtype policy (see `nlr_tf.models.precision`).
@@ -135,38 +134,38 @@ class Family:
 FAMILIES = {
     f.name: f
     for f in (
-        Family(name="classifier", model="nlr_tf.models.classifier_model:SigmoidClassifier"),
+        Family(name="classifier", model="nlr_tf.models.classifier:SigmoidClassifier"),
         Family(
             name="label_cleaning",
-            model="nlr_tf.models.label_cleaning_model:LabelCleaningModel",
+            model="nlr_tf.models.label_cleaning:LabelCleaningModel",
             options=LabelCleaningOptions,
         ),
         Family(
             name="noise_regularization",
-            model="nlr_tf.models.noise_regularization_model:NoiseRegularizationModel",
+            model="nlr_tf.models.noise_regularization:NoiseRegularizationModel",
             options=NoiseRegularizationOptions,
             model_arguments=("activation", "alpha", "hidden_dim", "serve"),
         ),
         Family(
             name="forward",
-            model="nlr_tf.models.forward_model:ForwardModel",
+            model="nlr_tf.models.forward:ForwardModel",
             options=ForwardOptions,
             model_arguments=("multi_label",),
         ),
         Family(
             name="misra",
-            model="nlr_tf.models.misra_model:MisraModel",
+            model="nlr_tf.models.misra:MisraModel",
             options=MisraOptions,
             model_arguments=("serve",),
         ),
         Family(
             name="confident_learning",
-            model="nlr_tf.models.confident_learning_model:ConfidentLearningModel",
+            model="nlr_tf.models.confident_learning:ConfidentLearningModel",
             model_arguments=("multi_label",),
         ),
         Family(
             name="cleannet",
-            model="nlr_tf.models.cleannet_model:CleanNetModel",
+            model="nlr_tf.models.cleannet.model:CleanNetModel",
             options=CleanNetOptions,
             model_arguments=("multi_label",),
         ),
@@ -362,13 +361,13 @@ def build_model(
         method: `Method`.
         num_classes: int. Number of classes d.
         backbone_name, backbone_weights, image_size: the backbone (see
-            `nlr_tf.models.backbones.build_backbone`).
+            `nlr_tf.backbones.networks.build_backbone`).
         train_backbone: bool. Whether the backbone's weights train.
         options: dict. Values of the family's `model_arguments` (e.g. a
             `TrainConfig`'s, with the dataset's `multi_label`); those absent
             keep the model's defaults.
     """
-    from nlr_tf.models.backbones import build_backbone
+    from nlr_tf.backbones.networks import build_backbone
 
     options = options or {}
     kwargs = {k: options[k] for k in FAMILIES[method.family].model_arguments if k in options}

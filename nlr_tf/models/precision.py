@@ -21,7 +21,7 @@ apply_part_gradients` scales the loss by each part's own scale.
 
 import keras
 
-from nlr_tf.models.image_preprocessing import BackbonePreprocessing
+from nlr_tf.backbones.scaling import BackbonePreprocessing
 from nlr_tf.models.methods import PRECISIONS
 
 

@@ -37,7 +37,7 @@ do not depend on the fraction, so `noisy` and `gt` are trained once per seed.
 import dataclasses
 from typing import Any, Optional
 
-from nlr_tf.models.methods import ACTIVATIONS
+from nlr_tf.layers import ACTIVATIONS
 from tfrecords_tools.digits_mosaic import nested_split_name
 
 VARIANTS = ("multi_label", "single_label")

@@ -40,7 +40,8 @@ def _rows_text(by_variant: dict[str, list[str]]) -> str:
 def protocol(budget: Budget) -> str:
     """The rules every row trained under, as a paragraph of results.md: every training step, where each row starts,
     and where a row's loss differs from the others'."""
-    from nlr_tf.models import cleannet_model, confident_learning_model
+    from nlr_tf.models import confident_learning as confident_learning_model
+    from nlr_tf.models.cleannet import model as cleannet_model
 
     def stage(name: str, what: str) -> str:
         s = budget.stage(name)
@@ -118,7 +119,7 @@ def protocol(budget: Budget) -> str:
             "read off the noisy model's predictions at anchor points.",
             "- The rows from other works train under the same rules: Misra et al.'s two classifiers and Forward "
             "with Patrini's anchor-point T read no clean label and train once per seed; Forward (T counted from the "
-            "clean set's paired labels), CleanNet-wsoft (see `nlr_tf/models/cleannet_model.py` for the choices Lee et "
+            "clean set's paired labels), CleanNet-wsoft (see `nlr_tf/models/cleannet/model.py` for the choices Lee et "
             "al. leave open) and confident learning use the fraction's clean set.",
         ]
     lines += [

@@ -169,7 +169,7 @@ def _final_backbone(model_dir: str) -> tuple[keras.Model, dict[str, Any]]:
     does not load): the backbone rebuilt and read from the checkpoint of
     its final weights.
     """
-    from nlr_tf.models.backbones import build_backbone
+    from nlr_tf.backbones.networks import build_backbone
     from nlr_tf.training.checkpoints import restore_parts
 
     run_config = run_files.read_run_config(model_dir) or {}

@@ -9,10 +9,10 @@ mix) are decided here too, once.
 import dataclasses
 from typing import Optional
 
-from nlr_tf.data.image_sizes import DEFAULT_IMAGE_SIZE
+from nlr_tf.backbones.networks import MIN_IMAGE_SIZE, resolve_weights
+from nlr_tf.backbones.sizes import DEFAULT_IMAGE_SIZE
 from nlr_tf.data.mixing import mix_counts
 from nlr_tf.data.schema import DatasetError, DatasetInfo, load_dataset_info
-from nlr_tf.models.backbones import MIN_IMAGE_SIZE, resolve_weights
 from nlr_tf.models.methods import FAMILIES, METHODS, Method, get_method
 from nlr_tf.models.options import flag_spec
 from nlr_tf.training.config import EVAL_METRICS, TrainConfig

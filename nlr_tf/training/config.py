@@ -12,7 +12,7 @@ module imports no TensorFlow: `nlr-train --help` stays fast.
 import dataclasses
 from typing import Optional
 
-from nlr_tf.data.image_sizes import BACKBONES
+from nlr_tf.backbones.sizes import BACKBONES
 from nlr_tf.models.methods import FAMILIES, METHODS, PRECISIONS, Family
 from nlr_tf.models.options import flag_spec, option
 

@@ -6,9 +6,10 @@ from typing import Any, Optional
 import tensorflow as tf
 from absl import logging
 
-from nlr_tf.data.image_sizes import DEFAULT_IMAGE_SIZE
+from nlr_tf import metrics
+from nlr_tf.backbones.sizes import DEFAULT_IMAGE_SIZE
 from nlr_tf.data.schema import DatasetInfo
-from nlr_tf.models import metrics, prediction
+from nlr_tf.models import prediction
 from nlr_tf.training import model_dir as run_files
 from nlr_tf.training.checks import eval_metric
 from nlr_tf.training.config import TrainConfig

@@ -28,10 +28,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nlr_tf.data.feature_cache import weights_source
-
 # Importing a layer's module registers it for safe-mode loading (the model classes: `load_trained_model`).
-from nlr_tf.models import image_preprocessing  # noqa: F401
+from nlr_tf.backbones import scaling  # noqa: F401
+from nlr_tf.data.feature_cache import weights_source
 from nlr_tf.models.methods import FAMILIES
 from nlr_tf.models.precision import apply_precision
 
@@ -125,7 +124,7 @@ def write_label_weights(model_dir: str, ids: list[str], weights: np.ndarray) -> 
 
 
 def save_cleannet(model_dir: str, net: keras.Model) -> None:
-    """Saves the trained CleanNet (loads in safe mode once `nlr_tf.models.cleannet_network` is imported)."""
+    """Saves the trained CleanNet (loads in safe mode once `nlr_tf.models.cleannet.network` is imported)."""
     net.save(os.path.join(model_dir, CLEANNET_FILE))
 
 

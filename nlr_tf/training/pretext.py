@@ -18,10 +18,10 @@ import os
 import keras
 import tensorflow as tf
 
+from nlr_tf.backbones.networks import build_backbone
 from nlr_tf.data import pipeline
 from nlr_tf.data.input_config import InputConfig
 from nlr_tf.data.schema import load_dataset_info
-from nlr_tf.models.backbones import build_backbone
 from nlr_tf.training import model_dir as run_files
 
 ROTATIONS = 4

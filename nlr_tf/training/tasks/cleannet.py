@@ -7,7 +7,7 @@ with the clean set's verification labels, and every noisy label's weight
 max(0, cos). The weights go to the model (`CleanNetModel.set_label_weights`)
 and to the model dir (`cleannet_weights.npz`, read back when a run
 resumes), the trained CleanNet beside them (`cleannet.keras`). The choices
-Lee et al. leave open are listed in `nlr_tf.models.cleannet_model`.
+Lee et al. leave open are listed in `nlr_tf.models.cleannet.model`.
 """
 
 from typing import Any, Optional
@@ -19,7 +19,7 @@ import tensorflow as tf
 from nlr_tf.data.feature_cache import read_split, weights_source
 from nlr_tf.data.parsing import label_arrays
 from nlr_tf.data.schema import DatasetError, load_dataset_info
-from nlr_tf.models.cleannet_model import (
+from nlr_tf.models.cleannet.model import (
     BATCH,
     EVALUATIONS,
     LEARNING_RATE,
@@ -27,7 +27,7 @@ from nlr_tf.models.cleannet_model import (
     MOMENTUM,
     NUM_REFERENCES,
 )
-from nlr_tf.models.cleannet_network import THRESHOLD, CleanNet
+from nlr_tf.models.cleannet.network import THRESHOLD, CleanNet
 from nlr_tf.training import model_dir as run_files
 from nlr_tf.training.tasks.base import Task
 
@@ -100,16 +100,18 @@ class CleanNetTask(Task):
             validation = validation if len(validation[0]) else None
         record = train_cleannet(net, verified, unverified, validation, config.cleannet_steps, config.seed)
         run_files.save_cleannet(config.model_dir, net)
-        similarity = np.concatenate(
-            [net(noisy["features"][i : i + 4096]).numpy() for i in range(0, len(noisy["id"]), 4096)]
-        )
-        weights = soft_weights(similarity).astype(np.float32)
+        weights = soft_weights(similarities(net, noisy["features"])).astype(np.float32)
         present = noisy["noisy_labels"] > 0
         record = {"cleannet_" + k: v for k, v in record.items()} | {
             "cleannet_verified_pairs": int(len(verified[0])),
             "mean_noisy_label_weight": float(weights[present].mean()),
         }
         return [i.decode("utf-8") for i in noisy["id"]], weights, record
+
+
+def similarities(net: CleanNet, features: np.ndarray) -> np.ndarray:
+    """[n, d]: each image's similarity to each class's embedding, in batches (bounded memory on large splits)."""
+    return net.predict(features, batch_size=4096, verbose=0)
 
 
 def reference_set(features: np.ndarray, noisy: np.ndarray, num_references: int, seed: int) -> np.ndarray:
@@ -192,12 +194,7 @@ def train_cleannet(
 
     def accuracy(pairs) -> float:
         features, classes, correct = pairs
-        similarity = np.concatenate(
-            [
-                np.take_along_axis(net(features[i : i + 4096]).numpy(), classes[i : i + 4096, None], axis=1)[:, 0]
-                for i in range(0, len(features), 4096)
-            ]
-        )
+        similarity = np.take_along_axis(similarities(net, features), classes[:, None], axis=1)[:, 0]
         return float(np.mean((similarity >= THRESHOLD) == (correct > 0)))
 
     every = max(1, steps // EVALUATIONS)

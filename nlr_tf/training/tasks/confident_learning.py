@@ -11,7 +11,7 @@ wrong (`nlr_tf.models.label_issues`). The flagged ids go to the model
 from typing import Optional
 
 from nlr_tf.data.feature_cache import read_split
-from nlr_tf.models.confident_learning_model import FOLDS
+from nlr_tf.models.confident_learning import FOLDS
 from nlr_tf.models.label_issues import example_flags
 from nlr_tf.models.logistic import out_of_sample_probabilities
 from nlr_tf.training import model_dir as run_files

@@ -44,11 +44,8 @@ from typing import NamedTuple
 
 import keras
 
-from nlr_tf.data.image_sizes import BACKBONES, DEFAULT_IMAGE_SIZE, SMALL_CNN_WIDTH
-from nlr_tf.models.image_preprocessing import BackbonePreprocessing
-
-MIN_IMAGE_SIZE = {"inception_v3": 75, "resnet50": 32, "small_cnn": 8, "small_cnn_wide": 8}
-FEATURE_DIM = {"inception_v3": 2048, "resnet50": 2048}
+from nlr_tf.backbones.scaling import BackbonePreprocessing
+from nlr_tf.backbones.sizes import BACKBONES, DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE, SMALL_CNN_WIDTH
 
 
 class ImagenetFile(NamedTuple):

@@ -24,7 +24,7 @@ class SigmoidClassifier(NoisyLabelModel):
         **kwargs: standard model arguments.
 
     Example:
-    >>> from nlr_tf.models.backbones import build_backbone
+    >>> from nlr_tf.backbones.networks import build_backbone
     >>> model = SigmoidClassifier(build_backbone("small_cnn", image_size=16), num_classes=10)
     >>> scores = model(keras.ops.zeros((2, 16, 16, 3)))["scores"]
     """

@@ -2,8 +2,8 @@
 
 import keras
 
+from nlr_tf.layers.clean_residual_heads import CleanResidualHeads
 from nlr_tf.models.base_model import NoisyLabelModel
-from nlr_tf.models.clean_residual_heads import CleanResidualHeads
 from nlr_tf.models.losses import masked_bce_with_logits
 
 SERVED_OUTPUTS = ("g", "h")

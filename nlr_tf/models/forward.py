@@ -4,9 +4,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from nlr_tf.layers.noise_transition import NoiseTransition
 from nlr_tf.models.base_model import NoisyLabelModel
 from nlr_tf.models.losses import masked_bce_with_logits, masked_mean
-from nlr_tf.models.noise_transition import NoiseTransition
 
 _EPS = 1e-7
 

@@ -3,8 +3,8 @@
 import keras
 import tensorflow as tf
 
+from nlr_tf.layers.label_cleaning import LabelCleaning
 from nlr_tf.models.base_model import NoisyLabelModel
-from nlr_tf.models.label_cleaning_layer import LabelCleaning
 from nlr_tf.models.losses import masked_bce_with_logits, masked_l1
 
 CLEAN_LOSS_WEIGHT = 0.1

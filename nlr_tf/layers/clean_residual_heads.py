@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from nlr_tf.models.methods import ACTIVATIONS
+from nlr_tf.layers import ACTIVATIONS
 
 
 @keras.saving.register_keras_serializable(package="nlr_tf")

@@ -38,7 +38,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nlr_tf.models.classifier_model import SigmoidClassifier
+from nlr_tf.models.classifier import SigmoidClassifier
 from nlr_tf.models.example_table import ExampleTable
 
 # CleanNet's own training (their code's defaults), run by `nlr_tf.training.tasks.cleannet`: kept beside the

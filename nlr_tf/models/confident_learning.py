@@ -2,7 +2,7 @@
 
 import keras
 
-from nlr_tf.models.classifier_model import SigmoidClassifier
+from nlr_tf.models.classifier import SigmoidClassifier
 from nlr_tf.models.example_table import ExampleTable
 
 # k of the k-fold out-of-sample probabilities the flags come from (its training task,

@@ -12,7 +12,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nlr_tf.models.set_attention import SetAttention
+from nlr_tf.layers.set_attention import SetAttention
 
 EMBEDDING_DIM = 128
 # Lee et al.'s losses (their code's defaults).
