@@ -1,6 +1,7 @@
 """One source for the training configuration: `TrainConfig`'s fields are nlr-train's flags."""
 
 import dataclasses
+import os
 import subprocess
 import sys
 
@@ -75,6 +76,27 @@ def test_help_imports_no_tensorflow():
     code = "import sys; import nlr_tf.cli.train; print(sorted(m for m in ('tensorflow', 'keras') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_a_binary_without_a_gpu_prints_no_cuda_error_and_a_users_log_level_is_kept(monkeypatch):
+    import nlr_tf.cli
+
+    if nlr_tf.cli._has_nvidia_driver():
+        pytest.skip("this machine has an NVIDIA driver")
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    code = "import nlr_tf.cli.train, tensorflow as tf; print(len(tf.config.list_physical_devices('GPU')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=env, check=True)
+    assert out.stdout.strip() == "0"
+    assert "cuInit" not in out.stderr and "E0000" not in out.stderr, out.stderr
+    # The user's own threshold wins.
+    code = "import os, nlr_tf.cli; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=dict(env, TF_CPP_MIN_LOG_LEVEL="0")
+    )
+    assert out.stdout.strip() == "0"
+    # A machine with a driver keeps error lines: its CUDA errors are real.
+    monkeypatch.setattr(nlr_tf.cli, "_has_nvidia_driver", lambda: True)
+    assert nlr_tf.cli._tensorflow_log_level() == "2"
 
 
 def test_a_method_of_an_unknown_family_cannot_exist():
