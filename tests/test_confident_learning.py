@@ -102,6 +102,21 @@ def test_from_the_cli_its_issues_are_kept_in_the_run_dir_and_read_back_on_resume
     assert issues["num_noisy"] == 100 and issues["num_issues"] == len(issues["ids"]) <= 100
     result = json.loads((run / "train_result.json").read_text())
     assert result["label_issues"] == issues["num_issues"]
+    assert result["label_issues_estimated"] is True
+    # Another learning rate on the same cache and seed reads the issues kept beside the cache.
+    other = tmp_path / "cl_other_lr"
+    proc = run_cli("train", *[a for a in args if not a.startswith("--model_dir")], f"--model_dir={other}",
+                   "--learning_rate=0.01", "--train_steps=5")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((other / "label_issues.json").read_text()) == issues
+    assert json.loads((other / "train_result.json").read_text())["label_issues_estimated"] is False
+    assert len(list((tmp_path / "features" / "estimates").iterdir())) == 1
+    # Another seed is another estimate.
+    proc = run_cli("train", *[a for a in args if not a.startswith("--model_dir")], f"--model_dir={tmp_path / 's1'}",
+                   "--seed=1", "--train_steps=5")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert json.loads((tmp_path / "s1" / "train_result.json").read_text())["label_issues_estimated"] is True
+    assert len(list((tmp_path / "features" / "estimates").iterdir())) == 2
     proc = run_cli("train", *args, "--train_steps=10")  # resumes, reading the issues back
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads((run / "label_issues.json").read_text()) == issues

@@ -16,8 +16,16 @@ little-endian float16 bytes (`features/float16`): about half the size on
 disk, values rounded to float16's 11 significant bits; the pipeline decodes
 them to float32, so every reader sees the same float32 `features`. A
 feature beyond float16's range is refused, not stored as inf.
+
+Estimates computed from a cache's features alone (confident learning's
+label issues: the same for every learning rate and clean fraction that
+trains on the same cache and seed) are kept beside it in `estimates/`,
+each under a key of everything it depends on (`estimate_key`), so later
+runs read them instead of computing them again.
 """
 
+import hashlib
+import json
 import os
 from typing import Any, Optional, Sequence
 
@@ -264,3 +272,53 @@ def read_split(info: schema.DatasetInfo, split: str, batch_size: int = 1024) -> 
         for k in keys:
             parts[k].append(batch[k].numpy())
     return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+ESTIMATES_DIR = "estimates"
+
+
+def estimate_key(*parts: Any) -> str:
+    """A hex key of `parts` (numpy arrays by dtype, shape and bytes, arrays of bytes objects by their
+    contents; anything else by its repr)."""
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray) and part.dtype == object:
+            h.update(b"\0".join(bytes(v) for v in part.ravel()))
+        elif isinstance(part, np.ndarray):
+            h.update(f"{part.dtype.str}{part.shape}".encode())
+            h.update(np.ascontiguousarray(part).tobytes())
+        else:
+            h.update(repr(part).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:32]
+
+
+def _estimate_path(info: schema.DatasetInfo, name: str, key: str) -> str:
+    return os.path.join(info.path, ESTIMATES_DIR, f"{name}-{key}.json")
+
+
+def read_estimate(info: schema.DatasetInfo, name: str, key: str) -> Optional[Any]:
+    """The estimate `name` kept beside the cache under `key`, or None if there is none."""
+    path = _estimate_path(info, name, key)
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path) as f:
+        return json.load(f)
+
+
+def write_estimate(info: schema.DatasetInfo, name: str, key: str, value: Any) -> bool:
+    """Keeps `value` beside the cache under `key`, atomically (a reader sees the whole file or none).
+
+    Returns False, and keeps nothing, where the cache's folder cannot be
+    written (a read-only or shared copy): the estimate is only a saving.
+    """
+    path = _estimate_path(info, name, key)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    try:
+        tf.io.gfile.makedirs(os.path.dirname(path))
+        with tf.io.gfile.GFile(tmp, "w") as f:
+            json.dump(value, f)
+        tf.io.gfile.rename(tmp, path, overwrite=True)
+    except (OSError, tf.errors.OpError):
+        return False
+    return True

@@ -6,11 +6,19 @@ and cleanlab's `find_label_issues` flags those whose noisy labels look
 wrong (`nlr_tf.models.label_issues`). The flagged ids go to the model
 (`ConfidentLearningModel.set_label_issues`) and to the model dir
 (`label_issues.json`), from which a resumed run reads them back.
+
+The issues depend only on the cache's noisy split, the seed and the
+estimator, not on the learning rate or the clean set: they are kept beside
+the feature cache (`feature_cache.write_estimate`) under a key of all of
+these, and every later run on the same cache and seed reads them there.
 """
 
 from typing import Optional
 
-from nlr_tf.data.feature_cache import read_split
+import cleanlab
+import sklearn
+
+from nlr_tf.data.feature_cache import estimate_key, read_estimate, read_split, write_estimate
 from nlr_tf.models.confident_learning import FOLDS
 from nlr_tf.models.label_issues import example_flags
 from nlr_tf.models.logistic import out_of_sample_probabilities
@@ -28,17 +36,31 @@ class ConfidentLearningTask(Task):
 
     def prepare(self, model, data, config, resumed=False) -> dict:
         record = run_files.read_label_issues(config.model_dir) if resumed else None
+        estimated = False
         if record is None:
             split = read_split(data, config.noisy_split)
             ids, noisy = split["id"].tolist(), split["noisy_labels"] > 0
-            probs = out_of_sample_probabilities(split["features"], noisy, model.multi_label, config.seed, FOLDS)
-            flagged = example_flags(probs, noisy, model.multi_label)
-            record = {
-                "num_noisy": len(ids),
-                "num_issues": int(flagged.sum()),
-                "folds": FOLDS,
-                "ids": [i.decode("utf-8") for i, f in zip(ids, flagged) if f],
-            }
+            key = estimate_key(
+                split["id"], split["features"], noisy, model.multi_label, config.seed, FOLDS,
+                sklearn.__version__, cleanlab.__version__,
+            )  # fmt: skip
+            record = read_estimate(data, "label_issues", key)
+            if record is None:
+                probs = out_of_sample_probabilities(split["features"], noisy, model.multi_label, config.seed, FOLDS)
+                flagged = example_flags(probs, noisy, model.multi_label)
+                record = {
+                    "num_noisy": len(ids),
+                    "num_issues": int(flagged.sum()),
+                    "folds": FOLDS,
+                    "ids": [i.decode("utf-8") for i, f in zip(ids, flagged) if f],
+                }
+                estimated = True
+                write_estimate(data, "label_issues", key, record)
             run_files.write_label_issues(config.model_dir, record)
         model.set_label_issues(record["ids"])
-        return {"label_issues": record["num_issues"], "noisy_examples": record["num_noisy"]}
+        return {
+            "label_issues": record["num_issues"],
+            "noisy_examples": record["num_noisy"],
+            # False: read back on resume, or from the estimate kept beside the feature cache.
+            "label_issues_estimated": estimated,
+        }
