@@ -99,7 +99,8 @@ def pretrain_rotation(config: RotationConfig) -> dict:
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="accuracy")],
     )
-    model.fit(images, epochs=1, steps_per_epoch=config.steps, verbose=0)
+    # The pipeline shuffles (training=True); Keras' own shuffle does not apply to a dataset.
+    model.fit(images, epochs=1, steps_per_epoch=config.steps, shuffle=False, verbose=0)
     # Inference-mode rotation accuracy on training images (the pretext task has no held-out split).
     measured = model.evaluate(images.take(_CHECK_BATCHES), verbose=0, return_dict=True)
     os.makedirs(config.output_dir, exist_ok=True)
