@@ -7,7 +7,8 @@ import os
 
 import pytest
 
-from nlr_tf.reproduce import ledger, plan, runner
+from nlr_tf.reproduce import budgets, ledger, plan, runner
+from nlr_tf.reproduce.rows import VARIANTS
 from nlr_tf.training import model_dir as run_files
 
 
@@ -35,7 +36,7 @@ def _planned(runs, output_dir, budget):
 
 
 def test_a_recorded_chunk_is_restored_into_another_output_folder_with_its_paths(tmp_path):
-    budget = plan.QUICK
+    budget = budgets.QUICK
     first, second, book = str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "ledger")
     source = [plan.source_run(budget)]
     _finish(first, source[0], budget)
@@ -67,7 +68,7 @@ def test_a_recorded_chunk_is_restored_into_another_output_folder_with_its_paths(
 
 
 def test_a_chunk_whose_plan_changed_is_not_restored(tmp_path):
-    budget = dataclasses.replace(plan.QUICK, benchmarks=("scratch",), variants=plan.VARIANTS)
+    budget = dataclasses.replace(budgets.QUICK, benchmarks=("scratch",), variants=VARIANTS)
     out, other, book = str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "ledger")
     runs = _chunk_runs(budget, "scratch/sl/seed0")
     assert runs and {r.variant for r in runs} == {"single_label"}
@@ -96,8 +97,8 @@ def test_an_unreadable_ledger_is_a_clear_error(tmp_path):
 
 
 def test_a_runs_random_seed_does_not_depend_on_its_place_in_the_plan():
-    every = plan.make_plan(plan.FULL)
-    alone = plan.make_plan(dataclasses.replace(plan.FULL, benchmarks=("transfer",)), ("single_label",))
+    every = plan.make_plan(budgets.FULL)
+    alone = plan.make_plan(dataclasses.replace(budgets.FULL, benchmarks=("transfer",)), ("single_label",))
     seeds = {r.name: runner.run_seed(r) for r in every}
     assert all(runner.run_seed(r) == seeds[r.name] for r in alone)
     assert len(set(seeds.values())) == len(seeds)

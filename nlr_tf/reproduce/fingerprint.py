@@ -19,7 +19,8 @@ import subprocess
 from typing import Any, Optional
 
 from nlr_tf.reproduce import runner
-from nlr_tf.reproduce.plan import Budget, make_plan
+from nlr_tf.reproduce.budgets import Budget
+from nlr_tf.reproduce.plan import make_plan
 
 _OUT = "OUTPUT_DIR"
 

@@ -4,8 +4,8 @@ import json
 import os
 from typing import Any
 
-from nlr_tf.reproduce import plan
 from nlr_tf.reproduce.results import ML, Results
+from nlr_tf.reproduce.rows import BENCHMARKS
 
 PREMISE_FRACTION = 0.20  # Hu COCO's FT-L at 20 % closes 68 % of the noisy -> GT gap
 PREMISE_CONFUSIONS = 4  # the annotator's most frequent confusions listed per benchmark (all: nlr-inspect)
@@ -93,7 +93,7 @@ def premise_markdown(facts: dict[str, Any]) -> str:
             f"{100 * s['training_fonts_top1']:.2f} % on other renderings of its training fonts, "
             f"{100 * s['held_out_fonts_top1']:.2f} % on held-out fonts."
         )
-    for benchmark in plan.BENCHMARKS:
+    for benchmark in BENCHMARKS:
         entry = facts.get(benchmark)
         if not entry:
             continue

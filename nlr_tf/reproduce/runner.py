@@ -21,7 +21,9 @@ from absl import logging
 
 from nlr_tf.data.schema import DatasetInfo, load_dataset_info
 from nlr_tf.reproduce import ledger
-from nlr_tf.reproduce.plan import SHORT, Budget, Run, dataset_fractions, make_plan, source_cell
+from nlr_tf.reproduce.budgets import Budget
+from nlr_tf.reproduce.plan import Run, dataset_fractions, make_plan, source_cell
+from nlr_tf.reproduce.rows import SHORT
 from nlr_tf.training import model_dir as run_files
 from nlr_tf.training import pretext
 from nlr_tf.training.config import TrainConfig
