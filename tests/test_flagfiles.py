@@ -13,7 +13,7 @@ from cli_util import ROOT, run_cli
 
 from nlr_tf.cli import train as train_cli  # noqa: F401  (defines the flags)
 from nlr_tf.models.methods import METHODS
-from nlr_tf.reproduce import budgets, flagfiles, plan, runner
+from nlr_tf.reproduce import budgets, flagfiles, plan, run_configs
 from nlr_tf.reproduce.rows import (
     GT,
     MULTI_LABEL_BASELINE_EXTRAS,
@@ -111,7 +111,7 @@ def test_digits_flagfile_is_the_reproduction_run(variant, row):
     lr_fields = dict(row.lr_fields)
     # The runner's config of this row's run (seed 0, the main fraction) at each rate of the stage's grid.
     expected = [
-        runner.train_config(plan.Run(variant, budget.seeds[0], fraction, row, lr), "/out", budget, "/out/noisy")
+        run_configs.train_config(plan.Run(variant, budget.seeds[0], fraction, row, lr), "/out", budget, "/out/noisy")
         for lr in grid
     ]
     for field in dataclasses.fields(config):

@@ -372,26 +372,26 @@ def test_the_transfer_benchmark_starts_every_network_where_the_papers_start():
 
 
 def test_the_transfer_benchmarks_datasets_and_starting_weights(tmp_path):
-    from nlr_tf.reproduce import runner
+    from nlr_tf.reproduce import datasets, run_configs
 
     out = str(tmp_path)
-    assert runner.dataset_dir(out, "multi_label", "transfer") != runner.dataset_dir(out, "multi_label", "scratch")
-    assert runner.dataset_dir(out, "single_label", "transfer") == runner.dataset_dir(out, "single_label", "scratch")
-    args = runner.dataset_arguments(budgets.FULL, "multi_label", "transfer")
+    assert datasets.dataset_dir(out, "multi_label", "transfer") != datasets.dataset_dir(out, "multi_label", "scratch")
+    assert datasets.dataset_dir(out, "single_label", "transfer") == datasets.dataset_dir(out, "single_label", "scratch")
+    args = datasets.dataset_arguments(budgets.FULL, "multi_label", "transfer")
     assert args["annotator"] == plan.source_cell() and args["annotator_top_k"] == budgets.FULL.annotator_top_k
-    assert "annotator" not in runner.dataset_arguments(budgets.FULL, "multi_label", "scratch")
-    assert runner.dataset_arguments(budgets.FULL, "source")["source"] == "glyphs"
+    assert "annotator" not in datasets.dataset_arguments(budgets.FULL, "multi_label", "scratch")
+    assert datasets.dataset_arguments(budgets.FULL, "source")["source"] == "glyphs"
     source = plan.source_run(budgets.FULL)
-    config = runner.train_config(source, out, budgets.FULL)
-    assert config.dataset == runner.dataset_dir(out, "source") and config.backbone_weights == "none"
+    config = run_configs.train_config(source, out, budgets.FULL)
+    assert config.dataset == datasets.dataset_dir(out, "source") and config.backbone_weights == "none"
     assert (config.train_steps, config.method) == (budgets.FULL.source.max_steps, "noisy")
     gt = next(r for r in plan.make_plan(budgets.FULL) if r.benchmark == "transfer" and r.row.key == "gt")
-    config = runner.train_config(gt, out, budgets.FULL, "SOURCE_DIR")
+    config = run_configs.train_config(gt, out, budgets.FULL, "SOURCE_DIR")
     assert config.backbone_weights == os.path.join("SOURCE_DIR", "backbone.weights.h5")
 
 
 def test_every_row_trains_under_its_stage_rules(tmp_path):
-    from nlr_tf.reproduce.runner import pretext_config, train_config
+    from nlr_tf.reproduce.run_configs import pretext_config, train_config
 
     for run in plan.make_plan(budgets.FULL):
         if run.row.stage == "reference" or run.learning_rate is None:

@@ -94,11 +94,12 @@ def main(argv):
 
     from nlr_tf.data.schema import DatasetError
     from nlr_tf.reproduce.budgets import FULL, QUICK
+    from nlr_tf.reproduce.datasets import ReproduceError, build_datasets
     from nlr_tf.reproduce.fingerprint import code_version, plan_fingerprint
     from nlr_tf.reproduce.ledger import LedgerError
     from nlr_tf.reproduce.report import RESULTS_JSON, RESULTS_MD, write_results
     from nlr_tf.reproduce.rows import BENCHMARKS, VARIANTS
-    from nlr_tf.reproduce.runner import ReproduceError, build_datasets, run_plan
+    from nlr_tf.reproduce.runner import run_plan
     from nlr_tf.training.checks import ConfigError
     from nlr_tf.training.trainer import TrainingDiverged
 

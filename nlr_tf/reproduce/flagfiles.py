@@ -1,13 +1,13 @@
 """The benchmark's flagfiles, `flags/digits_*.cfg`: one run of `nlr-reproduce` each, to train by hand.
 
-Each flagfile is rendered from the plan (`budgets.FULL`) through the runner's
-own `runner.train_config`, so it carries exactly the settings
-`nlr-reproduce` trains that row with: seed 0, the main clean fraction, the
-user's `out/...` and `runs/...` paths instead of the reproduction's, and,
-where the row's stage searches a learning-rate grid, the grid's middle value
-(`nlr-reproduce` chooses the rate on `val`).
+Each flagfile is rendered from the plan (`budgets.FULL`) through the
+reproduction's own `run_configs.train_config`, so it carries exactly the
+settings `nlr-reproduce` trains that row with: seed 0, the main clean
+fraction, the user's `out/...` and `runs/...` paths instead of the
+reproduction's, and, where the row's stage searches a learning-rate grid,
+the grid's middle value (`nlr-reproduce` chooses the rate on `val`).
 
-After changing the plan or the runner, regenerate them:
+After changing the plan or the run configs, regenerate them:
 
   python -m nlr_tf.reproduce.flagfiles
 
@@ -21,8 +21,8 @@ import os
 import sys
 from typing import Any, Optional
 
-from nlr_tf.reproduce import runner
 from nlr_tf.reproduce.budgets import FULL, Budget
+from nlr_tf.reproduce.datasets import DATA_SEED
 from nlr_tf.reproduce.plan import Run, dataset_fractions
 from nlr_tf.reproduce.rows import (
     GT,
@@ -39,6 +39,7 @@ from nlr_tf.reproduce.rows import (
     VARIANTS,
     Row,
 )
+from nlr_tf.reproduce.run_configs import train_config
 from nlr_tf.training.config import TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -126,8 +127,8 @@ def user_paths(variant: str, row: Row) -> dict[str, str]:
 
 
 def flagfile_config(variant: str, row: Row, budget: Budget = FULL) -> TrainConfig:
-    """`runner.train_config` of the row's run, with the user's paths in place of the reproduction's."""
-    config = runner.train_config(plan_run(variant, row, budget), "OUTPUT_DIR", budget, "NOISY_MODEL_DIR")
+    """`run_configs.train_config` of the row's run, with the user's paths in place of the reproduction's."""
+    config = train_config(plan_run(variant, row, budget), "OUTPUT_DIR", budget, "NOISY_MODEL_DIR")
     for field, path in user_paths(variant, row).items():
         if getattr(config, field):  # the runner's paths that are set (init, cache: only for some rows)
             setattr(config, field, path)
@@ -154,7 +155,7 @@ def format_value(value: Any) -> str:
 
 
 def dataset_command(variant: str, budget: Budget = FULL) -> str:
-    """The `nlr-make-tfrecords` command that builds the dataset `runner.build_datasets` builds."""
+    """The `nlr-make-tfrecords` command that builds the dataset `datasets.build_datasets` builds."""
     args = [
         "nlr-make-tfrecords",
         "--source=digits_mosaic",
@@ -165,8 +166,8 @@ def dataset_command(variant: str, budget: Budget = FULL) -> str:
     for name, size in zip(("num_train", "num_val", "num_test"), budget.dataset_sizes or ()):
         if size is not None:
             args.append(f"--{name}={size}")
-    if runner.DATA_SEED:
-        args.append(f"--seed={runner.DATA_SEED}")
+    if DATA_SEED:
+        args.append(f"--seed={DATA_SEED}")
     return " ".join(args + [f"--output_dir={dataset_path(variant)}"])
 
 

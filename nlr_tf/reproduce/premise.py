@@ -27,7 +27,7 @@ def premise(output_dir: str, records: list[dict[str, Any]], results: dict[str, R
     """
     from nlr_tf.data.label_stats import split_stats
     from nlr_tf.data.schema import load_dataset_info
-    from nlr_tf.reproduce.runner import dataset_dir
+    from nlr_tf.reproduce.datasets import dataset_dir
 
     out: dict[str, Any] = {}
     source = [r for r in records if r["variant"] == "source"]
