@@ -8,8 +8,9 @@ import re
 
 import pytest
 
-from nlr_tf.reproduce import plan
+from nlr_tf.reproduce import budgets
 from nlr_tf.reproduce.fingerprint import code_version, plan_fingerprint
+from nlr_tf.reproduce.rows import VARIANTS
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "docs", "results.json")
@@ -28,7 +29,7 @@ def test_the_committed_results_were_made_by_todays_plan():
     results = _committed()
     if results is None:
         pytest.skip("docs/results.json is not committed (the evidence is being regenerated)")
-    assert results.get("fingerprint") == plan_fingerprint(plan.FULL, plan.VARIANTS), (
+    assert results.get("fingerprint") == plan_fingerprint(budgets.FULL, VARIANTS), (
         "docs/results.json was made by another plan than the code's: what some row trains has changed since; "
         "regenerate it (nlr-reproduce --output_dir=out/reproduce) and copy results.* into docs/"
     )
@@ -36,14 +37,14 @@ def test_the_committed_results_were_made_by_todays_plan():
 
 
 def test_the_fingerprint_changes_with_what_any_row_trains():
-    base = plan_fingerprint(plan.FULL, plan.VARIANTS)
-    assert base == plan_fingerprint(plan.FULL, plan.VARIANTS)
-    heads = dataclasses.replace(plan.FULL.heads, max_steps=plan.FULL.heads.max_steps + 1)
-    assert plan_fingerprint(dataclasses.replace(plan.FULL, heads=heads), plan.VARIANTS) != base
-    assert plan_fingerprint(dataclasses.replace(plan.FULL, annotator_top_k=3), plan.VARIANTS) != base
-    assert plan_fingerprint(dataclasses.replace(plan.FULL, dataset_sizes=(12000, 2000, 3999)), plan.VARIANTS) != base
-    assert plan_fingerprint(dataclasses.replace(plan.FULL, reference_c=(1.0,)), plan.VARIANTS) != base
-    assert plan_fingerprint(plan.FULL, ("multi_label",)) != base
+    base = plan_fingerprint(budgets.FULL, VARIANTS)
+    assert base == plan_fingerprint(budgets.FULL, VARIANTS)
+    heads = dataclasses.replace(budgets.FULL.heads, max_steps=budgets.FULL.heads.max_steps + 1)
+    assert plan_fingerprint(dataclasses.replace(budgets.FULL, heads=heads), VARIANTS) != base
+    assert plan_fingerprint(dataclasses.replace(budgets.FULL, annotator_top_k=3), VARIANTS) != base
+    assert plan_fingerprint(dataclasses.replace(budgets.FULL, dataset_sizes=(12000, 2000, 3999)), VARIANTS) != base
+    assert plan_fingerprint(dataclasses.replace(budgets.FULL, reference_c=(1.0,)), VARIANTS) != base
+    assert plan_fingerprint(budgets.FULL, ("multi_label",)) != base
 
 
 def test_the_code_version_names_a_commit_and_whether_the_tree_was_clean():

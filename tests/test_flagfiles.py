@@ -13,7 +13,20 @@ from cli_util import ROOT, run_cli
 
 from nlr_tf.cli import train as train_cli  # noqa: F401  (defines the flags)
 from nlr_tf.models.methods import METHODS
-from nlr_tf.reproduce import flagfiles, plan, runner
+from nlr_tf.reproduce import budgets, flagfiles, plan, run_configs
+from nlr_tf.reproduce.rows import (
+    GT,
+    MULTI_LABEL_BASELINE_EXTRAS,
+    MULTI_LABEL_BASELINES,
+    MULTI_LABEL_EXTRAS,
+    MULTI_LABEL_ROWS,
+    NOISY,
+    SHORT,
+    SINGLE_LABEL_BASELINE_EXTRAS,
+    SINGLE_LABEL_BASELINES,
+    SINGLE_LABEL_EXTRAS,
+    SINGLE_LABEL_ROWS,
+)
 
 FLAGFILES = sorted(glob.glob(os.path.join(ROOT, "flags", "*.cfg")))
 DIGITS_FLAGFILES = sorted(glob.glob(os.path.join(ROOT, "flags", "digits_*.cfg")))
@@ -23,19 +36,15 @@ DIGITS_ROWS = [
     for variant, rows in (
         (
             "multi_label",
-            (plan.NOISY, plan.GT)
-            + plan.MULTI_LABEL_ROWS
-            + plan.MULTI_LABEL_BASELINES
-            + plan.MULTI_LABEL_EXTRAS
-            + plan.MULTI_LABEL_BASELINE_EXTRAS,
+            (NOISY, GT) + MULTI_LABEL_ROWS + MULTI_LABEL_BASELINES + MULTI_LABEL_EXTRAS + MULTI_LABEL_BASELINE_EXTRAS,
         ),
         (
             "single_label",
-            (plan.NOISY, plan.GT)
-            + plan.SINGLE_LABEL_ROWS
-            + plan.SINGLE_LABEL_BASELINES
-            + plan.SINGLE_LABEL_EXTRAS
-            + plan.SINGLE_LABEL_BASELINE_EXTRAS,
+            (NOISY, GT)
+            + SINGLE_LABEL_ROWS
+            + SINGLE_LABEL_BASELINES
+            + SINGLE_LABEL_EXTRAS
+            + SINGLE_LABEL_BASELINE_EXTRAS,
         ),
     )
     for row in rows
@@ -65,7 +74,7 @@ def test_there_is_a_flagfile_per_paper_configuration():
         "veit_openimages_ft_clean",
         "veit_openimages_ft_mixed",
     } <= names
-    assert {f"digits_{plan.SHORT[v]}_{r.key}" for v, r in DIGITS_ROWS} <= names
+    assert {f"digits_{SHORT[v]}_{r.key}" for v, r in DIGITS_ROWS} <= names
 
 
 @pytest.mark.parametrize("path", FLAGFILES, ids=lambda p: os.path.basename(p))
@@ -92,17 +101,17 @@ def test_digits_flagfiles_are_generated_from_the_plan():
 _PATHS = ("model_dir", "dataset", "init_checkpoint", "feature_cache", "reference_features")
 
 
-@pytest.mark.parametrize("variant,row", DIGITS_ROWS, ids=[f"{plan.SHORT[v]}_{r.key}" for v, r in DIGITS_ROWS])
+@pytest.mark.parametrize("variant,row", DIGITS_ROWS, ids=[f"{SHORT[v]}_{r.key}" for v, r in DIGITS_ROWS])
 def test_digits_flagfile_is_the_reproduction_run(variant, row):
     """A digits flagfile parses to the TrainConfig nlr-reproduce trains its row with (paths and grid rate aside)."""
-    budget = plan.FULL
+    budget = budgets.FULL
     config = _parse(os.path.join(ROOT, "flags", flagfiles.flagfile_name(variant, row)))
     fraction = None if row.shared else budget.main_fraction
     grid = budget.stage(row.stage).learning_rates
     lr_fields = dict(row.lr_fields)
     # The runner's config of this row's run (seed 0, the main fraction) at each rate of the stage's grid.
     expected = [
-        runner.train_config(plan.Run(variant, budget.seeds[0], fraction, row, lr), "/out", budget, "/out/noisy")
+        run_configs.train_config(plan.Run(variant, budget.seeds[0], fraction, row, lr), "/out", budget, "/out/noisy")
         for lr in grid
     ]
     for field in dataclasses.fields(config):
@@ -117,13 +126,13 @@ def test_digits_flagfile_is_the_reproduction_run(variant, row):
     # The grid's rates move together: the flagfile's rates are one run's.
     assert any(all(getattr(config, f) == getattr(e, f) for f in lr_fields) for e in expected)
     # The paths are the user's, and the ones the header's commands make.
-    assert config.dataset == f"out/digits_mosaic_{plan.SHORT[variant]}"
+    assert config.dataset == f"out/digits_mosaic_{SHORT[variant]}"
     if config.init_checkpoint:
         start = flagfiles.starting_row(variant, row)
-        assert config.init_checkpoint == f"runs/digits_{plan.SHORT[variant]}_{start.key}"
+        assert config.init_checkpoint == f"runs/digits_{SHORT[variant]}_{start.key}"
         assert start.key == (row.starts_from or "noisy")
     for cache in (config.feature_cache, config.reference_features):
-        assert cache in ("", f"runs/digits_{plan.SHORT[variant]}_noisy/features")
+        assert cache in ("", f"runs/digits_{SHORT[variant]}_noisy/features")
     assert bool(config.init_checkpoint) is (row.stage != "scratch")
     assert config.train_backbone is {"scratch": None, "whole": True, "heads": False}[row.stage]
 

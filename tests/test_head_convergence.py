@@ -18,31 +18,32 @@ import dataclasses
 
 import pytest
 
-from nlr_tf.reproduce import plan, runner
+from nlr_tf.reproduce import budgets, datasets, run_configs, runner
 from nlr_tf.reproduce.plan import Run
+from nlr_tf.reproduce.rows import MULTI_LABEL_REFERENCES, MULTI_LABEL_ROWS, NOISY
 
 
 def _row(key):
-    return next(r for r in plan.MULTI_LABEL_ROWS + plan.MULTI_LABEL_REFERENCES if r.key == key)
+    return next(r for r in MULTI_LABEL_ROWS + MULTI_LABEL_REFERENCES if r.key == key)
 
 
 def test_ft_last_reaches_the_logistic_regression_on_the_same_features(tmp_path):
     budget = dataclasses.replace(
-        plan.FULL,
+        budgets.FULL,
         seeds=(0,),
         fractions=(0.2,),
         main_fraction=0.2,
         dataset_sizes=(1000, 400, 600),
-        scratch=plan.Stage(max_steps=300, eval_steps=100, patience=2, batch_size=60, learning_rates=(1e-3,)),
+        scratch=budgets.Stage(max_steps=300, eval_steps=100, patience=2, batch_size=60, learning_rates=(1e-3,)),
     )
     out = str(tmp_path)
-    runner.build_datasets(out, budget, ["multi_label"], print)
-    noisy = Run("multi_label", 0, None, plan.NOISY, 1e-3)
-    noisy_dir = runner.run_dir(out, noisy)
-    runner.train_and_evaluate(runner.train_config(noisy, out, budget))
+    datasets.build_datasets(out, budget, ["multi_label"], print)
+    noisy = Run("multi_label", 0, None, NOISY, 1e-3)
+    noisy_dir = run_configs.run_dir(out, noisy)
+    runner.train_and_evaluate(run_configs.train_config(noisy, out, budget))
     ft_last = [Run("multi_label", 0, 0.2, _row("ft_last"), lr) for lr in budget.heads.learning_rates]
-    runner.build_feature_cache(out, ft_last[0], noisy_dir, budget, print)
-    trained = [runner.train_and_evaluate(runner.train_config(run, out, budget, noisy_dir)) for run in ft_last]
+    datasets.build_feature_cache(out, ft_last[0], noisy_dir, budget, print)
+    trained = [runner.train_and_evaluate(run_configs.train_config(run, out, budget, noisy_dir)) for run in ft_last]
     head = max(trained, key=lambda m: m["val"])
     reference = runner.fit_reference(Run("multi_label", 0, 0.2, _row("logreg_clean")), out, budget)
     assert head["mAP"] >= reference["mAP"] - 0.02, (head["mAP"], reference["mAP"])

@@ -9,8 +9,9 @@ import pytest
 from cli_util import run_cli
 from scipy import stats
 
-from nlr_tf.reproduce import claims, markdown, plan, protocol, report, statistics
+from nlr_tf.reproduce import budgets, claims, markdown, plan, protocol, report, statistics
 from nlr_tf.reproduce.results import Results, rank_agreement
+from nlr_tf.reproduce.rows import CLAIM_ROWS, MULTI_LABEL_REFERENCES, MULTI_LABEL_ROWS, PREMISE_ROWS
 
 TINY = (
     "--quick",
@@ -241,14 +242,14 @@ def test_time_line_sums_wall_and_cpu_seconds():
 
 
 def test_protocol_discloses_every_training_step_and_where_each_row_starts():
-    text = protocol.protocol(plan.FULL)
-    assert f"CleanNet itself for {plan.FULL.cleannet_steps} steps" in text
-    assert f"cleaning net on the clean set alone for {plan.FULL.cleaning_pretrain_steps} steps" in text
+    text = protocol.protocol(budgets.FULL)
+    assert f"CleanNet itself for {budgets.FULL.cleannet_steps} steps" in text
+    assert f"cleaning net on the clean set alone for {budgets.FULL.cleaning_pretrain_steps} steps" in text
     assert "5-fold logistic regressions" in text and "in-sample features" in text
     assert "softmax outputs with categorical cross-entropy" in text
     assert "every single-label row" not in text
     # Where each row starts is read off the plan: Hu Table 4's fine-tuning rows start from Forward and CleanNet.
-    starts = protocol.starting_points(plan.FULL)
+    starts = protocol.starting_points(budgets.FULL)
     assert starts[("whole", "CleanNet-wsoft")] == {"single_label": ["Fine-tune (clean set) from CleanNet"]}
     assert "Fine-tune (clean set)" in starts[("whole", "Backbone (Noisy)")]["single_label"]
     assert "Backbone (Clean)" in starts[("scratch", None)]["single_label"]
@@ -261,10 +262,10 @@ def test_results_files_label_the_spread_and_carry_the_tests(tmp_path):
     records += [_record(ml, r, None, s, v) for s in (0, 1, 2) for r, v in (("noisy", 0.55), ("gt", 0.9))]
     for r in records:
         r.update(seconds=10.0, cpu_seconds=19.0, best_step=100, max_steps=5000)
-    report.write_results(str(tmp_path), records, plan.FULL, "nlr-reproduce --output_dir=x", 60.0, [10.0] * 9)
+    report.write_results(str(tmp_path), records, budgets.FULL, "nlr-reproduce --output_dir=x", 60.0, [10.0] * 9)
     md = (tmp_path / "results.md").read_text()
     assert "± is the sample standard deviation over seeds; SE in claims is sample std / √n" in md
-    assert f"CleanNet itself for {plan.FULL.cleannet_steps} steps" in md
+    assert f"CleanNet itself for {budgets.FULL.cleannet_steps} steps" in md
     assert f"- **held**: {T5_ML} (2 cells: 2 held)." in md
     assert "nr_sigmoid − g_only at 10 %: +2.00 points, SE 0.00, t(2) = ∞, p = 0 (zero variance): held" in md
 
@@ -293,35 +294,36 @@ def test_rank_agreement_between_two_reproductions():
 
 
 def test_plan_covers_every_row_under_one_protocol():
-    every = plan.make_plan(plan.FULL)
+    every = plan.make_plan(budgets.FULL)
     names = [r.name for r in every]
     assert len(names) == len(set(names))
     cells = [r.cell for r in every]
     assert all(cells.index(r.init) < cells.index(r.cell) for r in every if r.init)
     runs = [r for r in every if r.benchmark == "scratch"]
     ml = [r for r in runs if r.variant == "multi_label" and r.seed == 0]
-    for fraction in plan.FULL.fractions:
-        expected = {r.key for r in plan.MULTI_LABEL_ROWS + plan.MULTI_LABEL_REFERENCES if not r.shared}
+    for fraction in budgets.FULL.fractions:
+        expected = {r.key for r in MULTI_LABEL_ROWS + MULTI_LABEL_REFERENCES if not r.shared}
         assert {r.row.key for r in ml if r.fraction == fraction} >= expected
     assert {r.row.key for r in ml if r.fraction == 0.10} >= {"h_only", "g_only", "nr_sigmoid_whole"}
     cells = [r.cell for r in runs]
     assert all(cells.index(r.init) < cells.index(r.cell) for r in runs if r.init)
     assert {r.clean_split for r in ml if r.row.key == "gt"} == {"clean_all"}
     assert {r.clean_split for r in ml if r.fraction == 0.20} == {"clean_20"}
-    assert {r.seed for r in runs} == set(plan.FULL.seeds) | set(plan.FULL.claim_seeds) and len(plan.FULL.seeds) == 3
+    assert {r.seed for r in runs} == set(budgets.FULL.seeds) | set(budgets.FULL.claim_seeds)
+    assert len(budgets.FULL.seeds) == 3
     # The claim seeds train the noisy model and the rows the claims compare, at the claim fractions only.
-    for seed in plan.FULL.claim_seeds:
+    for seed in budgets.FULL.claim_seeds:
         mine = [r for r in runs if r.seed == seed]
-        assert {r.fraction for r in mine} <= {None, *plan.FULL.claim_fractions}
-        assert {r.row.key for r in mine if r.fraction} <= set(plan.CLAIM_ROWS["multi_label"]) | set(
-            plan.CLAIM_ROWS["single_label"]
+        assert {r.fraction for r in mine} <= {None, *budgets.FULL.claim_fractions}
+        assert {r.row.key for r in mine if r.fraction} <= set(CLAIM_ROWS["multi_label"]) | set(
+            CLAIM_ROWS["single_label"]
         )
         assert {r.row.key for r in mine if r.variant == "multi_label" and r.fraction == 0.05} == {
-            k for k in plan.CLAIM_ROWS["multi_label"] if k not in ("misra_visual", "misra_relevance")
+            k for k in CLAIM_ROWS["multi_label"] if k not in ("misra_visual", "misra_relevance")
         }
         assert "gt" not in {r.row.key for r in mine} and "noisy" in {r.row.key for r in mine}
     # The grid seed runs every rate of a stage's grid; the other seeds one run, its rate chosen later.
-    grid = plan.FULL.heads.learning_rates
+    grid = budgets.FULL.heads.learning_rates
     assert len(grid) >= 3 and max(grid) / min(grid) >= 10
     ft_last = [r for r in runs if r.row.key == "ft_last" and r.fraction == 0.05 and r.variant == "multi_label"]
     assert sorted(r.learning_rate for r in ft_last if r.seed == 0) == sorted(grid)
@@ -336,28 +338,28 @@ def test_plan_covers_every_row_under_one_protocol():
     # at the main fraction, each with its fine-tuning row starting from that fraction's run.
     shared = {r.row.key for r in ml if r.fraction is None}
     assert {"misra_visual", "misra_relevance", "forward_anchor"} <= shared
-    for fraction in plan.FULL.fractions:
+    for fraction in budgets.FULL.fractions:
         assert {"forward", "confident_learning"} <= {r.row.key for r in ml if r.fraction == fraction}
     assert sl["forward"].row.stage == "scratch" and sl["forward"].init is None
     assert sl["forward_ft"].init == sl["forward"].cell and sl["forward_ft"].row.method == "ft_whole"
     assert sl["forward_anchor"].init == sl["forward"].noisy_cell
     # The premise investigation comes after every other run, on every seed, at the main fraction.
-    premise = [i for i, r in enumerate(runs) if r.row in plan.PREMISE_ROWS]
+    premise = [i for i, r in enumerate(runs) if r.row in PREMISE_ROWS]
     assert premise == list(range(len(runs) - len(premise), len(runs)))
-    assert {runs[i].fraction for i in premise} == {None, plan.FULL.main_fraction}
-    assert {runs[i].seed for i in premise} == set(plan.FULL.seeds)
-    assert not any(r.row in plan.PREMISE_ROWS for r in plan.make_plan(plan.QUICK))
+    assert {runs[i].fraction for i in premise} == {None, budgets.FULL.main_fraction}
+    assert {runs[i].seed for i in premise} == set(budgets.FULL.seeds)
+    assert not any(r.row in PREMISE_ROWS for r in plan.make_plan(budgets.QUICK))
 
 
 def test_the_transfer_benchmark_starts_every_network_where_the_papers_start():
-    every = plan.make_plan(plan.FULL)
+    every = plan.make_plan(budgets.FULL)
     scratch = [r for r in every if r.benchmark == "scratch"]
     transfer = [r for r in every if r.benchmark == "transfer"]
     # One source run, first, for every seed (as one set of ImageNet weights); the same rows as the scratch benchmark.
-    assert transfer[0] == plan.source_run(plan.FULL) and transfer[0].cell == plan.source_cell()
+    assert transfer[0] == plan.source_run(budgets.FULL) and transfer[0].cell == plan.source_cell()
     assert [r.row.stage for r in transfer].count("source") == 1
     assert sorted(r.name.split("/", 1)[1] for r in transfer[1:] if r.row.stage != "pretext") == sorted(
-        r.name.split("/", 1)[1] for r in scratch if r.row not in plan.PREMISE_ROWS
+        r.name.split("/", 1)[1] for r in scratch if r.row not in PREMISE_ROWS
     )
     for run in transfer[1:]:
         if run.row.stage == "scratch" and not run.row.starts_from:
@@ -370,36 +372,36 @@ def test_the_transfer_benchmark_starts_every_network_where_the_papers_start():
 
 
 def test_the_transfer_benchmarks_datasets_and_starting_weights(tmp_path):
-    from nlr_tf.reproduce import runner
+    from nlr_tf.reproduce import datasets, run_configs
 
     out = str(tmp_path)
-    assert runner.dataset_dir(out, "multi_label", "transfer") != runner.dataset_dir(out, "multi_label", "scratch")
-    assert runner.dataset_dir(out, "single_label", "transfer") == runner.dataset_dir(out, "single_label", "scratch")
-    args = runner.dataset_arguments(plan.FULL, "multi_label", "transfer")
-    assert args["annotator"] == plan.source_cell() and args["annotator_top_k"] == plan.FULL.annotator_top_k
-    assert "annotator" not in runner.dataset_arguments(plan.FULL, "multi_label", "scratch")
-    assert runner.dataset_arguments(plan.FULL, "source")["source"] == "glyphs"
-    source = plan.source_run(plan.FULL)
-    config = runner.train_config(source, out, plan.FULL)
-    assert config.dataset == runner.dataset_dir(out, "source") and config.backbone_weights == "none"
-    assert (config.train_steps, config.method) == (plan.FULL.source.max_steps, "noisy")
-    gt = next(r for r in plan.make_plan(plan.FULL) if r.benchmark == "transfer" and r.row.key == "gt")
-    config = runner.train_config(gt, out, plan.FULL, "SOURCE_DIR")
+    assert datasets.dataset_dir(out, "multi_label", "transfer") != datasets.dataset_dir(out, "multi_label", "scratch")
+    assert datasets.dataset_dir(out, "single_label", "transfer") == datasets.dataset_dir(out, "single_label", "scratch")
+    args = datasets.dataset_arguments(budgets.FULL, "multi_label", "transfer")
+    assert args["annotator"] == plan.source_cell() and args["annotator_top_k"] == budgets.FULL.annotator_top_k
+    assert "annotator" not in datasets.dataset_arguments(budgets.FULL, "multi_label", "scratch")
+    assert datasets.dataset_arguments(budgets.FULL, "source")["source"] == "glyphs"
+    source = plan.source_run(budgets.FULL)
+    config = run_configs.train_config(source, out, budgets.FULL)
+    assert config.dataset == datasets.dataset_dir(out, "source") and config.backbone_weights == "none"
+    assert (config.train_steps, config.method) == (budgets.FULL.source.max_steps, "noisy")
+    gt = next(r for r in plan.make_plan(budgets.FULL) if r.benchmark == "transfer" and r.row.key == "gt")
+    config = run_configs.train_config(gt, out, budgets.FULL, "SOURCE_DIR")
     assert config.backbone_weights == os.path.join("SOURCE_DIR", "backbone.weights.h5")
 
 
 def test_every_row_trains_under_its_stage_rules(tmp_path):
-    from nlr_tf.reproduce.runner import pretext_config, train_config
+    from nlr_tf.reproduce.run_configs import pretext_config, train_config
 
-    for run in plan.make_plan(plan.FULL):
+    for run in plan.make_plan(budgets.FULL):
         if run.row.stage == "reference" or run.learning_rate is None:
             continue
-        stage = plan.FULL.stage(run.row.stage)
+        stage = budgets.FULL.stage(run.row.stage)
         if run.row.stage == "pretext":
-            config = pretext_config(run, str(tmp_path), plan.FULL)
+            config = pretext_config(run, str(tmp_path), budgets.FULL)
             assert (config.split, config.steps, config.batch_size) == ("noisy", stage.max_steps, stage.batch_size)
             continue
-        config = train_config(run, str(tmp_path), plan.FULL, "init_dir" if run.init else "")
+        config = train_config(run, str(tmp_path), budgets.FULL, "init_dir" if run.init else "")
         # The premise investigation's noisy backbone starts from the rotation-pretrained weights, the rest of
         # its rows from that backbone, exactly as their counterparts start from the randomly initialized one.
         # On the transfer benchmark, the rows trained from the start begin with the source backbone.
@@ -414,7 +416,7 @@ def test_every_row_trains_under_its_stage_rules(tmp_path):
             assert run.init.endswith("shared/rot_noisy") and config.init_checkpoint == "init_dir"
         else:
             assert config.backbone_weights == "none"
-        pretrain = plan.FULL.cleaning_pretrain_steps if dict(run.row.settings).get("pretrain") else 0
+        pretrain = budgets.FULL.cleaning_pretrain_steps if dict(run.row.settings).get("pretrain") else 0
         assert config.train_steps - pretrain == stage.max_steps and config.cleaning_pretrain_steps == pretrain
         assert (config.eval_split, config.eval_steps) == ("val", stage.eval_steps)
         assert config.early_stopping_patience == stage.patience and config.restore_best
@@ -429,7 +431,7 @@ def test_tiny_reproduction_through_the_cli(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     results = json.loads((out / "results.json").read_text())
     runs = results["runs"]
-    expected = plan.make_plan(dataclasses.replace(plan.QUICK.scaled(0.02), source_sizes=(760, 76, 152)))
+    expected = plan.make_plan(dataclasses.replace(budgets.QUICK.scaled(0.02), source_sizes=(760, 76, 152)))
     assert len(runs) == len({r.cell for r in expected})
     assert {r["benchmark"] for r in runs} == {"scratch", "transfer"}
     assert results["fingerprint"] and results["code_version"]["commit"]
@@ -450,7 +452,7 @@ def test_tiny_reproduction_through_the_cli(tmp_path):
         history = json.loads((out / run["model_dir"] / "eval_history.json").read_text())
         metric = "mAP" if run["variant"] == "multi_label" else "top1"
         assert run["best_step"] == max(history, key=lambda e: (e[metric], -e["step"]))["step"]
-    assert {len(r["grid"]) for r in runs if r["stage"] == "heads"} == {len(plan.QUICK.heads.learning_rates)}
+    assert {len(r["grid"]) for r in runs if r["stage"] == "heads"} == {len(budgets.QUICK.heads.learning_rates)}
     md = (out / "results.md").read_text()
     for benchmark in ("scratch", "transfer"):
         for heading in (

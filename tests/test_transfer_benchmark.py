@@ -8,7 +8,7 @@ from cli_util import run_cli
 from conftest import write_toy_dataset
 
 from nlr_tf.data.schema import load_dataset_info
-from nlr_tf.reproduce import plan
+from nlr_tf.reproduce import budgets
 from tfrecords_tools import digits_mosaic, glyphs
 from tfrecords_tools.records import ConversionError
 from tfrecords_tools.writer import write_dataset
@@ -122,8 +122,8 @@ def test_the_knob_table_shows_the_setting_the_plan_uses():
     chosen = [k for k in knobs["knobs"] if k.get("chosen")]
     assert len(chosen) == 1
     # The plan's transfer network and annotator are the knob table's choice, which is the best on val.
-    assert (chosen[0]["backbone"], chosen[0]["image_size"]) == plan.FULL.network("transfer")
-    assert chosen[0]["top_k"] == plan.FULL.annotator_top_k
+    assert (chosen[0]["backbone"], chosen[0]["image_size"]) == budgets.FULL.network("transfer")
+    assert chosen[0]["top_k"] == budgets.FULL.annotator_top_k
     assert chosen[0]["gap_closed"][0] == max(k["gap_closed"][0] for k in knobs["knobs"])
     md = premise.premise_markdown({"knobs": knobs})
     assert "(used)" in md and md.count("\n| ") == len(knobs["knobs"]) + 1

@@ -93,15 +93,17 @@ def main(argv):
     import json
 
     from nlr_tf.data.schema import DatasetError
-    from nlr_tf.reproduce import plan
+    from nlr_tf.reproduce.budgets import FULL, QUICK
+    from nlr_tf.reproduce.datasets import ReproduceError, build_datasets
     from nlr_tf.reproduce.fingerprint import code_version, plan_fingerprint
     from nlr_tf.reproduce.ledger import LedgerError
     from nlr_tf.reproduce.report import RESULTS_JSON, RESULTS_MD, write_results
-    from nlr_tf.reproduce.runner import ReproduceError, build_datasets, run_plan
+    from nlr_tf.reproduce.rows import BENCHMARKS, VARIANTS
+    from nlr_tf.reproduce.runner import run_plan
     from nlr_tf.training.checks import ConfigError
     from nlr_tf.training.trainer import TrainingDiverged
 
-    budget = plan.QUICK if _QUICK.value else plan.FULL
+    budget = QUICK if _QUICK.value else FULL
     if _SEEDS.value is not None:
         budget = dataclasses.replace(budget, seeds=tuple(int(s) for s in _SEEDS.value))
     if _STEP_SCALE.value != 1.0:
@@ -111,8 +113,8 @@ def main(argv):
     if _SOURCE_IMAGES.value is not None:
         budget = dataclasses.replace(budget, source_sizes=tuple(int(v) for v in _SOURCE_IMAGES.value))
     if _BENCHMARKS.value is not None:
-        budget = dataclasses.replace(budget, benchmarks=tuple(b for b in plan.BENCHMARKS if b in _BENCHMARKS.value))
-    variants = [v for v in plan.VARIANTS if v in (_VARIANTS.value or budget.variants)]
+        budget = dataclasses.replace(budget, benchmarks=tuple(b for b in BENCHMARKS if b in _BENCHMARKS.value))
+    variants = [v for v in VARIANTS if v in (_VARIANTS.value or budget.variants)]
     # Absolute: the runs' recorded settings (and a ledger's) name their paths inside it the same way every time.
     output_dir = os.path.abspath(_OUTPUT_DIR.value)
     fingerprint = plan_fingerprint(budget, variants)

@@ -44,10 +44,9 @@ from typing import Any
 
 import numpy as np
 
-from nlr_tf.data import pipeline, schema
-from nlr_tf.data.input_config import InputConfig
+from nlr_tf.data import schema
 from nlr_tf.data.output_dir import atomic_output_dir
-from nlr_tf.evaluation import evaluator
+from nlr_tf.evaluation import cleaning_checks
 from nlr_tf.evaluation import suspects as suspects_lib
 from nlr_tf.evaluation.cleaned_output import (
     CLEANED_LABELS_CSV,
@@ -62,11 +61,6 @@ from nlr_tf.models import prediction
 from nlr_tf.training.model_dir import load_trained_model
 
 DEFAULT_DEPTHS = (100, 500, 1000)
-
-# Images whose scores are recomputed from pixels to prove that a feature
-# cache holds this model's backbone features.
-_CACHE_CHECK_IMAGES = 16
-_CACHE_CHECK_TOLERANCE = 1e-3
 
 
 # === Predictions ===
@@ -92,65 +86,6 @@ def threshold_cleaned(cleaned: np.ndarray, threshold: float, multi_label: bool =
     out = np.zeros_like(cleaned, np.float32)
     out[rows, top] = cleaned[rows, top] > threshold
     return out
-
-
-# === Checks ===
-
-
-def _images_dataset(info: schema.DatasetInfo, split: str) -> schema.DatasetInfo:
-    """The dataset of images whose records are copied: `info`, or a cache's source with the same records."""
-    images, why = evaluator.images_dataset(info)
-    if images is None:
-        raise CleaningError(f"{info.path!r} is a feature cache whose dataset of images cannot be read: {why}")
-    images.split_files(split)
-    if images.splits[split].num_records != info.splits[split].num_records:
-        raise CleaningError(
-            f"feature cache {info.path!r} holds {info.splits[split].num_records} records of split {split!r} but its "
-            f"dataset {images.path!r} holds {images.splits[split].num_records}: rebuild the cache"
-        )
-    return images
-
-
-def _check_model_fits(model, run_config: dict[str, Any], info: schema.DatasetInfo) -> None:
-    if info.num_classes != model.num_classes:
-        raise CleaningError(
-            f"the model has {model.num_classes} classes but dataset {info.path!r} has {info.num_classes}"
-        )
-    trained_on = run_config.get("class_names")
-    if trained_on and list(trained_on) != info.class_names:
-        raise CleaningError(
-            f"the model was trained on the classes {trained_on} but dataset {info.path!r} has {info.class_names}"
-        )
-    feature_dim = int(model.backbone.output.shape[-1])
-    if info.feature_dim and info.feature_dim != feature_dim:
-        raise CleaningError(
-            f"feature cache {info.path!r} holds {info.feature_dim}-d features but the model's backbone "
-            f"gives {feature_dim}-d ones"
-        )
-
-
-def _check_cache_scores(model, images: schema.DatasetInfo, split: str, predictions, *, backbone: str, image_size: int):
-    """Proves a feature cache holds this model's features: scores from pixels agree."""
-    ds = pipeline.make_split_dataset(
-        images,
-        split,
-        _CACHE_CHECK_IMAGES,
-        input_config=InputConfig(backbone=backbone, image_size=image_size or None),
-        training=False,
-        with_ids=True,
-    )
-    batch = next(iter(ds))
-    index = {image_id: i for i, image_id in enumerate(predictions["id"])}
-    rows = [index.get(i.decode("utf-8"), -1) for i in batch["id"].numpy()]
-    if min(rows) < 0:
-        raise CleaningError(f"the feature cache lacks images of split {split!r} of {images.path!r}: rebuild the cache")
-    from_pixels = model(batch["image"], training=False)["scores"].numpy()
-    gap = float(np.max(np.abs(from_pixels - predictions["scores"][rows])))
-    if gap > _CACHE_CHECK_TOLERANCE:
-        raise CleaningError(
-            f"the feature cache's features are not this model's backbone features (scores differ by up to {gap:.3g} "
-            f"from scores computed on the images of {images.path!r}): pass the dataset of images"
-        )
 
 
 # === The whole run ===
@@ -205,14 +140,14 @@ def clean_labels(
         raise CleaningError(f"--finder must be one of {', '.join(suspects_lib.FINDERS)}, got {finder!r}")
     info = schema.load_dataset_info(dataset)
     info.split_files(split)
-    images = _images_dataset(info, split)
+    images = cleaning_checks.images_dataset(info, split)
     output_dir = os.path.abspath(output_dir)
     if output_dir in (info.path, images.path, os.path.abspath(model_dir)):
         raise CleaningError(f"--output_dir={output_dir} must be a new folder, not the dataset or the model dir")
     if os.path.exists(output_dir) and not overwrite:
         raise CleaningError(f"output folder {output_dir!r} already exists (pass --overwrite to replace it)")
     model, run_config = load_trained_model(model_dir)
-    _check_model_fits(model, run_config, info)
+    cleaning_checks.check_model_fits(model, run_config, info)
     backbone, image_size = run_config["backbone"], run_config.get("image_size", 0)
 
     # === Predictions and suspects ===
@@ -220,7 +155,7 @@ def clean_labels(
         model, info, split, backbone=backbone, image_size=image_size, batch_size=batch_size, progress=progress
     )
     if info.feature_dim:
-        _check_cache_scores(model, images, split, p, backbone=backbone, image_size=image_size)
+        cleaning_checks.check_cache_scores(model, images, split, p, backbone=backbone, image_size=image_size)
     all_true = bool(p["has_true"].all())
     own = suspects_lib.rank_suspects(p["scores"], p["noisy_labels"], p["true_labels"], p["has_true"])
     ranked, flagged = own, None

@@ -18,8 +18,10 @@ import os
 import subprocess
 from typing import Any, Optional
 
-from nlr_tf.reproduce import runner
-from nlr_tf.reproduce.plan import Budget, make_plan
+from nlr_tf.reproduce.budgets import Budget
+from nlr_tf.reproduce.datasets import dataset_arguments
+from nlr_tf.reproduce.plan import make_plan
+from nlr_tf.reproduce.run_configs import planned_settings
 
 _OUT = "OUTPUT_DIR"
 
@@ -29,7 +31,7 @@ def _rendered(run, budget: Budget) -> dict[str, Any]:
     if chosen:  # the grid seeds' choice, known only once they have run
         run = dataclasses.replace(run, learning_rate=1.0)
     init_dir = os.path.join(_OUT, "runs", run.init) if run.init else ""
-    settings = runner.planned_settings(run, _OUT, budget, init_dir)
+    settings = planned_settings(run, _OUT, budget, init_dir)
     if run.row.stage == "reference":
         settings["C"] = list(budget.reference_c)
     if chosen:
@@ -44,7 +46,7 @@ def plan_fingerprint(budget: Budget, variants) -> str:
     datasets = sorted({(r.variant, r.benchmark) for r in runs if r.row.stage != "reference"})
     content = {
         "runs": [[run.name, _rendered(run, budget)] for run in runs],
-        "datasets": [[v, b, runner.dataset_arguments(budget, v, b)] for v, b in datasets],
+        "datasets": [[v, b, dataset_arguments(budget, v, b)] for v, b in datasets],
         # How a cell's learning rate is chosen, and on which seeds.
         "grid_seeds": list(budget.grid_seeds),
     }

@@ -1,13 +1,13 @@
 """The benchmark's flagfiles, `flags/digits_*.cfg`: one run of `nlr-reproduce` each, to train by hand.
 
-Each flagfile is rendered from the plan (`plan.FULL`) through the runner's
-own `runner.train_config`, so it carries exactly the settings
-`nlr-reproduce` trains that row with: seed 0, the main clean fraction, the
-user's `out/...` and `runs/...` paths instead of the reproduction's, and,
-where the row's stage searches a learning-rate grid, the grid's middle value
-(`nlr-reproduce` chooses the rate on `val`).
+Each flagfile is rendered from the plan (`budgets.FULL`) through the
+reproduction's own `run_configs.train_config`, so it carries exactly the
+settings `nlr-reproduce` trains that row with: seed 0, the main clean
+fraction, the user's `out/...` and `runs/...` paths instead of the
+reproduction's, and, where the row's stage searches a learning-rate grid,
+the grid's middle value (`nlr-reproduce` chooses the rate on `val`).
 
-After changing the plan or the runner, regenerate them:
+After changing the plan or the run configs, regenerate them:
 
   python -m nlr_tf.reproduce.flagfiles
 
@@ -21,7 +21,25 @@ import os
 import sys
 from typing import Any, Optional
 
-from nlr_tf.reproduce import plan, runner
+from nlr_tf.reproduce.budgets import FULL, Budget
+from nlr_tf.reproduce.datasets import DATA_SEED
+from nlr_tf.reproduce.plan import Run, dataset_fractions
+from nlr_tf.reproduce.rows import (
+    GT,
+    MULTI_LABEL_BASELINE_EXTRAS,
+    MULTI_LABEL_BASELINES,
+    MULTI_LABEL_EXTRAS,
+    MULTI_LABEL_ROWS,
+    NOISY,
+    SHORT,
+    SINGLE_LABEL_BASELINE_EXTRAS,
+    SINGLE_LABEL_BASELINES,
+    SINGLE_LABEL_EXTRAS,
+    SINGLE_LABEL_ROWS,
+    VARIANTS,
+    Row,
+)
+from nlr_tf.reproduce.run_configs import train_config
 from nlr_tf.training.config import TrainConfig
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -31,20 +49,20 @@ COMMAND = "python -m nlr_tf.reproduce.flagfiles"
 
 ROWS = {
     "multi_label": (
-        plan.NOISY,
-        plan.GT,
-        *plan.MULTI_LABEL_ROWS,
-        *plan.MULTI_LABEL_BASELINES,
-        *plan.MULTI_LABEL_EXTRAS,
-        *plan.MULTI_LABEL_BASELINE_EXTRAS,
+        NOISY,
+        GT,
+        *MULTI_LABEL_ROWS,
+        *MULTI_LABEL_BASELINES,
+        *MULTI_LABEL_EXTRAS,
+        *MULTI_LABEL_BASELINE_EXTRAS,
     ),
     "single_label": (
-        plan.NOISY,
-        plan.GT,
-        *plan.SINGLE_LABEL_ROWS,
-        *plan.SINGLE_LABEL_BASELINES,
-        *plan.SINGLE_LABEL_EXTRAS,
-        *plan.SINGLE_LABEL_BASELINE_EXTRAS,
+        NOISY,
+        GT,
+        *SINGLE_LABEL_ROWS,
+        *SINGLE_LABEL_BASELINES,
+        *SINGLE_LABEL_EXTRAS,
+        *SINGLE_LABEL_BASELINE_EXTRAS,
     ),
 }
 # The flags every flagfile states, default or not (with its row's settings and learning rates); the others
@@ -60,45 +78,45 @@ _STAGES = {
 }
 
 
-def rows(variant: str) -> tuple[plan.Row, ...]:
+def rows(variant: str) -> tuple[Row, ...]:
     """The rows of a variant that have a flagfile: every `nlr-train` row of the plan (not the reference fits)."""
     return tuple(r for r in ROWS[variant] if r.stage != "reference")
 
 
-def flagfile_name(variant: str, row: plan.Row) -> str:
-    return f"{PREFIX}{plan.SHORT[variant]}_{row.key}.cfg"
+def flagfile_name(variant: str, row: Row) -> str:
+    return f"{PREFIX}{SHORT[variant]}_{row.key}.cfg"
 
 
 def dataset_path(variant: str) -> str:
-    return f"out/digits_mosaic_{plan.SHORT[variant]}"
+    return f"out/digits_mosaic_{SHORT[variant]}"
 
 
-def model_dir(variant: str, row: plan.Row) -> str:
-    return f"runs/digits_{plan.SHORT[variant]}_{row.key}"
+def model_dir(variant: str, row: Row) -> str:
+    return f"runs/digits_{SHORT[variant]}_{row.key}"
 
 
-def grid_rate(budget: plan.Budget, row: plan.Row) -> float:
+def grid_rate(budget: Budget, row: Row) -> float:
     """The rate a flagfile carries: its stage's only rate, or the middle of its grid."""
     grid = budget.stage(row.stage).learning_rates
     return grid[len(grid) // 2]
 
 
-def plan_run(variant: str, row: plan.Row, budget: plan.Budget = plan.FULL) -> plan.Run:
+def plan_run(variant: str, row: Row, budget: Budget = FULL) -> Run:
     """The plan's run of a row: the first seed, at the main fraction (shared rows: at none), the flagfile's rate."""
     fraction = None if row.shared else budget.main_fraction
-    return plan.Run(variant, budget.seeds[0], fraction, row, grid_rate(budget, row))
+    return Run(variant, budget.seeds[0], fraction, row, grid_rate(budget, row))
 
 
-def starting_row(variant: str, row: plan.Row) -> plan.Row:
+def starting_row(variant: str, row: Row) -> Row:
     """The row whose run this one starts from (the noisy model's, unless the row names another)."""
     if not row.starts_from:
-        return plan.NOISY
+        return NOISY
     return next(r for r in ROWS[variant] if r.key == row.starts_from)
 
 
-def user_paths(variant: str, row: plan.Row) -> dict[str, str]:
+def user_paths(variant: str, row: Row) -> dict[str, str]:
     """The flagfile's paths: the dataset and runs of the commands in its header."""
-    noisy = model_dir(variant, plan.NOISY)
+    noisy = model_dir(variant, NOISY)
     return {
         "dataset": dataset_path(variant),
         "model_dir": model_dir(variant, row),
@@ -108,9 +126,9 @@ def user_paths(variant: str, row: plan.Row) -> dict[str, str]:
     }
 
 
-def flagfile_config(variant: str, row: plan.Row, budget: plan.Budget = plan.FULL) -> TrainConfig:
-    """`runner.train_config` of the row's run, with the user's paths in place of the reproduction's."""
-    config = runner.train_config(plan_run(variant, row, budget), "OUTPUT_DIR", budget, "NOISY_MODEL_DIR")
+def flagfile_config(variant: str, row: Row, budget: Budget = FULL) -> TrainConfig:
+    """`run_configs.train_config` of the row's run, with the user's paths in place of the reproduction's."""
+    config = train_config(plan_run(variant, row, budget), "OUTPUT_DIR", budget, "NOISY_MODEL_DIR")
     for field, path in user_paths(variant, row).items():
         if getattr(config, field):  # the runner's paths that are set (init, cache: only for some rows)
             setattr(config, field, path)
@@ -136,24 +154,24 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def dataset_command(variant: str, budget: plan.Budget = plan.FULL) -> str:
-    """The `nlr-make-tfrecords` command that builds the dataset `runner.build_datasets` builds."""
+def dataset_command(variant: str, budget: Budget = FULL) -> str:
+    """The `nlr-make-tfrecords` command that builds the dataset `datasets.build_datasets` builds."""
     args = [
         "nlr-make-tfrecords",
         "--source=digits_mosaic",
         f"--variant={variant}",
         f"--clean_fraction={budget.main_fraction:g}",
-        "--nested_clean_fractions=" + ",".join(f"{f:g}" for f in plan.dataset_fractions(budget, variant)),
+        "--nested_clean_fractions=" + ",".join(f"{f:g}" for f in dataset_fractions(budget, variant)),
     ]
     for name, size in zip(("num_train", "num_val", "num_test"), budget.dataset_sizes or ()):
         if size is not None:
             args.append(f"--{name}={size}")
-    if runner.DATA_SEED:
-        args.append(f"--seed={runner.DATA_SEED}")
+    if DATA_SEED:
+        args.append(f"--seed={DATA_SEED}")
     return " ".join(args + [f"--output_dir={dataset_path(variant)}"])
 
 
-def _notes(row: plan.Row) -> list[str]:
+def _notes(row: Row) -> list[str]:
     """Why a row's learning rates are what they are (where it is not just the grid's)."""
     lr = dict(row.lr_fields)
     if row.method == "label_cleaning":
@@ -175,13 +193,13 @@ def _notes(row: plan.Row) -> list[str]:
     return []
 
 
-def _stage_text(variant: str, row: plan.Row) -> str:
+def _stage_text(variant: str, row: Row) -> str:
     if row.stage == "whole" and row.starts_from:
         return f"the whole network, starting from the model of {starting_row(variant, row).label!r}"
     return _STAGES[row.stage]
 
 
-def render(variant: str, row: plan.Row, budget: plan.Budget = plan.FULL) -> str:
+def render(variant: str, row: Row, budget: Budget = FULL) -> str:
     """The text of one flagfile."""
     if row.stage == "reference":
         raise ValueError(f"{row.key} is a scikit-learn reference fit, not an nlr-train run")
@@ -219,7 +237,7 @@ def render(variant: str, row: plan.Row, budget: plan.Budget = plan.FULL) -> str:
         lines.append(f"# (the first heads run writes the noisy model's feature cache, {config.feature_cache})")
     if config.reference_features:
         lines.append(
-            f"# (after: nlr-extract-features --model_dir={user_paths(variant, plan.NOISY)['model_dir']} "
+            f"# (after: nlr-extract-features --model_dir={user_paths(variant, NOISY)['model_dir']} "
             f"--dataset={config.dataset} --output_dir={config.reference_features})"
         )
     notes = _notes(row)
@@ -230,7 +248,7 @@ def render(variant: str, row: plan.Row, budget: plan.Budget = plan.FULL) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _flag_lines(config: TrainConfig, row: plan.Row, budget: plan.Budget) -> list[str]:
+def _flag_lines(config: TrainConfig, row: Row, budget: Budget) -> list[str]:
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
     values = dataclasses.asdict(config)
     # The row's own settings and learning rates too, default or not (--activation=sigmoid of nr_sigmoid).
@@ -253,9 +271,9 @@ def _flag_lines(config: TrainConfig, row: plan.Row, budget: plan.Budget) -> list
     return lines
 
 
-def flagfiles(budget: plan.Budget = plan.FULL) -> dict[str, str]:
+def flagfiles(budget: Budget = FULL) -> dict[str, str]:
     """Every digits flagfile: file name -> text."""
-    return {flagfile_name(v, r): render(v, r, budget) for v in plan.VARIANTS for r in rows(v)}
+    return {flagfile_name(v, r): render(v, r, budget) for v in VARIANTS for r in rows(v)}
 
 
 def write_flagfiles(flags_dir: str = FLAGS_DIR) -> tuple[list[str], list[str]]:

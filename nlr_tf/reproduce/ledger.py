@@ -31,7 +31,8 @@ import os
 import shutil
 from typing import Any, Optional
 
-from nlr_tf.reproduce.plan import PREMISE_ROWS, SHORT, Run, source_cell
+from nlr_tf.reproduce.plan import Run, source_cell
+from nlr_tf.reproduce.rows import PREMISE_ROWS, SHORT
 from nlr_tf.training import model_dir as run_files
 
 LEDGER_FILE = "ledger.json"

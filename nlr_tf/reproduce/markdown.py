@@ -4,8 +4,8 @@ from typing import Iterable
 
 import numpy as np
 
-from nlr_tf.reproduce import plan
 from nlr_tf.reproduce.results import AT_CAP, EXTRA_ROWS, MAIN_METRIC, ML, NR_ROWS, PREMISE_KEYS, SL, TABLES, Results
+from nlr_tf.reproduce.rows import PREMISE_PAIRS
 from nlr_tf.reproduce.statistics import test_text
 
 
@@ -196,7 +196,7 @@ def premise_table(res: Results, fraction: float) -> str:
     The difference column is the paired t-test of rotation-pretrained − random init, its verdict for the claim
     that the rotation-pretrained row is above."""
     lines, shown = [], []
-    for rotated, base in plan.PREMISE_PAIRS:
+    for rotated, base in PREMISE_PAIRS:
         if not res.has(ML, rotated, fraction):
             continue
         d = res.difference(ML, rotated, base, fraction, "mAP")

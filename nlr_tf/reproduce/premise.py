@@ -4,8 +4,8 @@ import json
 import os
 from typing import Any
 
-from nlr_tf.reproduce import plan
 from nlr_tf.reproduce.results import ML, Results
+from nlr_tf.reproduce.rows import BENCHMARKS
 
 PREMISE_FRACTION = 0.20  # Hu COCO's FT-L at 20 % closes 68 % of the noisy -> GT gap
 PREMISE_CONFUSIONS = 4  # the annotator's most frequent confusions listed per benchmark (all: nlr-inspect)
@@ -27,7 +27,7 @@ def premise(output_dir: str, records: list[dict[str, Any]], results: dict[str, R
     """
     from nlr_tf.data.label_stats import split_stats
     from nlr_tf.data.schema import load_dataset_info
-    from nlr_tf.reproduce.runner import dataset_dir
+    from nlr_tf.reproduce.datasets import dataset_dir
 
     out: dict[str, Any] = {}
     source = [r for r in records if r["variant"] == "source"]
@@ -93,7 +93,7 @@ def premise_markdown(facts: dict[str, Any]) -> str:
             f"{100 * s['training_fonts_top1']:.2f} % on other renderings of its training fonts, "
             f"{100 * s['held_out_fonts_top1']:.2f} % on held-out fonts."
         )
-    for benchmark in plan.BENCHMARKS:
+    for benchmark in BENCHMARKS:
         entry = facts.get(benchmark)
         if not entry:
             continue

@@ -3,7 +3,8 @@
 from typing import Optional
 
 from nlr_tf.reproduce import plan
-from nlr_tf.reproduce.plan import Budget
+from nlr_tf.reproduce.budgets import Budget
+from nlr_tf.reproduce.rows import PREMISE_ROWS
 
 
 def starting_points(budget: Budget) -> dict[tuple[str, Optional[str]], dict[str, list[str]]]:
@@ -17,7 +18,7 @@ def starting_points(budget: Budget) -> dict[tuple[str, Optional[str]], dict[str,
     """
     runs = plan.make_plan(budget)
     cell_labels = {run.cell: run.row.label for run in runs}
-    premise = {row.key for row in plan.PREMISE_ROWS}
+    premise = {row.key for row in PREMISE_ROWS}
     out: dict[tuple[str, Optional[str]], dict[str, list[str]]] = {}
     for run in runs:
         if run.row.key in premise or run.row.stage in ("reference", "pretext", "source"):

@@ -6,10 +6,11 @@ import math
 import os
 from typing import Any, Optional
 
-from nlr_tf.reproduce import claims, markdown, plan, plots, premise
-from nlr_tf.reproduce.plan import Budget
+from nlr_tf.reproduce import claims, markdown, plots, premise
+from nlr_tf.reproduce.budgets import Budget
 from nlr_tf.reproduce.protocol import protocol
 from nlr_tf.reproduce.results import AT_CAP, ML, PREMISE_KEYS, SL, Results, rank_agreement
+from nlr_tf.reproduce.rows import BENCHMARKS
 
 RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
 REGIME_PLOT, CURVES_PLOT = "regime_map.png", "training_curves.png"
@@ -128,7 +129,7 @@ def write_results(
         fingerprint: str. The plan's (`nlr_tf.reproduce.fingerprint`).
         code_version: dict. The commit the code ran from and whether its tree was clean.
     """
-    benchmarks = [b for b in plan.BENCHMARKS if _of_benchmark(records, b)]
+    benchmarks = [b for b in BENCHMARKS if _of_benchmark(records, b)]
     results = {b: Results(_of_benchmark(records, b)) for b in benchmarks}
     checks = {b: claims.claims(results[b], budget.main_fraction) for b in benchmarks}
     facts = premise.premise(output_dir, records, results)

@@ -16,12 +16,12 @@ from typing import Any, Iterable, Optional
 
 import numpy as np
 
-from nlr_tf.reproduce import plan
+from nlr_tf.reproduce.rows import NR_ACTIVATIONS, PREMISE_ROWS
 from nlr_tf.reproduce.statistics import cell_verdict, paired_t_test
 
 ML, SL = "multi_label", "single_label"
 MAIN_METRIC = {ML: "mAP", SL: "top1"}
-NR_ROWS = tuple(f"nr_{a}" for a in plan.NR_ACTIVATIONS)
+NR_ROWS = tuple(f"nr_{a}" for a in NR_ACTIVATIONS)
 
 # Each table: its variant, its rows in the papers' order, and the metric its row order is judged by.
 TABLES = {
@@ -39,7 +39,7 @@ TABLES = {
     "hu_table5_ml": (ML, ("noisy", "h_only", "g_only", "nr_sigmoid", "gt"), "mAP"),
     "hu_table5_sl": (SL, ("noisy", "h_only", "g_only", "nr_sigmoid", "gt"), "top1"),
 }
-PREMISE_KEYS = frozenset(r.key for r in plan.PREMISE_ROWS)
+PREMISE_KEYS = frozenset(r.key for r in PREMISE_ROWS)
 # Rows a table shows below its own, marked as extra (Hu Table 2 gains the rows from other works).
 BASELINE_ROWS = ("misra_visual", "misra_relevance", "forward", "forward_anchor", "cleannet", "confident_learning")
 EXTRA_ROWS = {

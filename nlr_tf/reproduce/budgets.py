@@ -1,0 +1,168 @@
+"""How much `nlr-reproduce` trains: each stage's rules (`Stage`) and the budgets (`Budget`: `FULL`, `QUICK`)."""
+
+import dataclasses
+from typing import Optional
+
+from nlr_tf.reproduce.rows import BENCHMARKS, VARIANTS
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    """How every row of one stage trains.
+
+    Args:
+        max_steps: int. The most steps a run may take.
+        eval_steps: int. Steps between evaluations on `val`.
+        patience: int. Evaluations without a better validation metric
+            before a run stops.
+        batch_size: int. Global batch (a multiple of 10, for 9:1 batches).
+        learning_rates: tuple of float. The grid; one value is a fixed choice.
+    """
+
+    max_steps: int
+    eval_steps: int
+    patience: int
+    batch_size: int
+    learning_rates: tuple[float, ...]
+
+    def scaled(self, scale: float) -> "Stage":
+        steps = max(2, int(round(self.max_steps * scale)))
+        return dataclasses.replace(self, max_steps=steps, eval_steps=max(1, min(self.eval_steps, steps // 2)))
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """How much `nlr-reproduce` trains, and on what.
+
+    Args:
+        seeds: tuple of int. Training seeds.
+        grid_seeds: tuple of int. Seeds whose runs search the learning-rate
+            grids; the other seeds reuse the first grid seed's choices.
+        scratch, whole, heads: `Stage`. See `plan.py`'s module docstring.
+        reference_c: tuple of float. The logistic-regression rows' grid of
+            inverse L2 strengths (scikit-learn's C), chosen on `val` like the
+            heads' learning rates.
+        cleaning_pretrain_steps: int. Veit's pretraining of the cleaning net
+            on the clean set alone, before (and outside) the joint budget.
+        cleannet_steps: int. CleanNet's training (on cached features)
+            before a CleanNet-wsoft row's classifier trains.
+        fractions: tuple of float. Multi-label clean fractions.
+        sl_fractions: tuple of float. Single-label clean fractions; the
+            first `sl_regime_seeds` seeds run them, every seed runs
+            `main_fraction`.
+        sl_regime_seeds: int. See `sl_fractions`.
+        main_fraction: float. The fraction of the single-label table, the
+            ablations' table and the extra rows.
+        extras: bool. Whether to train the extra rows (not in the papers' tables).
+        baselines: bool. Whether to train the rows from other works (Misra,
+            Forward, CleanNet, confident learning): on multi-label data at
+            every fraction, on single-label data at `main_fraction`.
+        premise: bool. Whether to run the premise investigation
+            (`PREMISE_ROWS`), after every other run.
+        networks: tuple of (benchmark, backbone, side). Each benchmark's
+            backbone and the side its images are resized to (every variant,
+            and the transfer benchmark's source task). At 16 px a single
+            digit keeps the detail of its 8x8 scan and a mosaic's digits are
+            6-7 px; the network trains about twice as fast as at 32 px, which
+            is what lets every row of the scratch benchmark train to a
+            plateau here. The transfer benchmark's side was chosen by the
+            premise check on val (docs/premise.md): at 16 px a linear head on
+            the noisy features closed 56 % of the noisy -> GT gap at 20 %
+            clean, at 32 px (mosaic digits at 12-14 px) 79 %.
+        dataset_sizes: (train, val, test) or None for the benchmark's defaults.
+        benchmarks: tuple of str. Which of `BENCHMARKS` to train.
+        variants: tuple of str. The variants trained unless the command
+            line says otherwise.
+        source_sizes: (train, val, test). The glyphs source task's images.
+        annotator_top_k: int. The source classifier's predictions kept per
+            mosaic when it compiles the transfer benchmark's noisy labels.
+        claim_seeds: tuple of int. Further seeds that train only the noisy
+            model and the rows the claims compare (`CLAIM_ROWS`), at
+            `claim_fractions`: the claims' t-tests there have
+            len(seeds) + len(claim_seeds) seeds.
+        claim_fractions: tuple of float. See `claim_seeds`.
+    """
+
+    seeds: tuple[int, ...] = (0, 1, 2)
+    grid_seeds: tuple[int, ...] = (0,)
+    # Evaluations come often enough that a row on a small clean set (120 images at 1 %: three steps per pass)
+    # is caught before it overfits; on cached features they cost little. The heads' grid: at 1 % clean, half the
+    # head rows chose 1e-3 from a grid starting there, and 3e-2 was never chosen, so the grid starts at 3e-4.
+    scratch: Stage = Stage(max_steps=4000, eval_steps=100, patience=6, batch_size=60, learning_rates=(1e-3,))
+    # The source task: 40,000 glyph images, about 16 passes at most.
+    source: Stage = Stage(max_steps=10000, eval_steps=500, patience=4, batch_size=60, learning_rates=(1e-3,))
+    # Rotation prediction: 1,000 steps of 60 images at four angles (20 passes over 12,000 images).
+    pretext: Stage = Stage(max_steps=1000, eval_steps=0, patience=0, batch_size=60, learning_rates=(1e-3,))
+    # Caps high enough that early stopping, not the cap, ends the rows the claims compare: at 5,000 heads steps g
+    # alone (10 %) had its best evaluation at the cap in 3 of 3 seeds, and at 2,000 whole-network steps Noisy-FT-W
+    # (20 %) in 2 of 3. A row that levels off stops after `patience` evaluations, so a higher cap costs only the
+    # rows still improving.
+    whole: Stage = Stage(max_steps=4000, eval_steps=50, patience=6, batch_size=40, learning_rates=(1e-4,))
+    heads: Stage = Stage(
+        max_steps=10000, eval_steps=50, patience=8, batch_size=40, learning_rates=(3e-4, 1e-3, 3e-3, 1e-2)
+    )
+    reference_c: tuple[float, ...] = (0.1, 1.0, 10.0, 100.0)
+    cleaning_pretrain_steps: int = 1000
+    cleannet_steps: int = 4000
+    fractions: tuple[float, ...] = (0.01, 0.02, 0.05, 0.10, 0.20)
+    sl_fractions: tuple[float, ...] = (0.02, 0.05, 0.10)
+    sl_regime_seeds: int = 1
+    main_fraction: float = 0.10
+    extras: bool = True
+    baselines: bool = True
+    premise: bool = True
+    networks: tuple = (("scratch", "small_cnn", 16), ("transfer", "small_cnn", 32))
+    dataset_sizes: Optional[tuple[int, int, int]] = None
+    benchmarks: tuple[str, ...] = BENCHMARKS
+    variants: tuple[str, ...] = VARIANTS
+    claim_seeds: tuple[int, ...] = (3, 4)
+    claim_fractions: tuple[float, ...] = (0.05, 0.10)
+    source_sizes: tuple[int, int, int] = (40000, 2000, 4000)
+    annotator_top_k: int = 4
+
+    def network(self, benchmark: str) -> tuple[str, int]:
+        """A benchmark's backbone and image side."""
+        backbone, side = {b: (n, s) for b, n, s in self.networks}[benchmark]
+        return backbone, side
+
+    def stage(self, name: str) -> Stage:
+        return getattr(self, name)
+
+    def scaled(self, scale: float) -> "Budget":
+        """Every step count times `scale` (a smoke test)."""
+        return dataclasses.replace(
+            self,
+            source=self.source.scaled(scale),
+            pretext=self.pretext.scaled(scale),
+            scratch=self.scratch.scaled(scale),
+            whole=self.whole.scaled(scale),
+            heads=self.heads.scaled(scale),
+            cleaning_pretrain_steps=max(1, int(round(self.cleaning_pretrain_steps * scale))),
+            cleannet_steps=max(1, int(round(self.cleannet_steps * scale))),
+        )
+
+
+FULL = Budget()
+# One seed, fewer images and fractions (not fewer steps per image): the same protocol, a smaller problem.
+QUICK = Budget(
+    seeds=(0,),
+    grid_seeds=(0,),
+    scratch=Stage(max_steps=1000, eval_steps=100, patience=3, batch_size=60, learning_rates=(1e-3,)),
+    whole=Stage(max_steps=600, eval_steps=50, patience=3, batch_size=40, learning_rates=(1e-4,)),
+    heads=Stage(max_steps=3000, eval_steps=50, patience=6, batch_size=40, learning_rates=(1e-3, 1e-2)),
+    cleaning_pretrain_steps=500,
+    fractions=(0.10,),
+    sl_fractions=(0.10,),
+    main_fraction=0.10,
+    extras=False,
+    # The rows from other works are left to the full run: the quick run shows both benchmarks' tables of the
+    # papers' own rows in about a quarter of an hour.
+    baselines=False,
+    premise=False,
+    dataset_sizes=(4000, 1000, 1000),
+    source=Stage(max_steps=3000, eval_steps=500, patience=2, batch_size=60, learning_rates=(1e-3,)),
+    source_sizes=(20000, 1000, 2000),
+    claim_seeds=(),
+    # Multi-label: Hu Table 2 (and Veit Table 2, Hu Table 5's mAP) on both benchmarks in a quarter of an hour.
+    variants=("multi_label",),
+)
