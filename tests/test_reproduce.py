@@ -507,8 +507,11 @@ def test_tiny_reproduction_through_the_cli(tmp_path):
     assert json.loads((out / "results.json").read_text())["aggregate"] == again["aggregate"]
 
 
-def test_bad_flags():
+def test_bad_flags(tmp_path):
     proc = run_cli("reproduce", "--variants=three_label")
     assert proc.returncode == 1 and "--variants takes multi_label and/or single_label" in proc.stderr
     proc = run_cli("reproduce", "--seeds=a")
     assert proc.returncode == 1 and "--seeds takes non-negative integers" in proc.stderr
+    proc = run_cli("reproduce", "--seeds=1,2", f"--output_dir={tmp_path / 'out'}")
+    assert proc.returncode == 1 and "--seeds=1,2 leaves out seed 0" in proc.stderr and "--seeds=0,1,2" in proc.stderr
+    assert not (tmp_path / "out").exists()

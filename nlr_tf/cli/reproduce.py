@@ -106,6 +106,17 @@ def main(argv):
     budget = QUICK if _QUICK.value else FULL
     if _SEEDS.value is not None:
         budget = dataclasses.replace(budget, seeds=tuple(int(s) for s in _SEEDS.value))
+        missing = [s for s in budget.grid_seeds if s not in budget.seeds]
+        if missing:
+            # The other seeds reuse the grid seeds' learning-rate choices: without them there is nothing to reuse.
+            print(
+                f"nlr-reproduce: error: --seeds={','.join(_SEEDS.value)} leaves out seed "
+                f"{','.join(map(str, missing))}, whose runs choose the learning rates the other seeds reuse: add it "
+                f"(e.g. --seeds={','.join(map(str, [*missing, *budget.seeds]))}); with --ledger its finished chunks "
+                "are restored, not trained again",
+                file=sys.stderr,
+            )
+            return 1
     if _STEP_SCALE.value != 1.0:
         budget = budget.scaled(_STEP_SCALE.value)
     if _NUM_TRAIN.value or _NUM_VAL.value or _NUM_TEST.value:
