@@ -93,6 +93,7 @@ def _check_suspects_csv(path, truth, with_cleaned):
     return rows
 
 
+@pytest.mark.slow
 def test_label_cleaning_model_writes_a_cleaned_dataset_that_reads_back(runs):
     root, info, truth = runs
     out_dir = root / "out_lc"
@@ -197,6 +198,7 @@ def test_feature_cache_gives_the_same_cleaned_labels(runs, tmp_path):
     assert not (tmp_path / "c").exists()
 
 
+@pytest.mark.slow
 def test_non_cleaning_model_writes_only_the_suspects(runs):
     root, info, truth = runs
     out_dir = root / "out_noisy"

@@ -140,6 +140,7 @@ def toy(tmp_path_factory):
     return root, info, noisy, features, common
 
 
+@pytest.mark.slow
 def test_cleannet_trains_the_whole_network_from_the_cli_and_resumes(toy):
     root, info, noisy, features, common = toy
     run = root / "cn"
@@ -185,6 +186,7 @@ def test_cleannet_trains_heads_on_the_feature_cache(toy):
     assert (root / "cn_heads" / "cleannet_weights.npz").is_file()
 
 
+@pytest.mark.slow
 def test_cleannet_configuration_errors(toy, tmp_path):
     root, info, noisy, features, common = toy
     other, _ = write_toy_dataset(tmp_path / "other", {"noisy": 20, "clean": 10}, num_shards=1)

@@ -74,6 +74,7 @@ def test_the_train_step_drops_the_flagged_examples_and_only_those():
         np.testing.assert_allclose(a, b)
 
 
+@pytest.mark.slow
 def test_from_the_cli_its_issues_are_kept_in_the_run_dir_and_read_back_on_resume(tmp_path):
     import json
 

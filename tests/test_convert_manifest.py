@@ -207,6 +207,7 @@ def test_bad_inputs_as_a_whole(tmp_path):
     assert proc.returncode != 0 and "source" in proc.stderr
 
 
+@pytest.mark.slow
 def test_text_that_is_not_utf8_is_named_by_file_line_and_byte_and_read_with_encoding(tmp_path):
     paths = _write_images(tmp_path, 3)
     (tmp_path / "classes.txt").write_bytes("cat\ndog\ncar\nbus\ncaf\xe9\n".encode("latin-1"))

@@ -238,6 +238,7 @@ def test_bad_arguments():
         digits_mosaic.convert(clean_fraction=0.0)
 
 
+@pytest.mark.slow
 def test_binary_builds_and_inspect_reports(tmp_path):
     out = tmp_path / "ml10"
     proc = run_cli(

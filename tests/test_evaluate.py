@@ -22,6 +22,7 @@ def trained(tmp_path_factory):
     return root, info
 
 
+@pytest.mark.slow
 def test_eval_from_images_and_from_the_feature_cache_agree(trained):
     root, info = trained
     outputs = []

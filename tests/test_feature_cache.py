@@ -143,6 +143,7 @@ def test_cache_identity_is_one_rule_for_relative_and_absolute_paths(toy, monkeyp
     load_feature_cache(cache.path, source_dataset=os.path.basename(info.path), backbone_source=source)
 
 
+@pytest.mark.slow
 def test_train_builds_the_cache_once_and_reuses_it(toy, tmp_path):
     root, info, *_ = toy
     noisy = tmp_path / "noisy"

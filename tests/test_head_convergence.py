@@ -27,6 +27,7 @@ def _row(key):
     return next(r for r in MULTI_LABEL_ROWS + MULTI_LABEL_REFERENCES if r.key == key)
 
 
+@pytest.mark.slow
 def test_ft_last_reaches_the_logistic_regression_on_the_same_features(tmp_path):
     budget = dataclasses.replace(
         budgets.FULL,

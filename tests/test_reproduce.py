@@ -425,6 +425,7 @@ def test_every_row_trains_under_its_stage_rules(tmp_path):
         assert config.feature_cache.endswith("features") == (run.row.stage == "heads")
 
 
+@pytest.mark.slow
 def test_tiny_reproduction_through_the_cli(tmp_path):
     out, book = tmp_path / "repro", tmp_path / "ledger"
     proc = run_cli("reproduce", f"--output_dir={out}", *TINY, f"--ledger={book}", timeout=1200)

@@ -92,7 +92,7 @@ def test_confident_learning_task_reads_its_issues_back_from_the_model_dir(tmp_pa
     assert (tmp_path / "label_issues.json").is_file() and run_files.read_label_issues(str(tmp_path)) == record
     model = _model("confident_learning", 2)
     out = ConfidentLearningTask().prepare(model, None, _config("confident_learning", model_dir=tmp_path), resumed=True)
-    assert out == {"label_issues": 1, "noisy_examples": 3}
+    assert out == {"label_issues": 1, "noisy_examples": 3, "label_issues_estimated": False}  # read back, not fit
     np.testing.assert_array_equal(model.issues(tf.constant(["a", "b"])).numpy()[:, 0], [0.0, 1.0])
 
 

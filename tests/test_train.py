@@ -149,6 +149,7 @@ def _config(dataset, model_dir, **kwargs):
     return TrainConfig(**base)
 
 
+@pytest.mark.slow
 def test_bad_configurations_fail_at_start_with_one_clear_line(dataset, noisy_run, tmp_path):
     no_clean = tmp_path / "no_clean"
     write_toy_dataset(no_clean, {"noisy": 20})
