@@ -13,10 +13,8 @@ the feature cache (`feature_cache.write_estimate`) under a key of all of
 these, and every later run on the same cache and seed reads them there.
 """
 
+from importlib.metadata import version
 from typing import Optional
-
-import cleanlab
-import sklearn
 
 from nlr_tf.data.feature_cache import estimate_key, read_estimate, read_split, write_estimate
 from nlr_tf.models.confident_learning import FOLDS
@@ -42,7 +40,7 @@ class ConfidentLearningTask(Task):
             ids, noisy = split["id"].tolist(), split["noisy_labels"] > 0
             key = estimate_key(
                 split["id"], split["features"], noisy, model.multi_label, config.seed, FOLDS,
-                sklearn.__version__, cleanlab.__version__,
+                version("scikit-learn"), version("cleanlab"),
             )  # fmt: skip
             record = read_estimate(data, "label_issues", key)
             if record is None:
