@@ -9,7 +9,8 @@ import pytest
 from cli_util import run_cli
 from scipy import stats
 
-from nlr_tf.reproduce import budgets, claims, markdown, plan, protocol, report, statistics
+from nlr_tf.evaluation import plotting
+from nlr_tf.reproduce import budgets, claims, markdown, plan, plots, protocol, report, statistics
 from nlr_tf.reproduce.results import Results, rank_agreement
 from nlr_tf.reproduce.rows import CLAIM_ROWS, MULTI_LABEL_REFERENCES, MULTI_LABEL_ROWS, PREMISE_ROWS
 
@@ -122,6 +123,24 @@ def test_premise_table_pairs_each_rotation_pretrained_row_with_its_counterpart()
     assert "-5.00 points, SE 0.00, t(1) = -∞, p = 0 (zero variance): reversed" in lines[3]
     # The regime map leaves the investigation's rows out.
     assert "rot_noisy" not in markdown.regime_table(res, ml)
+
+
+def test_the_regime_map_draws_at_most_eight_compared_rows_each_in_its_own_style(tmp_path):
+    ml = "multi_label"
+    rows = [r.key for r in MULTI_LABEL_ROWS] + ["logreg_clean", "confident_learning"]
+    records = [_record(ml, r, f, 0, 0.7 + 0.01 * i) for i, r in enumerate(rows) for f in (0.01, 0.1)]
+    records += [_record(ml, "cleannet", 0.1, 0, 0.5)]  # one fraction: nothing to draw
+    records += [_record(ml, "noisy", None, 0, 0.6), _record(ml, "gt", None, 0, 0.9)]
+    res = Results(records)
+    drawn = [row for row, _ in plots.map_rows(res, ml)]
+    assert drawn == [r for r in plots.MAP_ROWS[ml] if r in rows] and len(drawn) <= plots.MAX_LINES
+    styles = [plotting.series_style(i) for i in range(plots.MAX_LINES)]
+    assert len({s["color"] for s in styles}) == len({s["marker"] for s in styles}) == plots.MAX_LINES
+    # A dataset whose rows are none of the compared ones still gets a map of its first rows.
+    other = Results([_record(ml, f"row{i}", f, 0, 0.7) for i in range(12) for f in (0.1, 0.5)])
+    assert len(plots.map_rows(other, ml)) == plots.MAX_LINES
+    plots.plot_regime_map(res, str(tmp_path / "map.png"))
+    assert (tmp_path / "map.png").stat().st_size > 0
 
 
 T5_ML = "Hu T5 (multi-label): g, h jointly above g alone and above h alone in mAP"

@@ -20,7 +20,7 @@ def series_style(i: int) -> dict:
     return {
         "color": _SERIES_COLORS[i % len(_SERIES_COLORS)],
         "linestyle": "-" if (i // len(_SERIES_COLORS)) % 2 == 0 else "--",
-        "marker": "osD^v<>"[i % 7],
+        "marker": "osD^v<>PX*"[i % 10],
     }
 
 
