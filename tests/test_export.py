@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import sklearn.datasets
 from cli_util import ROOT, run_cli, train_noisy_then_heads
-from conftest import write_toy_dataset
+from conftest import toy_records, write_toy_dataset
 
 SAMPLE_JPEG = os.path.join(os.path.dirname(sklearn.datasets.__file__), "images", "china.jpg")
 
@@ -34,10 +34,13 @@ print(json.dumps(result))
 """
 
 
+SPLITS = {"noisy": 40, "clean": 10, "val": 40}
+
+
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     root = tmp_path_factory.mktemp("export")
-    info, _ = write_toy_dataset(root / "toy", {"noisy": 40, "clean": 10})
+    info, _ = write_toy_dataset(root / "toy", SPLITS)
     args = [f"--dataset={info.path}", "--image_size=24", "--batch_size=20", "--train_steps=3", "--log_steps=3"]
     train_noisy_then_heads(root, args)
     proc = run_cli("export", f"--model_dir={root / 'nr'}", f"--export_dir={root / 'saved' / '1'}", "--top_k=3")
@@ -95,3 +98,70 @@ def test_export_refuses_to_overwrite_and_needs_a_finished_run(exported, tmp_path
     assert proc.returncode == 1 and "exists" in proc.stderr
     proc = run_cli("export", f"--model_dir={tmp_path}", f"--export_dir={tmp_path / 'x'}")
     assert proc.returncode == 1 and "holds no finished run" in proc.stderr
+
+
+def _served(export_dir, split):
+    """Per-record outputs of the export's serving_default on the PNG bytes of the toy dataset's `split`."""
+    import tensorflow as tf
+
+    records = [r for r in toy_records(SPLITS) if r.split == split]
+    data = tf.constant([tf.io.encode_png(r.image_array).numpy() for r in records])
+    out = tf.saved_model.load(str(export_dir)).signatures["serving_default"](image_bytes=data)
+    labels = np.zeros((len(records), 5), np.int32)
+    for i, r in enumerate(records):
+        labels[i, r.verified_pos] = 1
+    return {k: v.numpy() for k, v in out.items()}, labels
+
+
+def test_thresholds_chosen_on_val_give_back_their_f1_in_the_served_model(exported):
+    from nlr_tf.evaluation import thresholds
+
+    out = exported / "saved" / "thresholds"
+    proc = run_cli("export", f"--model_dir={exported / 'nr'}", f"--export_dir={out}", "--thresholds")
+    assert proc.returncode == 0, proc.stderr
+    assert "thresholds (best F1 on val)" in proc.stdout
+    chosen = json.loads((out / "thresholds.json").read_text())
+    assert chosen["rule"] == "best F1" and len(chosen["classes"]) == 5
+    served, labels = _served(out, "val")  # every class of val is verified
+    _, _, f1 = thresholds.precision_recall_f1(served["labels"], labels)
+    want = [np.nan if c["f1"] is None else c["f1"] for c in chosen["classes"]]
+    np.testing.assert_allclose(np.where(np.isnan(want), np.nan, f1), want, atol=1e-9)
+    names = [c["name"] for c in chosen["classes"]]
+    for row_labels, row_names in zip(served["labels"], served["label_names"]):
+        assert [n.decode() for n in row_names] == [names[j] if on else "" for j, on in enumerate(row_labels)]
+
+    # A target precision: every predicted class reaches it on val, in the served model too.
+    proc = run_cli(
+        "export",
+        f"--model_dir={exported / 'nr'}",
+        f"--export_dir={out}",
+        "--overwrite",
+        "--thresholds",
+        "--target_precision=0.5",
+    )
+    assert proc.returncode == 0, proc.stderr
+    chosen = json.loads((out / "thresholds.json").read_text())
+    assert chosen["rule"] == "precision >= 0.5"
+    served, labels = _served(out, "val")
+    precision, _, _ = thresholds.precision_recall_f1(served["labels"], labels)
+    for j, c in enumerate(chosen["classes"]):
+        if c["threshold"] is None:
+            assert "never_predicted" in c and served["labels"][:, j].sum() == 0
+        else:
+            assert precision[j] >= 0.5 and precision[j] == pytest.approx(c["precision"])
+
+
+def test_thresholds_are_refused_without_verified_labels_or_with_bad_flags(exported):
+    proc = run_cli(
+        "export", f"--model_dir={exported / 'nr'}", f"--export_dir={exported / 'no'}", "--target_precision=0.9"
+    )
+    assert proc.returncode == 1 and "pass --thresholds with it" in proc.stderr
+    proc = run_cli(
+        "export",
+        f"--model_dir={exported / 'nr'}",
+        f"--export_dir={exported / 'no'}",
+        "--thresholds",
+        "--thresholds_split=noisy",
+    )
+    assert proc.returncode == 1 and "has no verified labels to choose thresholds on" in proc.stderr
+    assert not (exported / "no").exists()

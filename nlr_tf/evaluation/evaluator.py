@@ -23,7 +23,7 @@ import numpy as np
 from nlr_tf import metrics
 from nlr_tf.data.feature_cache import cache_mismatch
 from nlr_tf.data.schema import DatasetError, DatasetInfo, load_dataset_info
-from nlr_tf.evaluation import examples, gains, plotting, pr_curves, summaries
+from nlr_tf.evaluation import examples, gains, plotting, pr_curves, summaries, thresholds
 from nlr_tf.models.prediction import predict
 from nlr_tf.training import model_dir as run_files
 from nlr_tf.training.model_dir import CheckpointError
@@ -148,6 +148,28 @@ def _predict_run(model, run_config, model_dir, info, split, batch_size, notes, j
         image_size=run_config.get("image_size", 0),
         batch_size=batch_size,
         jit_compile=jit_compile,
+    )
+
+
+def run_thresholds(
+    model, run_config, model_dir: str, dataset: str, split: str = "val", *, target_precision=None, batch_size=64
+) -> thresholds.Thresholds:
+    """Per-class decision thresholds of a run, chosen on the verified labels of a dataset split (`nlr-export`).
+
+    Raises:
+        EvalError, DatasetError: one-line reasons they cannot be chosen.
+    """
+    info = load_dataset_info(dataset)
+    info.split_files(split)
+    if info.num_classes != model.num_classes:
+        raise EvalError(f"the model has {model.num_classes} classes but dataset {info.path!r} has {info.num_classes}")
+    p = _predict_run(model, run_config, model_dir, info, split, batch_size, [])
+    if not p["verified_mask"].any():
+        raise EvalError(f"split {split!r} of {info.path!r} has no verified labels to choose thresholds on")
+    if not (p["verified_labels"] * p["verified_mask"]).any():
+        raise EvalError(f"split {split!r} of {info.path!r} has no verified positive of any class")
+    return thresholds.choose_thresholds(
+        p["scores"], p["verified_labels"], p["verified_mask"], target_precision=target_precision
     )
 
 

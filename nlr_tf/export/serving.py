@@ -6,7 +6,10 @@ Signatures:
   -> `scores` [None, d], `top_k_indices` [None, k] (int32) and
   `top_k_names` [None, k] (tf.string). Decoding and resizing happen in the
   graph, exactly as in the input pipeline; the backbone's own scaling is
-  the model's first layer. Bytes that are neither JPEG nor PNG fail the
+  the model's first layer. With per-class decision thresholds
+  (`nlr_tf.evaluation.thresholds`), also `labels` [None, d] (int32, 1
+  where a score is at least its class's threshold) and `label_names`
+  [None, d] (tf.string: the class name where predicted, else ""). Bytes that are neither JPEG nor PNG fail the
   request with an error that says so, never with scores.
 - `serve_images`: `images` (float32 [None, S, S, 3], RGB in [0, 255]) ->
   the same outputs.
@@ -26,7 +29,9 @@ def _is_jpeg_or_png(data: tf.Tensor) -> tf.Tensor:
     return tf.logical_or(jpeg, png)
 
 
-def export_saved_model(model: keras.Model, export_dir: str, *, image_size: int, class_names, top_k: int = 5) -> None:
+def export_saved_model(
+    model: keras.Model, export_dir: str, *, image_size: int, class_names, top_k: int = 5, thresholds=None
+) -> None:
     """Writes `model` (images in [0, 255] -> scores) as a SavedModel at `export_dir`.
 
     Args:
@@ -35,14 +40,26 @@ def export_saved_model(model: keras.Model, export_dir: str, *, image_size: int, 
         image_size: int. The model's input side.
         class_names: list of str. Names of the d classes, in order.
         top_k: int. Number of top classes returned. Defaults to 5.
+        thresholds: float [d] or None. Per-class decision thresholds (a class
+            is predicted where its score is >= its threshold; inf: never):
+            adds the `labels` and `label_names` outputs.
     """
     k = min(top_k, len(class_names))
     names = tf.constant(list(class_names))
+    if thresholds is not None:
+        if len(thresholds) != len(class_names):
+            raise ValueError(f"{len(thresholds)} thresholds for {len(class_names)} classes")
+        cut = tf.constant(thresholds, tf.float32)
 
     def outputs(images):
         scores = model(images, training=False)["scores"]
         top = tf.math.top_k(scores, k=k)
-        return {"scores": scores, "top_k_indices": top.indices, "top_k_names": tf.gather(names, top.indices)}
+        out = {"scores": scores, "top_k_indices": top.indices, "top_k_names": tf.gather(names, top.indices)}
+        if thresholds is not None:
+            on = tf.cast(scores, tf.float32) >= cut[None, :]
+            out["labels"] = tf.cast(on, tf.int32)
+            out["label_names"] = tf.where(on, tf.broadcast_to(names, tf.shape(on)), tf.constant(""))
+        return out
 
     def decode(data):
         check = tf.debugging.Assert(_is_jpeg_or_png(data), ["image_bytes holds an image that is neither JPEG nor PNG"])
