@@ -82,6 +82,7 @@ import numpy as np
 from PIL import Image
 
 from nlr_tf.data.schema import ClassInfo
+from nlr_tf.data.subsets import nested_split_name
 from tfrecords_tools.records import Conversion, ConversionError, Record, complement
 
 VARIANTS = ("multi_label", "single_label")
@@ -470,11 +471,6 @@ def build(
     details["clean_order"] = order
     details["clean_pool_scans"] = {names[f]: clean_pools[f] for f in ladder}
     return built, set(order[:num_clean].tolist()), details
-
-
-def nested_split_name(fraction: float) -> str:
-    """Split name of an extra clean set: 0.05 -> `clean_05`."""
-    return f"clean_{int(round(fraction * 100)):02d}"
 
 
 def convert(

@@ -24,6 +24,11 @@ import numpy as np
 NO_POSITIVE = -1  # the stratum of records without a verified positive
 
 
+def nested_split_name(fraction: float) -> str:
+    """Split name of the clean set of a fraction: 0.05 -> `clean_05`, 0.25 -> `clean_25`, 1.0 -> `clean_100`."""
+    return f"clean_{int(round(fraction * 100)):02d}"
+
+
 def strata(labels: np.ndarray, mask: Optional[np.ndarray] = None) -> np.ndarray:
     """int [N]: each record's rarest verified-positive class, or NO_POSITIVE."""
     positive = np.asarray(labels) > 0

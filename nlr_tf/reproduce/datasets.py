@@ -17,7 +17,7 @@ from nlr_tf.reproduce.rows import SHORT
 from nlr_tf.training import model_dir as run_files
 from nlr_tf.training.model_dir import load_trained_model, resolve_checkpoint
 from tfrecords_tools import CONVERTER_VERSION
-from tfrecords_tools.digits_mosaic import nested_split_name
+from nlr_tf.data.subsets import nested_split_name
 
 DATA_SEED = 0  # one benchmark dataset; the seeds vary training
 

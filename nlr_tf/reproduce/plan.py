@@ -60,7 +60,7 @@ from nlr_tf.reproduce.rows import (
     SOURCE,
     Row,
 )
-from tfrecords_tools.digits_mosaic import nested_split_name
+from nlr_tf.data.subsets import nested_split_name
 
 SOURCE_SEED = 0  # one source model for every seed, as one set of ImageNet weights
 
