@@ -1,0 +1,65 @@
+"""The recommendation is computed from the results: leaders, what they beat, where clean labels stop paying."""
+
+import zlib
+
+import numpy as np
+
+from nlr_tf.reproduce import recommendation
+from nlr_tf.reproduce.results import Results
+
+ML = "multi_label"
+
+
+def _records(values, seeds=(0, 1, 2, 3), noise=(0.0, 0.004, -0.003, 0.001)):
+    """values: fraction -> row -> mean mAP; each seed adds the same small offset to every row (paired), and each
+    run a noise of its own (seeded by row and fraction), so the tests have a spread."""
+    out = []
+    for fraction, rows in values.items():
+        for row, m in rows.items():
+            rng = np.random.default_rng(zlib.crc32(f"{row}{fraction}".encode()))
+            for s, e in zip(seeds, noise):
+                jitter = float(rng.normal(0, 0.003))
+                out.append(
+                    {"variant": ML, "row": row, "label": row.upper(), "fraction": fraction, "seed": s,
+                     "mAP": m + e + jitter, "APall": m, "top1": m, "eval_history": []}
+                )
+    return out
+
+
+def test_the_leader_what_it_beats_and_where_more_clean_labels_stop_paying():
+    values = {
+        0.1: {"nr_sigmoid": 0.80, "ft_last": 0.70, "ft_whole": 0.799, "gt": 0.99, "logreg_clean": 0.9},
+        0.25: {"nr_sigmoid": 0.85, "ft_last": 0.75, "ft_whole": 0.87, "gt": 0.99},
+        0.5: {"nr_sigmoid": 0.86, "ft_last": 0.76, "ft_whole": 0.875, "gt": 0.99},
+        1.0: {"nr_sigmoid": 0.87, "ft_last": 0.77, "ft_whole": 0.876, "gt": 0.99},
+    }
+    rec = recommendation.recommend(Results(_records(values)), ML)
+    leaders = [(b["fraction"], b["leader"]) for b in rec["budgets"]]
+    # GT and the logistic regression are not methods to deploy: never the leader.
+    assert leaders == [(0.1, "nr_sigmoid"), (0.25, "ft_whole"), (0.5, "ft_whole"), (1.0, "ft_whole")]
+    first = rec["budgets"][0]
+    assert [o["row"] for o in first["above"]] == ["ft_last"]
+    assert [o["row"] for o in first["within_noise"]] == ["ft_whole"]
+    # 0.25's leader (87.0) is within noise of 1.0's (87.6); 0.1's (80.0) is not.
+    assert rec["enough"] == 0.25 and rec["enough_test"]["p"] >= 0.05
+    text = recommendation.recommendation_markdown(rec)
+    assert "**10 %**: NR_SIGMOID leads (mAP" in text and "significantly above ft_last (+" in text
+    assert f"stop paying beyond **{100 * rec['enough']:g} %**" in text
+    # The same numbers with one budget more at the top that pays: no budget is enough.
+    values[2.0] = {"nr_sigmoid": 0.95, "ft_whole": 0.96, "gt": 0.99}
+    rec = recommendation.recommend(Results(_records(values)), ML)
+    assert rec["enough"] is None and "pay up to the largest budget" in recommendation.recommendation_markdown(rec)
+
+
+def test_one_seed_shows_directions_only_and_calls_no_budget_enough():
+    values = {0.1: {"nr_sigmoid": 0.80, "ft_last": 0.70}, 1.0: {"nr_sigmoid": 0.81, "ft_last": 0.75}}
+    rec = recommendation.recommend(Results(_records(values, seeds=(0,), noise=(0.0,))), ML)
+    assert rec["enough"] is None and not rec["tested"]
+    text = recommendation.recommendation_markdown(rec)
+    assert "direction at one seed" in text and "significantly" not in text
+
+
+def test_rows_limits_the_leaders():
+    values = {0.1: {"nr_sigmoid": 0.80, "ft_last": 0.70}}
+    rec = recommendation.recommend(Results(_records(values)), ML, rows=("ft_last",))
+    assert rec["budgets"][0]["leader"] == "ft_last" and "one budget only" in recommendation.recommendation_markdown(rec)
