@@ -63,3 +63,18 @@ def test_rows_limits_the_leaders():
     values = {0.1: {"nr_sigmoid": 0.80, "ft_last": 0.70}}
     rec = recommendation.recommend(Results(_records(values)), ML, rows=("ft_last",))
     assert rec["budgets"][0]["leader"] == "ft_last" and "one budget only" in recommendation.recommendation_markdown(rec)
+
+
+def test_a_user_datasets_step_caps_are_passes_over_its_own_data_within_bounds():
+    from nlr_tf.reproduce import budgets
+
+    same, lines = budgets.scaled_to_data(budgets.FULL, budgets.REFERENCE_RECORDS)
+    assert same.heads.max_steps == budgets.FULL.heads.max_steps and same.whole == budgets.FULL.whole
+    ten, _ = budgets.scaled_to_data(budgets.FULL, {k: 10 * v for k, v in budgets.REFERENCE_RECORDS.items()})
+    assert ten.scratch.max_steps == 10 * budgets.FULL.scratch.max_steps
+    assert ten.cleannet_steps == 10 * budgets.FULL.cleannet_steps
+    tiny, lines = budgets.scaled_to_data(budgets.FULL, {"noisy": 100, "clean": 10})
+    assert tiny.heads.max_steps == budgets.MIN_STEPS and "(at its lower bound)" in lines[2]
+    huge, lines = budgets.scaled_to_data(budgets.FULL, {"noisy": 9_000_000, "clean": 40_000})
+    assert huge.heads.max_steps == budgets.MAX_STEPS and "(at its upper bound)" in lines[2]
+    assert lines[1].startswith("whole: at most 133,333 steps of 40")

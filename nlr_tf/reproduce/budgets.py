@@ -142,6 +142,41 @@ class Budget:
         )
 
 
+# === A user's dataset (nlr-compare) ===
+# Each stage's cap is a number of passes over the data its rows train on: the passes the full budget gives on
+# digits_mosaic (REFERENCE_RECORDS: 12,000 noisy images, 1,200 clean at the main fraction), within bounds, so a
+# dataset ten times larger trains ten times as many steps, and a tiny one still trains.
+STAGE_DATA = {"scratch": "noisy", "source": "noisy", "whole": "clean", "heads": "noisy"}
+REFERENCE_RECORDS = {"noisy": 12000, "clean": 1200}
+MIN_STEPS, MAX_STEPS = 500, 200_000
+
+
+def passes(budget: "Budget", stage: str) -> float:
+    """Passes over its data the stage's cap gives on digits_mosaic."""
+    s = budget.stage(stage)
+    return s.max_steps * s.batch_size / REFERENCE_RECORDS[STAGE_DATA[stage]]
+
+
+def scaled_to_data(budget: "Budget", records: dict[str, int]) -> tuple["Budget", list[str]]:
+    """The budget with each stage's cap scaled to a dataset's `records` ({"noisy": N, "clean": M}), and one line
+    per stage saying what it became (printed by nlr-compare and written to its results)."""
+    changes, lines = {}, []
+    for stage in ("scratch", "whole", "heads"):
+        s, data = budget.stage(stage), STAGE_DATA[stage]
+        wanted = passes(budget, stage) * records[data] / s.batch_size
+        steps = int(min(MAX_STEPS, max(MIN_STEPS, round(wanted))))
+        bound = " (at its lower bound)" if steps == MIN_STEPS else " (at its upper bound)" if steps == MAX_STEPS else ""
+        changes[stage] = dataclasses.replace(s, max_steps=steps, eval_steps=min(s.eval_steps, max(1, steps // 20)))
+        lines.append(
+            f"{stage}: at most {steps:,} steps of {s.batch_size} ({steps * s.batch_size / records[data]:.1f} passes "
+            f"over the {records[data]:,} {data} images; {passes(budget, stage):.1f} on digits_mosaic){bound}"
+        )
+    scale = changes["heads"].max_steps / budget.heads.max_steps
+    changes["cleaning_pretrain_steps"] = max(1, int(round(budget.cleaning_pretrain_steps * scale)))
+    changes["cleannet_steps"] = max(1, int(round(budget.cleannet_steps * scale)))
+    return dataclasses.replace(budget, **changes), lines
+
+
 FULL = Budget()
 # One seed, fewer images and fractions (not fewer steps per image): the same protocol, a smaller problem.
 QUICK = Budget(
