@@ -1,7 +1,7 @@
 r"""nlr-reproduce: the papers' tables on the built-in digits_mosaic benchmark.
 
 Example:
-  nlr-reproduce --output_dir=out/reproduce_quick --quick   # one seed, one fraction, about 12 minutes on 2 cores
+  nlr-reproduce --output_dir=out/reproduce_quick --quick   # one seed, one fraction, about 9 minutes on 2 cores
   nlr-reproduce --output_dir=out/reproduce --ledger=LEDGER  # the full run: 1,078 runs, about 8 CPU-hours
 
 The full run trains both benchmarks (scratch and transfer) with three seeds,
@@ -25,7 +25,7 @@ from absl import app, flags
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "out/reproduce", "Folder for data, runs and results.")
 _QUICK = flags.DEFINE_bool(
-    "quick", False, "One seed, fewer images and fractions, the same protocol (about 12 minutes on 2 CPU cores)."
+    "quick", False, "One seed, fewer images and fractions, the same protocol (about 9 minutes on 2 CPU cores)."
 )
 _SEEDS = flags.DEFINE_list("seeds", None, "Training seeds (default: 0 with --quick, else 0,1,2).")
 _STEP_SCALE = flags.DEFINE_float("step_scale", 1.0, "Multiplies every step count (a smoke test: 0.02).", lower_bound=0)
