@@ -43,6 +43,7 @@ setuptools.setup(
             "nlr-export=nlr_tf.cli.export:run",
             "nlr-clean-labels=nlr_tf.cli.clean_labels:run",
             "nlr-reproduce=nlr_tf.cli.reproduce:run",
+            "nlr-compare=nlr_tf.cli.compare:run",
         ],
     },
 )

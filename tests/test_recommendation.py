@@ -43,7 +43,7 @@ def test_the_leader_what_it_beats_and_where_more_clean_labels_stop_paying():
     # 0.25's leader (87.0) is within noise of 1.0's (87.6); 0.1's (80.0) is not.
     assert rec["enough"] == 0.25 and rec["enough_test"]["p"] >= 0.05
     text = recommendation.recommendation_markdown(rec)
-    assert "**10 %**: NR_SIGMOID leads (mAP" in text and "significantly above ft_last (+" in text
+    assert "**10 %**: NR_SIGMOID leads (mAP" in text and "significantly above FT_LAST (+" in text
     assert f"stop paying beyond **{100 * rec['enough']:g} %**" in text
     # The same numbers with one budget more at the top that pays: no budget is enough.
     values[2.0] = {"nr_sigmoid": 0.95, "ft_whole": 0.96, "gt": 0.99}

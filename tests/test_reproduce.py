@@ -252,10 +252,10 @@ def test_runs_at_their_step_cap_are_marked_and_listed():
 
 
 def test_time_line_sums_wall_and_cpu_seconds():
-    line = report._time_line(90.0, [3000.0, 600.0, 1800.0], [5900.0, 1300.0, 3600.0])
+    line = report.time_line(90.0, [3000.0, 600.0, 1800.0], [5900.0, 1300.0, 3600.0])
     assert "the 3 runs took 1 h 30 min of wall time and 3 h 00 min of CPU time" in line
     assert "1.5 min" in line and "not counted" not in line
-    line = report._time_line(90.0, [3000.0, None], [5900.0, None])
+    line = report.time_line(90.0, [3000.0, None], [5900.0, None])
     assert "1 runs finished before run times were recorded" in line
     assert "1 runs finished before CPU times were recorded" in line
 

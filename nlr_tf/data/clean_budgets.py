@@ -17,7 +17,7 @@ verified positive of any class in the clean split.
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -90,8 +90,11 @@ def write_clean_budgets(
     val_from_clean: float = 0.0,
     test_from_clean: float = 0.0,
     overwrite: bool = False,
+    provenance: Optional[dict[str, Any]] = None,
 ) -> tuple[DatasetInfo, dict[str, Any]]:
     """Writes the budgets' dataset folder (see the module docstring).
+
+    `provenance`: further entries for its provenance (the caller's arguments).
 
     Returns:
         (its `DatasetInfo`, the report recorded in its provenance under
@@ -144,7 +147,7 @@ def write_clean_budgets(
             multi_label=info.multi_label,
             splits=splits,
             classes=info.classes,
-            provenance={**info.provenance, "derived_from": info.path, "clean_budgets": report},
+            provenance={**info.provenance, "derived_from": info.path, "clean_budgets": report, **(provenance or {})},
             skipped=info.skipped,
         )
         out.write(tmp)

@@ -31,6 +31,44 @@ class Stage:
 
 
 @dataclasses.dataclass(frozen=True)
+class UserDataset:
+    """A user's dataset compared by nlr-compare (the plan's `USER_DATA` benchmark).
+
+    Args:
+        path: str. The converted dataset (nlr-make-tfrecords' output).
+        variant: str. "multi_label" or "single_label", read from its dataset.json.
+        clean_subsets: tuple of float. The clean-label budgets: nested shares of its clean split.
+        subset_seed: int. The seed of the budgets (and of val/test set aside from the clean split).
+        val_from_clean, test_from_clean: float. Shares of the clean split set aside as val / test (0: its own).
+        backbone_weights: str. Where every network trained from the start begins ("": random weights;
+            "imagenet" or a weights file, as `nlr-train --backbone_weights`).
+        has_gt: bool. Whether every training image is verified (a `clean_all` split): the GT row trains.
+        rows: tuple of str. The rows to train (empty: every row of the variant).
+    """
+
+    path: str
+    variant: str
+    clean_subsets: tuple[float, ...]
+    subset_seed: int = 0
+    val_from_clean: float = 0.0
+    test_from_clean: float = 0.0
+    backbone_weights: str = ""
+    has_gt: bool = False
+    rows: tuple[str, ...] = ()
+
+    def arguments(self) -> dict:
+        """What its budgets' dataset is built from (recorded in that dataset, and in the plan's fingerprint)."""
+        return {
+            "source": "clean_budgets",
+            "dataset": self.path,
+            "clean_subsets": list(self.clean_subsets),
+            "subset_seed": self.subset_seed,
+            "val_from_clean": self.val_from_clean,
+            "test_from_clean": self.test_from_clean,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
 class Budget:
     """How much `nlr-reproduce` trains, and on what.
 
@@ -81,6 +119,8 @@ class Budget:
             `claim_fractions`: the claims' t-tests there have
             len(seeds) + len(claim_seeds) seeds.
         claim_fractions: tuple of float. See `claim_seeds`.
+        user: `UserDataset` or None. nlr-compare's dataset (benchmarks is
+            then (`USER_DATA`,), networks names its backbone and side).
     """
 
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -119,6 +159,7 @@ class Budget:
     claim_fractions: tuple[float, ...] = (0.05, 0.10)
     source_sizes: tuple[int, int, int] = (40000, 2000, 4000)
     annotator_top_k: int = 4
+    user: Optional[UserDataset] = None
 
     def network(self, benchmark: str) -> tuple[str, int]:
         """A benchmark's backbone and image side."""

@@ -13,7 +13,7 @@ import keras
 from nlr_tf.data.schema import load_dataset_info
 from nlr_tf.reproduce.budgets import Budget
 from nlr_tf.reproduce.plan import Run, dataset_fractions, source_cell
-from nlr_tf.reproduce.rows import SHORT
+from nlr_tf.reproduce.rows import SHORT, USER_DATA
 from nlr_tf.training import model_dir as run_files
 from nlr_tf.training.model_dir import load_trained_model, resolve_checkpoint
 from tfrecords_tools import CONVERTER_VERSION
@@ -31,12 +31,16 @@ def dataset_dir(output_dir: str, variant: str, benchmark: str = "scratch") -> st
     transfer benchmark's noisy labels come from the source classifier; single-label: one for both)."""
     if variant == "source":
         return os.path.join(output_dir, "data", "glyphs")
+    if benchmark == USER_DATA:  # nlr-compare: the user's dataset with its clean-label budgets
+        return os.path.join(output_dir, "data", "budgets")
     suffix = "_transfer" if benchmark == "transfer" and variant == "multi_label" else ""
     return os.path.join(output_dir, "data", f"digits_mosaic_{SHORT[variant]}{suffix}")
 
 
 def dataset_arguments(budget: Budget, variant: str, benchmark: str = "scratch") -> dict[str, Any]:
     """The converter's arguments of a run's dataset (recorded in its dataset.json, and in the plan's fingerprint)."""
+    if benchmark == USER_DATA:
+        return budget.user.arguments()
     if variant == "source":
         train, val, test = budget.source_sizes
         return {"source": "glyphs", "seed": DATA_SEED, "num_train": train, "num_val": val, "num_test": test}
@@ -71,6 +75,28 @@ def build_dataset(
             return path
         raise ReproduceError(f"{path} holds a dataset built with other settings: use another --output_dir")
     log(f"building {path}")
+    if benchmark == USER_DATA:
+        from nlr_tf.data.clean_budgets import write_clean_budgets
+
+        user = budget.user
+        _, report = write_clean_budgets(
+            user.path,
+            path,
+            user.clean_subsets,
+            seed=user.subset_seed,
+            val_from_clean=user.val_from_clean,
+            test_from_clean=user.test_from_clean,
+            provenance={"arguments": arguments, "converter_version": CONVERTER_VERSION},
+        )
+        for b in report["budgets"]:
+            missing = b["classes_without_verified_positive"]
+            log(
+                f"  clean budget {100 * b['fraction']:g} %: {b['records']} images"
+                + (f"; no verified positive of {', '.join(missing)} (left out of its mean)" if missing else "")
+            )
+        for split, share in report["set_aside_from_clean"].items():
+            log(f"  {split}: {share['records']} images set aside from the clean split ({100 * share['share']:g} %)")
+        return path
     if variant == "source":
         from tfrecords_tools import glyphs
 

@@ -116,6 +116,7 @@ class Run:
             return None
         source = self.row.starts_from or ("" if self.row.stage in ("pretext", "scratch") else NOISY.key)
         if not source:
+            # A user's dataset: from random weights, or from --backbone_weights (set by the run's config).
             return source_cell() if self.benchmark == "transfer" else None
         where = "shared" if source in SHARED_KEYS or self.fraction is None else fraction_name(self.fraction)
         return f"{self.benchmark}/{SHORT[self.variant]}/seed{self.seed}/{where}/{source}"
@@ -157,7 +158,36 @@ def _claim_cells(budget: Budget, variant: str) -> list[tuple[Optional[float], Ro
     return cells
 
 
+def user_rows(variant: str) -> tuple[Row, ...]:
+    """Every row nlr-compare can train on a user's dataset of `variant` (the noisy model and GT first)."""
+    if variant == "multi_label":
+        rows = MULTI_LABEL_ROWS + MULTI_LABEL_REFERENCES + MULTI_LABEL_BASELINES + MULTI_LABEL_BASELINE_EXTRAS
+    else:
+        rows = SINGLE_LABEL_ROWS + SINGLE_LABEL_BASELINES
+    return (NOISY, GT, *rows)
+
+
+def _user_cells(budget: Budget, variant: str) -> list[tuple[Optional[float], Row]]:
+    """A user's dataset: the noisy model, GT where every training image is verified, and the chosen rows at
+    every clean-label budget (with the rows they start from)."""
+    rows = {r.key: r for r in user_rows(variant)}
+    wanted = set(budget.user.rows or rows) | {NOISY.key}
+    for key in list(wanted):  # a row's starting point trains too
+        while rows[key].starts_from:
+            key = rows[key].starts_from
+            wanted.add(key)
+    if not budget.user.has_gt:
+        wanted.discard(GT.key)
+    chosen = [r for r in rows.values() if r.key in wanted]
+    cells: list[tuple[Optional[float], Row]] = [(None, r) for r in chosen if r.shared]
+    for fraction in budget.fractions:
+        cells += [(fraction, r) for r in chosen if not r.shared]
+    return cells
+
+
 def _cells(budget: Budget, variant: str, seed: int) -> list[tuple[Optional[float], Row]]:
+    if budget.user is not None:
+        return _user_cells(budget, variant)
     if seed in budget.claim_seeds:
         return _claim_cells(budget, variant)
     cells: list[tuple[Optional[float], Row]] = [(None, NOISY), (None, GT)]
@@ -225,6 +255,8 @@ def make_plan(budget: Budget, variants=None) -> list[Run]:
 
 def dataset_fractions(budget: Budget, variant: str) -> tuple[float, ...]:
     """The clean fractions a variant's dataset holds a clean split for."""
+    if budget.user is not None:
+        return tuple(sorted(budget.user.clean_subsets))
     if variant == "multi_label":
         return tuple(sorted(set(budget.fractions) | {budget.main_fraction}))
     return tuple(sorted(set(budget.sl_fractions) | {budget.main_fraction}))

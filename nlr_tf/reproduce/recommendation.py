@@ -60,7 +60,8 @@ def recommend(res: Results, variant: str, rows: Optional[Sequence[str]] = None) 
             if row == leader:
                 continue
             test = res.difference(variant, leader, row, fraction, metric)
-            (above if test and test["verdict"] == HELD else within).append({"row": row, "test": test})
+            entry = {"row": row, "label": res.labels[(variant, row)], "test": test}
+            (above if test and test["verdict"] == HELD else within).append(entry)
         budgets.append(
             {
                 "fraction": fraction,
@@ -107,10 +108,10 @@ def recommendation_markdown(rec: dict[str, Any], budget_words=_pct) -> str:
         else:
             if b["above"]:
                 line += "; significantly above " + ", ".join(
-                    f"{o['row']} ({test_text(o['test'])})" for o in b["above"]
+                    f"{o['label']} ({test_text(o['test'])})" for o in b["above"]
                 )
             if b["within_noise"]:
-                line += "; within noise of " + ", ".join(o["row"] for o in b["within_noise"])
+                line += "; within noise of " + ", ".join(o["label"] for o in b["within_noise"])
         lines.append(line + ".")
     last = rec["budgets"][-1]
     if len(rec["budgets"]) == 1:

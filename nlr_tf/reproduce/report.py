@@ -16,7 +16,7 @@ RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
 REGIME_PLOT, CURVES_PLOT = "regime_map.png", "training_curves.png"
 
 
-def _atomic_write(path: str, text: str) -> None:
+def atomic_write(path: str, text: str) -> None:
     with open(path + ".tmp", "w") as f:
         f.write(text)
     os.replace(path + ".tmp", path)
@@ -28,7 +28,7 @@ def _hours(seconds: float) -> str:
     return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
 
 
-def _time_line(elapsed: float, run_seconds: list[Optional[float]], run_cpu_seconds: list[Optional[float]]) -> str:
+def time_line(elapsed: float, run_seconds: list[Optional[float]], run_cpu_seconds: list[Optional[float]]) -> str:
     """The time the tables cost: every run's wall and CPU seconds, summed (the learning-rate grids' other runs,
     the source and pretext runs included).
 
@@ -50,14 +50,14 @@ def _time_line(elapsed: float, run_seconds: list[Optional[float]], run_cpu_secon
     return line
 
 
-def _finite(value: Any) -> Any:
+def finite_json(value: Any) -> Any:
     """`value` with every non-finite float (an infinite t) replaced by None: results.json stays strict JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite_json(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [finite_json(v) for v in value]
     return value
 
 
@@ -181,7 +181,7 @@ def write_results(
                 else "unknown version"
             )
             + (f"; plan fingerprint {fingerprint[:16]}." if fingerprint else "."),
-            _time_line(elapsed, run_seconds, run_cpu_seconds or [None] * len(run_seconds)),
+            time_line(elapsed, run_seconds, run_cpu_seconds or [None] * len(run_seconds)),
             "## Benchmarks\n\n"
             "- **scratch**: every network starts from random weights; the multi-label noisy labels come from a weak "
             "per-digit annotator (a logistic regression trained on three digits per class).\n"
@@ -217,7 +217,7 @@ def write_results(
             *(["## Plots\n\n" + "\n\n".join(figures)] if figures else []),
         ]
     )
-    _atomic_write(os.path.join(output_dir, RESULTS_MD), md + "\n")
+    atomic_write(os.path.join(output_dir, RESULTS_MD), md + "\n")
     out = {
         "command": command,
         "code_version": code_version,
@@ -232,7 +232,7 @@ def write_results(
         "rank_agreement": agreement,
         "runs": records,
     }
-    _atomic_write(os.path.join(output_dir, RESULTS_JSON), json.dumps(_finite(out), indent=1, allow_nan=False))
+    atomic_write(os.path.join(output_dir, RESULTS_JSON), json.dumps(finite_json(out), indent=1, allow_nan=False))
     return body + "\n\n## Claims\n\n" + "\n".join(claim_lines)
 
 

@@ -16,6 +16,8 @@ STAGES = ("source", "pretext", "scratch", "whole", "heads", "reference")
 # `scratch`: every network starts from random weights. `transfer`: as the papers start from ImageNet, networks
 # start from a backbone trained on the `glyphs` source task, whose classifier also compiles the multi-label noise.
 BENCHMARKS = ("scratch", "transfer")
+# nlr-compare: the plan's benchmark dimension holds a user's dataset under this name.
+USER_DATA = "data"
 
 
 @dataclasses.dataclass(frozen=True)

@@ -52,6 +52,8 @@ def train_config(run: Run, output_dir: str, budget: Budget, init_dir: str = "") 
         seed=run.seed,
         **settings,
     )
+    if budget.user is not None and run.row.stage == "scratch" and budget.user.backbone_weights:
+        config.backbone_weights = budget.user.backbone_weights  # nlr-compare --backbone_weights: imagenet or a file
     if run.init and run.row.stage == "scratch":
         # A pretraining run's (rotation, or the transfer benchmark's source) backbone weights, as ImageNet's file.
         config.backbone_weights = os.path.join(init_dir, run_files.BACKBONE_WEIGHTS_FILE)

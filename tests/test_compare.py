@@ -1,0 +1,107 @@
+"""nlr-compare on a dataset converted from a manifest: the budgets, the table, the recommendation, the refusals."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import sklearn.datasets
+from cli_util import run_cli
+from PIL import Image
+
+from nlr_tf.reproduce import recommendation
+from nlr_tf.reproduce.results import Results
+
+CLASSES = ["zero", "one", "two", "three"]
+
+
+def _manifest_dataset(root, n=240, clean_every=3, with_val=True):
+    """Digit scans (scikit-learn's bundled digits, classes 0-3) as a multi-label manifest: each image one digit;
+    noisy labels wrong for a quarter of the images; the clean split verified on part of the classes only; class
+    'three' rare."""
+    digits = sklearn.datasets.load_digits()
+    keep = [i for i, t in enumerate(digits.target) if t < 3][: n - 12] + [
+        i for i, t in enumerate(digits.target) if t == 3
+    ][:12]
+    rng = np.random.default_rng(0)
+    (root / "img").mkdir(parents=True)
+    rows = []
+    for k, i in enumerate(keep):
+        label = CLASSES[digits.target[i]]
+        image = np.kron(digits.images[i] * 16, np.ones((3, 3))).clip(0, 255).astype(np.uint8)
+        name = f"img/{k:04d}.png"
+        Image.fromarray(np.stack([image] * 3, -1)).save(root / name)
+        split = ("clean" if k % clean_every == 0 else "noisy") if not with_val or k % 10 else "val"
+        if with_val and k % 10 == 5:
+            split = "test"
+        noisy = label if rng.random() > 0.25 else CLASSES[int(rng.integers(0, 4))]
+        verified = [c for c in CLASSES if rng.random() < 0.8] if split != "noisy" else []
+        if split in ("val", "test"):
+            verified = CLASSES
+        rows.append(
+            {
+                "image": name,
+                "noisy": noisy,
+                "verified_pos": ";".join(c for c in verified if c == label),
+                "verified_neg": ";".join(c for c in verified if c != label),
+                "split": split,
+                "id": f"d{k}",
+            }
+        )
+    with open(root / "rows.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    proc = run_cli(
+        "make_tfrecords",
+        "--source=manifest",
+        f"--input={root / 'rows.csv'}",
+        f"--classes={root / 'classes.txt'}",
+        f"--image_root={root}",
+        f"--output_dir={root / 'data'}",
+        "--num_shards=2",
+    )
+    assert proc.returncode == 0, proc.stderr
+    return root / "data"
+
+
+TINY = ("--quick", "--step_scale=0.01", "--image_size=24", "--clean_subsets=0.5,1.0", "--seeds=0,1")
+
+
+@pytest.mark.slow
+def test_compare_writes_the_table_the_recommendation_and_the_commands(tmp_path):
+    data = _manifest_dataset(tmp_path)
+    out = tmp_path / "out"
+    proc = run_cli("compare", f"--dataset={data}", f"--output_dir={out}", "--rows=ft_last,nr_sigmoid", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "step cap: heads: at most 500 steps" in proc.stdout  # a tiny dataset: the lower bound, printed
+    md = (out / "results.md").read_text()
+    result = json.loads((out / "results.json").read_text())
+    # The budgets are nested subsets of the clean split, and say what each holds.
+    budgets = result["data"]["budgets"]
+    assert [b["split"] for b in budgets] == ["clean_50", "clean_100"] and budgets[0]["records"] < budgets[1]["records"]
+    # The recommendation is computed from the runs it reports.
+    again = recommendation.recommend(Results(result["runs"]), "multi_label")
+    assert [b["leader"] for b in again["budgets"]] == [b["leader"] for b in result["recommendation"]["budgets"]]
+    leader = result["recommendation"]["budgets"][-1]["leader"]
+    assert "## Which method, and how many clean labels" in md and "leads (mAP" in md
+    assert f"--model_dir={out / 'final' / leader}" in md and "nlr-export" in md and "nlr-clean-labels" in md
+    assert {r["row"] for r in result["runs"]} == {"noisy", "ft_last", "nr_sigmoid"}
+    assert (out / "regime_map.png").stat().st_size > 0
+    # Started again: every run is reused, the same results.
+    proc = run_cli("compare", f"--dataset={data}", f"--output_dir={out}", "--rows=ft_last,nr_sigmoid", *TINY)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads((out / "results.json").read_text())["aggregate"] == result["aggregate"]
+
+
+def test_compare_refuses_what_it_cannot_compare_in_one_line(tmp_path):
+    data = _manifest_dataset(tmp_path, n=60, with_val=False)
+    proc = run_cli("compare", f"--dataset={data}", f"--output_dir={tmp_path / 'o'}", *TINY)
+    assert proc.returncode == 1 and "has no val split: pass --val_from_clean=F" in proc.stderr
+    assert sum(line.startswith("nlr-compare:") for line in proc.stderr.splitlines()) == 1
+    assert "Traceback" not in proc.stderr and not (tmp_path / "o" / "results.md").exists()
+    proc = run_cli("compare", f"--dataset={data}", f"--output_dir={tmp_path / 'o'}", "--rows=ft_last,nope", *TINY)
+    assert proc.returncode == 1 and "--rows: nope is no row of a multi_label comparison" in proc.stderr
+    proc = run_cli("compare", f"--dataset={tmp_path / 'missing'}", f"--output_dir={tmp_path / 'o'}")
+    assert proc.returncode == 1 and "dataset folder not found" in proc.stderr
