@@ -15,7 +15,7 @@ from nlr_tf.reproduce.results import Results
 CLASSES = ["zero", "one", "two", "three"]
 
 
-def _manifest_dataset(root, n=240, clean_every=3, with_val=True):
+def _manifest_dataset(root, n=240, clean_every=3, with_val=True, multi_label=True):
     """Digit scans (scikit-learn's bundled digits, classes 0-3) as a multi-label manifest: each image one digit;
     noisy labels wrong for a quarter of the images; the clean split verified on part of the classes only; class
     'three' rare."""
@@ -38,12 +38,14 @@ def _manifest_dataset(root, n=240, clean_every=3, with_val=True):
         verified = [c for c in CLASSES if rng.random() < 0.8] if split != "noisy" else []
         if split in ("val", "test"):
             verified = CLASSES
+        if not multi_label:  # one verified class makes the others verified absent
+            verified = [label] if label in verified else []
         rows.append(
             {
                 "image": name,
                 "noisy": noisy,
                 "verified_pos": ";".join(c for c in verified if c == label),
-                "verified_neg": ";".join(c for c in verified if c != label),
+                "verified_neg": ";".join(c for c in verified if c != label) if multi_label else "",
                 "split": split,
                 "id": f"d{k}",
             }
@@ -61,6 +63,7 @@ def _manifest_dataset(root, n=240, clean_every=3, with_val=True):
         f"--image_root={root}",
         f"--output_dir={root / 'data'}",
         "--num_shards=2",
+        f"--multi_label={str(multi_label).lower()}",
     )
     assert proc.returncode == 0, proc.stderr
     return root / "data"
@@ -93,6 +96,21 @@ def test_compare_writes_the_table_the_recommendation_and_the_commands(tmp_path):
     proc = run_cli("compare", f"--dataset={data}", f"--output_dir={out}", "--rows=ft_last,nr_sigmoid", *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads((out / "results.json").read_text())["aggregate"] == result["aggregate"]
+
+
+@pytest.mark.slow
+def test_a_single_label_dataset_is_compared_in_top1_with_its_own_rows(tmp_path):
+    data = _manifest_dataset(tmp_path, multi_label=False)
+    out = tmp_path / "out"
+    rows = "--rows=clean_only,nr_sigmoid,ft_whole"
+    proc = run_cli("compare", f"--dataset={data}", f"--output_dir={out}", rows, *TINY[:-1], "--seeds=0")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "results.json").read_text())
+    assert {r["row"] for r in result["runs"]} == {"noisy", "clean_only", "nr_sigmoid", "ft_whole"}
+    assert result["recommendation"]["metric"] == "top1" and not result["recommendation"]["tested"]
+    md = (out / "results.md").read_text()
+    assert "## Test top1 per clean-label budget" in md and "direction at one seed" in md
+    assert "--thresholds" not in md  # thresholds are for multi-label models
 
 
 def test_compare_refuses_what_it_cannot_compare_in_one_line(tmp_path):

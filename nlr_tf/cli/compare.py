@@ -31,6 +31,7 @@ import time
 from absl import app, flags
 
 from nlr_tf.backbones.sizes import BACKBONES
+from nlr_tf.training.config import STRATEGIES
 
 _DATASET = flags.DEFINE_string("dataset", None, "A dataset folder written by nlr-make-tfrecords.")
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", None, "Folder for the budgets' dataset, the runs and the results.")
@@ -51,6 +52,9 @@ _BACKBONE_WEIGHTS = flags.DEFINE_string(
 )
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 0, "Input side (0: the backbone's default).", lower_bound=0)
 _SEEDS = flags.DEFINE_list("seeds", None, "Training seeds (default 0,1,2; with --quick 0).")
+_STRATEGY = flags.DEFINE_enum(
+    "strategy", "default", STRATEGIES, "The tf.distribute strategy every run trains under, as nlr-train."
+)
 _QUICK = flags.DEFINE_bool("quick", False, "One seed and the quick stage budgets, on all of the data.")
 _STEP_SCALE = flags.DEFINE_float("step_scale", 1.0, "Multiplies every step count (a smoke test: 0.02).")
 
@@ -117,6 +121,7 @@ def main(argv):
         backbone_weights=_BACKBONE_WEIGHTS.value,
         has_gt=info.has_split("clean_all"),
         rows=tuple(_ROWS.value or ()),
+        strategy=_STRATEGY.value,
     )
     base = budgets.QUICK if _QUICK.value else budgets.FULL
     budget = dataclasses.replace(

@@ -44,6 +44,7 @@ class UserDataset:
             "imagenet" or a weights file, as `nlr-train --backbone_weights`).
         has_gt: bool. Whether every training image is verified (a `clean_all` split): the GT row trains.
         rows: tuple of str. The rows to train (empty: every row of the variant).
+        strategy: str. The `tf.distribute` strategy every run trains under (`nlr-train --strategy`).
     """
 
     path: str
@@ -55,6 +56,7 @@ class UserDataset:
     backbone_weights: str = ""
     has_gt: bool = False
     rows: tuple[str, ...] = ()
+    strategy: str = "default"
 
     def arguments(self) -> dict:
         """What its budgets' dataset is built from (recorded in that dataset, and in the plan's fingerprint)."""

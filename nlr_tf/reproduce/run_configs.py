@@ -52,6 +52,8 @@ def train_config(run: Run, output_dir: str, budget: Budget, init_dir: str = "") 
         seed=run.seed,
         **settings,
     )
+    if budget.user is not None:
+        config.strategy = budget.user.strategy  # nlr-compare: every row, one after another, on the strategy given
     if budget.user is not None and run.row.stage == "scratch" and budget.user.backbone_weights:
         config.backbone_weights = budget.user.backbone_weights  # nlr-compare --backbone_weights: imagenet or a file
     if run.init and run.row.stage == "scratch":
