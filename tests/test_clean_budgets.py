@@ -50,7 +50,8 @@ def test_val_and_test_set_aside_from_the_clean_split_when_the_dataset_has_none(t
     assert (len(val), len(test), len(pool)) == (20, 10, 70)
     assert not val & test and not (val | test) & pool
     assert val | test | pool == set(_ids(source, "clean"))
-    assert report["set_aside_from_clean"] == {"val": {"share": 0.2, "records": 20}, "test": {"share": 0.1, "records": 10}}
+    set_aside = {"val": {"share": 0.2, "records": 20}, "test": {"share": 0.1, "records": 10}}
+    assert report["set_aside_from_clean"] == set_aside
 
 
 def test_each_missing_part_is_refused_in_one_line(tmp_path):

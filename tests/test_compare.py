@@ -123,3 +123,31 @@ def test_compare_refuses_what_it_cannot_compare_in_one_line(tmp_path):
     assert proc.returncode == 1 and "--rows: nope is no row of a multi_label comparison" in proc.stderr
     proc = run_cli("compare", f"--dataset={tmp_path / 'missing'}", f"--output_dir={tmp_path / 'o'}")
     assert proc.returncode == 1 and "dataset folder not found" in proc.stderr
+
+
+def test_the_recommended_commands_train_the_row_from_its_starting_point_on_every_clean_label():
+    import dataclasses
+
+    from nlr_tf.reproduce import budgets
+    from nlr_tf.reproduce.compare import final_commands
+    from nlr_tf.reproduce.rows import USER_DATA
+
+    user = budgets.UserDataset(
+        path="/d/mine", variant="multi_label", clean_subsets=(0.5, 1.0), backbone_weights="imagenet"
+    )
+    budget = dataclasses.replace(
+        budgets.FULL, benchmarks=(USER_DATA,), networks=((USER_DATA, "resnet50", 0),), fractions=(0.5, 1.0), user=user
+    )
+    text = final_commands("/o", budget, "nr_sigmoid", 1.0, 0.003)
+    noisy, row = text.split("nlr-train")[1:]
+    for flag in ("--method=noisy", "--backbone_weights=imagenet", "--model_dir=/o/final/noisy"):
+        assert flag in noisy
+    for flag in ("--init_checkpoint=/o/final/noisy", "--activation=sigmoid", "--learning_rate=3e-3"):
+        assert flag in row
+    assert "--feature_cache" not in row and "--clean_split" not in row  # images, and every clean label (`clean`)
+    assert "nlr-export --model_dir=/o/final/nr_sigmoid" in text and "--thresholds" in text
+    assert "nlr-clean-labels --model_dir=/o/final/nr_sigmoid --dataset=/o/data/budgets" in text
+    # A row trained from the start has no starting run to train first.
+    single = dataclasses.replace(budget, user=dataclasses.replace(user, variant="single_label"))
+    text = final_commands("/o", single, "clean_only", 1.0, 0.001)
+    assert text.count("nlr-train") == 1 and "--thresholds" not in text

@@ -38,7 +38,8 @@ class CleanBudgetError(ValueError):
 def _check(info: DatasetInfo, val_from_clean: float, test_from_clean: float) -> None:
     if not info.has_split("clean"):
         raise CleanBudgetError(f"dataset {info.path!r} has no clean split (the images with verified labels)")
-    for split, share, flag in (("val", val_from_clean, "--val_from_clean"), ("test", test_from_clean, "--test_from_clean")):
+    for split, share in (("val", val_from_clean), ("test", test_from_clean)):
+        flag = f"--{split}_from_clean"
         if not share and not info.has_split(split):
             raise CleanBudgetError(
                 f"dataset {info.path!r} has no {split} split: pass {flag}=F to set aside a share F of its clean split"

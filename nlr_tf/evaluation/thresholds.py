@@ -90,7 +90,11 @@ def _cut_points(s: np.ndarray, y: np.ndarray):
 
 
 def choose_thresholds(
-    scores: np.ndarray, labels: np.ndarray, mask: Optional[np.ndarray] = None, *, target_precision: Optional[float] = None
+    scores: np.ndarray,
+    labels: np.ndarray,
+    mask: Optional[np.ndarray] = None,
+    *,
+    target_precision: Optional[float] = None,
 ) -> Thresholds:
     """Chooses one threshold per class on verified entries (see the module docstring).
 

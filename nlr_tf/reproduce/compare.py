@@ -32,10 +32,12 @@ def _budget_words(fraction: float) -> str:
     return f"{100 * fraction:g} % of the clean set"
 
 
-def _flags(config: TrainConfig) -> list[str]:
+def _flags(config: TrainConfig, row) -> list[str]:
+    """The flags that differ from nlr-train's defaults, and the row's own settings and rates, default or not."""
     defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig) if f.default is not dataclasses.MISSING}
     values = dataclasses.asdict(config)
-    return [f"--{k}={format_value(v)}" for k, v in values.items() if v != defaults.get(k) or k in ("method",)]
+    stated = {"method", *row.config(), *(field for field, _ in row.lr_fields)}
+    return [f"--{k}={format_value(v)}" for k, v in values.items() if v != defaults.get(k) or k in stated]
 
 
 def final_commands(output_dir: str, budget: Budget, row_key: str, fraction: float, learning_rate: float) -> str:
@@ -61,7 +63,7 @@ def final_commands(output_dir: str, budget: Budget, row_key: str, fraction: floa
         config.clean_split = "clean"  # every clean label
         if previous and config.init_checkpoint:
             config.init_checkpoint = previous
-        commands.append(" \\\n    ".join(["nlr-train", *_flags(config)]))
+        commands.append(" \\\n    ".join(["nlr-train", *_flags(config, r)]))
         previous = config.model_dir
     model = os.path.join(final, row_key)
     export = ["nlr-export", f"--model_dir={model}", f"--export_dir={os.path.join(final, 'export', '1')}"]
