@@ -133,9 +133,14 @@ def regime_table(res: Results, variant: str) -> str:
     """Gap closed per row and clean fraction (the regime map's numbers)."""
     metric = MAIN_METRIC[variant]
     fr = res.fractions[variant]
+    def mean_gap(row: str) -> float:
+        """The row's mean gap closed over the fractions that have one (rows without any last)."""
+        gaps = [g for g in (res.gap_closed(variant, row, f, metric) for f in fr) if g is not None]
+        return float(np.mean(gaps)) if gaps else -np.inf
+
     rows = sorted(
         {row for (v, row) in res.labels if v == variant and row not in ("noisy", "gt") and row not in PREMISE_KEYS},
-        key=lambda r: -(np.nanmean([res.gap_closed(variant, r, f, metric) or np.nan for f in fr]) if fr else 0),
+        key=lambda r: -mean_gap(r),
     )
     lines, shown = [], []
     for row in rows:
