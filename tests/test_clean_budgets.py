@@ -1,6 +1,7 @@
 """A dataset's clean split cut into nested clean-label budgets, written as a dataset folder of its own."""
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -23,8 +24,9 @@ def test_budgets_are_nested_splits_and_the_other_splits_stay_where_they_are(tmp_
     assert [info.splits[b].num_records for b in ("clean_10", "clean_25", "clean_100", "clean")] == [8, 20, 80, 80]
     small, large, every = (set(_ids(info, s)) for s in ("clean_10", "clean_25", "clean_100"))
     assert small <= large <= every == set(_ids(source, "clean"))
-    for split in ("noisy", "val", "test"):
-        assert info.split_files(split) == source.split_files(split)  # named where they are, not copied
+    for split in ("noisy", "val", "test"):  # links to the source's shards, named inside the folder as in any dataset
+        assert [os.path.realpath(f) for f in info.split_files(split)] == source.split_files(split)
+        assert all(os.path.dirname(f) == info.path for f in info.split_files(split))
     # The subsets' records are the source's records, labels and all.
     mine = {r["id"]: r for r in parsing.iterate_label_lists(info.split_files("clean_25"))}
     theirs = {r["id"]: r for r in parsing.iterate_label_lists(source.split_files("clean"))}

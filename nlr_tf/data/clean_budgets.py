@@ -4,7 +4,8 @@
 `dataset.json` holds one split per budget (`clean_10`, `clean_25`, ... for
 fractions 0.1, 0.25, ...: nested, seeded, stratified by class, see
 `subsets`), `clean` (the whole clean pool), and the source's other splits,
-whose shards it names where they are (nothing large is copied). Where the
+whose shards are symbolic links to the source's on a local disk (nothing
+large is copied; copies on other filesystems). Where the
 source has no `val` or `test`, seeded disjoint shares of its clean split
 become them (`val_from_clean`, `test_from_clean`), and the budgets are cut
 from what remains. Only the clean split's records are read and written,
@@ -82,6 +83,16 @@ def _write_shards(files: Sequence[str], directory: str, members: dict[str, np.nd
     return {s: SplitInfo(num_records=len(members[s]), num_shards=len(shards[s]), files=shards[s]) for s in members}
 
 
+def _link_or_copy(source: str, target: str) -> None:
+    """A shard of the source dataset inside the budgets' folder: a symbolic link on a local disk (nothing large is
+    copied), a copy on any other filesystem. The folder's shards keep their names inside it, as every dataset's
+    do, so a writer that joins a shard's name to its own output folder never reaches the source's files."""
+    if "://" in source:
+        tf.io.gfile.copy(source, target)
+    else:
+        os.symlink(os.path.abspath(source), target)
+
+
 def write_clean_budgets(
     dataset: str,
     output_dir: str,
@@ -137,11 +148,10 @@ def write_clean_budgets(
     members["clean"] = np.sort(pool)
     with atomic_output_dir(output_dir, overwrite=overwrite) as tmp:
         written = _write_shards(files, tmp, members)
-        splits = {
-            name: SplitInfo(s.num_records, s.num_shards, [os.path.join(info.path, f) for f in s.files])
-            for name, s in info.splits.items()
-            if name != "clean" and name not in written
-        }
+        splits = {name: s for name, s in info.splits.items() if name != "clean" and name not in written}
+        for s in splits.values():
+            for f in s.files:
+                _link_or_copy(os.path.join(info.path, f), os.path.join(tmp, f))
         splits.update(written)
         out = DatasetInfo(
             num_classes=info.num_classes,

@@ -83,4 +83,4 @@ def export_saved_model(
         fn=outputs,
         input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")],
     )
-    archive.write_out(export_dir)
+    archive.write_out(export_dir, verbose=False)  # the binary says what it wrote, without every tensor spec
