@@ -84,10 +84,12 @@ def main(argv):
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from nlr_tf.data.clean_budgets import CleanBudgetError
     from nlr_tf.data.schema import DatasetError, load_dataset_info
+    from nlr_tf.data.subsets import nested_split_name
     from nlr_tf.reproduce import budgets
     from nlr_tf.reproduce.compare import write_compare_results
     from nlr_tf.reproduce.datasets import ReproduceError, build_datasets, dataset_dir
     from nlr_tf.reproduce.fingerprint import code_version
+    from nlr_tf.reproduce.report import RESULTS_JSON, RESULTS_MD
     from nlr_tf.reproduce.plan import user_rows
     from nlr_tf.reproduce.rows import USER_DATA
     from nlr_tf.reproduce.runner import run_plan
@@ -147,8 +149,8 @@ def main(argv):
     try:
         build_datasets(output_dir, budget, [variant], print)
         data = load_dataset_info(dataset_dir(output_dir, variant, USER_DATA))
-        records = {"noisy": data.splits["noisy"].num_records, "clean": data.splits["clean"].num_records}
-        records["clean"] = max(1, round(records["clean"] * subsets[-1]))
+        largest = data.splits[nested_split_name(subsets[-1])]
+        records = {"noisy": data.splits["noisy"].num_records, "clean": largest.num_records}
         budget, cap_lines = budgets.scaled_to_data(budget, records)
         if _STEP_SCALE.value != 1.0:
             budget = budget.scaled(_STEP_SCALE.value)
@@ -172,7 +174,7 @@ def main(argv):
     )
     print()
     print(text)
-    print(f"\nwrote {os.path.join(output_dir, 'results.md')} and results.json")
+    print(f"\nwrote {os.path.join(output_dir, RESULTS_MD)} and {RESULTS_JSON}")
     return 0
 
 

@@ -27,7 +27,6 @@ from nlr_tf.data import subsets
 from nlr_tf.data.output_dir import atomic_output_dir
 from nlr_tf.data.parsing import label_arrays
 from nlr_tf.data.schema import DatasetInfo, SplitInfo, load_dataset_info, shard_name
-from nlr_tf.data.subsets import nested_split_name
 
 RECORDS_PER_SHARD = 5000
 
@@ -76,11 +75,24 @@ def _write_shards(files: Sequence[str], directory: str, members: dict[str, np.nd
     finally:
         for w in writers.values():
             w.close()
-    for split, names in shards.items():  # an empty shard where a split has fewer records than shards: none here
-        for name in names:
-            if not os.path.exists(os.path.join(directory, name)):
-                tf.io.TFRecordWriter(os.path.join(directory, name)).close()
     return {s: SplitInfo(num_records=len(members[s]), num_shards=len(shards[s]), files=shards[s]) for s in members}
+
+
+def describe(report: dict[str, Any]) -> list[str]:
+    """One line per budget and per share set aside, from `write_clean_budgets`' report (printed and in results)."""
+    lines = []
+    for b in report.get("budgets", []):
+        missing = b["classes_without_verified_positive"]
+        lines.append(
+            f"budget {100 * b['fraction']:g} % of the clean set: {b['records']} images"
+            + (f"; no verified positive of {', '.join(missing)} (left out of its mean)" if missing else "")
+        )
+    for split, share in report.get("set_aside_from_clean", {}).items():
+        lines.append(
+            f"{split}: {share['records']} images set aside from the clean split ({100 * share['share']:g} %), "
+            "disjoint from every budget"
+        )
+    return lines
 
 
 def _link_or_copy(source: str, target: str) -> None:
@@ -135,12 +147,12 @@ def write_clean_budgets(
     report: dict[str, Any] = {"seed": seed, "pool": len(pool), "set_aside_from_clean": set_aside, "budgets": []}
     for f in fractions:
         chosen = np.sort(pool[order[: subsets.subset_size(f, len(pool))]])
-        members[nested_split_name(f)] = chosen
+        members[subsets.nested_split_name(f)] = chosen
         missing = subsets.classes_without_positive(labels, mask, chosen)
         report["budgets"].append(
             {
                 "fraction": f,
-                "split": nested_split_name(f),
+                "split": subsets.nested_split_name(f),
                 "records": len(chosen),
                 "classes_without_verified_positive": [info.class_names[j] for j in missing],
             }

@@ -43,10 +43,15 @@ def per_category_map(per_class_ap: np.ndarray, info: DatasetInfo) -> dict[str, O
     return out
 
 
-def evaluate(model, info: DatasetInfo, split: str, *, backbone: str, image_size: int = 0, batch_size: int = 64):
-    """The metrics dict of `model` on `split` (what `nlr-eval` writes to metrics.json)."""
+def check_classes(model, info: DatasetInfo) -> None:
+    """Refuses a dataset whose class count is not the model's (EvalError)."""
     if info.num_classes != model.num_classes:
         raise EvalError(f"the model has {model.num_classes} classes but dataset {info.path!r} has {info.num_classes}")
+
+
+def evaluate(model, info: DatasetInfo, split: str, *, backbone: str, image_size: int = 0, batch_size: int = 64):
+    """The metrics dict of `model` on `split` (what `nlr-eval` writes to metrics.json)."""
+    check_classes(model, info)
     p = predict(model, info, split, backbone=backbone, image_size=image_size, batch_size=batch_size)
     return metrics_of_predictions(p, info, split)[0]
 
@@ -161,8 +166,7 @@ def run_thresholds(
     """
     info = load_dataset_info(dataset)
     info.split_files(split)
-    if info.num_classes != model.num_classes:
-        raise EvalError(f"the model has {model.num_classes} classes but dataset {info.path!r} has {info.num_classes}")
+    check_classes(model, info)
     p = _predict_run(model, run_config, model_dir, info, split, batch_size, [])
     if not p["verified_mask"].any():
         raise EvalError(f"split {split!r} of {info.path!r} has no verified labels to choose thresholds on")
@@ -221,8 +225,7 @@ def run_evaluation(config: EvalConfig) -> EvalOutputs:
     info = load_dataset_info(config.dataset)
     info.split_files(config.split)
     model, run_config = run_files.load_trained_model(config.model_dir, config.mixed_precision)
-    if info.num_classes != model.num_classes:
-        raise EvalError(f"the model has {model.num_classes} classes but dataset {info.path!r} has {info.num_classes}")
+    check_classes(model, info)
     baseline = stats = None
     if config.baseline_model_dir:
         baseline, baseline_config = run_files.load_trained_model(config.baseline_model_dir, config.mixed_precision)

@@ -189,7 +189,7 @@ class Budget:
 # Each stage's cap is a number of passes over the data its rows train on: the passes the full budget gives on
 # digits_mosaic (REFERENCE_RECORDS: 12,000 noisy images, 1,200 clean at the main fraction), within bounds, so a
 # dataset ten times larger trains ten times as many steps, and a tiny one still trains.
-STAGE_DATA = {"scratch": "noisy", "source": "noisy", "whole": "clean", "heads": "noisy"}
+STAGE_DATA = {"scratch": "noisy", "whole": "clean", "heads": "noisy"}
 REFERENCE_RECORDS = {"noisy": 12000, "clean": 1200}
 MIN_STEPS, MAX_STEPS = 500, 200_000
 

@@ -13,6 +13,7 @@ import json
 import os
 from typing import Any, Optional
 
+from nlr_tf.data.clean_budgets import describe
 from nlr_tf.reproduce import plots, recommendation
 from nlr_tf.reproduce.budgets import Budget
 from nlr_tf.reproduce.datasets import dataset_dir
@@ -134,18 +135,7 @@ def write_compare_results(
         figures.append(f"![metric against the clean-label budget]({REGIME_PLOT})")
     seeds = sorted({r["seed"] for r in records})
     data_lines = [f"- Dataset: `{budget.user.path}` ({variant.replace('_', '-')})."]
-    for b in data_report.get("budgets", []):
-        missing = b["classes_without_verified_positive"]
-        data_lines.append(
-            f"- Budget {_budget_words(b['fraction'])}: {b['records']} images"
-            + (f"; no verified positive of {', '.join(missing)} (left out of this budget's mean)" if missing else "")
-            + "."
-        )
-    for split, share in data_report.get("set_aside_from_clean", {}).items():
-        data_lines.append(
-            f"- {split}: {share['records']} images set aside from the clean split ({100 * share['share']:g} %), "
-            "disjoint from every budget."
-        )
+    data_lines += [f"- {line}." for line in describe(data_report)]
     data_lines.append("- Step caps, scaled to this dataset: " + "; ".join(cap_lines) + ".")
     final = None
     if rec["budgets"]:

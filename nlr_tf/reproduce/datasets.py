@@ -11,13 +11,13 @@ from typing import Any, Callable
 import keras
 
 from nlr_tf.data.schema import load_dataset_info
+from nlr_tf.data.subsets import nested_split_name
 from nlr_tf.reproduce.budgets import Budget
 from nlr_tf.reproduce.plan import Run, dataset_fractions, source_cell
 from nlr_tf.reproduce.rows import SHORT, USER_DATA
 from nlr_tf.training import model_dir as run_files
 from nlr_tf.training.model_dir import load_trained_model, resolve_checkpoint
 from tfrecords_tools import CONVERTER_VERSION
-from nlr_tf.data.subsets import nested_split_name
 
 DATA_SEED = 0  # one benchmark dataset; the seeds vary training
 
@@ -76,7 +76,7 @@ def build_dataset(
         raise ReproduceError(f"{path} holds a dataset built with other settings: use another --output_dir")
     log(f"building {path}")
     if benchmark == USER_DATA:
-        from nlr_tf.data.clean_budgets import write_clean_budgets
+        from nlr_tf.data.clean_budgets import describe, write_clean_budgets
 
         user = budget.user
         _, report = write_clean_budgets(
@@ -88,14 +88,8 @@ def build_dataset(
             test_from_clean=user.test_from_clean,
             provenance={"arguments": arguments, "converter_version": CONVERTER_VERSION},
         )
-        for b in report["budgets"]:
-            missing = b["classes_without_verified_positive"]
-            log(
-                f"  clean budget {100 * b['fraction']:g} %: {b['records']} images"
-                + (f"; no verified positive of {', '.join(missing)} (left out of its mean)" if missing else "")
-            )
-        for split, share in report["set_aside_from_clean"].items():
-            log(f"  {split}: {share['records']} images set aside from the clean split ({100 * share['share']:g} %)")
+        for line in describe(report):
+            log(f"  {line}")
         return path
     if variant == "source":
         from tfrecords_tools import glyphs

@@ -40,6 +40,7 @@ The rows are in `rows.py`, each stage's rules and the budgets in
 import dataclasses
 from typing import Optional
 
+from nlr_tf.data.subsets import nested_split_name
 from nlr_tf.reproduce.budgets import Budget
 from nlr_tf.reproduce.rows import (
     CLAIM_ROWS,
@@ -60,7 +61,6 @@ from nlr_tf.reproduce.rows import (
     SOURCE,
     Row,
 )
-from nlr_tf.data.subsets import nested_split_name
 
 SOURCE_SEED = 0  # one source model for every seed, as one set of ImageNet weights
 
