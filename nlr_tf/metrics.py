@@ -260,13 +260,30 @@ class Report:
         }
 
 
+def mean_of_defined(per_class_ap: np.ndarray) -> float:
+    """mAP: the mean of the per-class APs that are defined (a class without a counted positive is left out)."""
+    defined = ~np.isnan(per_class_ap)
+    return float(np.mean(per_class_ap[defined])) if defined.any() else float("nan")
+
+
+def metric(name: str, scores: np.ndarray, labels: np.ndarray, mask: Optional[np.ndarray] = None) -> float:
+    """One of `evaluate`'s headline metrics ("mAP", "APall", "top1"), computed alone."""
+    if name == "mAP":
+        return mean_of_defined(average_precision(scores, labels, mask))
+    if name == "APall":
+        return ap_all(scores, labels, mask)
+    if name == "top1":
+        return top1_accuracy(scores, labels, mask)
+    raise ValueError(f"unknown metric {name!r}: mAP, APall or top1")
+
+
 def evaluate(scores: np.ndarray, labels: np.ndarray, mask: Optional[np.ndarray] = None) -> Report:
     """All the papers' metrics of `scores` against verified `labels`."""
     per_class = average_precision(scores, labels, mask)
     defined = ~np.isnan(per_class)
     return Report(
         per_class_ap=per_class,
-        map=float(np.mean(per_class[defined])) if defined.any() else float("nan"),
+        map=mean_of_defined(per_class),
         ap_all=ap_all(scores, labels, mask),
         top1=top1_accuracy(scores, labels, mask),
         classes_without_positives=int((~defined).sum()),

@@ -2,11 +2,16 @@
 
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 import sklearn.datasets
-from cli_util import run_cli
+from cli_util import ROOT, run_cli
 from PIL import Image
 
 from nlr_tf.reproduce import recommendation
@@ -72,15 +77,31 @@ def _manifest_dataset(root, n=240, clean_every=3, with_val=True, multi_label=Tru
 TINY = ("--quick", "--step_scale=0.01", "--image_size=24", "--clean_subsets=0.5,1.0", "--seeds=0,1")
 
 
+def _finished_runs(out) -> int:
+    return len(list((out / "runs").glob("**/eval_test/metrics.json")))
+
+
 @pytest.mark.slow
-def test_compare_writes_the_table_the_recommendation_and_the_commands(tmp_path):
+def test_compare_estimates_then_writes_the_table_the_recommendation_and_the_commands(tmp_path):
     data = _manifest_dataset(tmp_path)
     out = tmp_path / "out"
-    proc = run_cli("compare", f"--dataset={data}", f"--output_dir={out}", "--rows=ft_last,nr_sigmoid", *TINY)
+    rows = "--rows=ft_last,nr_sigmoid"
+    # The dry run: every row rehearsed, the plan's runs counted and timed, nothing of the comparison trained.
+    proc = run_cli("compare", f"--dataset={data}", f"--output_dir={out}", rows, *TINY, "--dry_run")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    estimate = json.loads((out / "dry_run.json").read_text())
+    assert [r["runs"] for r in estimate["rows"]] == [2, 6, 6]  # noisy per seed; the grid's 2 rates on seed 0
+    assert 0 < estimate["lower"] <= estimate["upper"] and estimate["feature_caches"] == 2
+    assert "Proposed (sigmoid)" in proc.stdout and f"{estimate['runs']} runs and 2 feature cache(s)" in proc.stdout
+    assert not (out / "runs").exists() and not (out / "results.md").exists()
+
+    proc = run_cli("compare", f"--dataset={data}", f"--output_dir={out}", rows, *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "step cap: heads: at most 500 steps" in proc.stdout  # a tiny dataset: the lower bound, printed
     md = (out / "results.md").read_text()
+    assert "`--dry_run` had estimated between" in md
     result = json.loads((out / "results.json").read_text())
+    assert len(result["run_seconds"]) == estimate["runs"]
     # The budgets are nested subsets of the clean split, and say what each holds.
     budgets = result["data"]["budgets"]
     assert [b["split"] for b in budgets] == ["clean_50", "clean_100"] and budgets[0]["records"] < budgets[1]["records"]
@@ -92,10 +113,30 @@ def test_compare_writes_the_table_the_recommendation_and_the_commands(tmp_path):
     assert f"--model_dir={out / 'final' / leader}" in md and "nlr-export" in md and "nlr-clean-labels" in md
     assert {r["row"] for r in result["runs"]} == {"noisy", "ft_last", "nr_sigmoid"}
     assert (out / "regime_map.png").stat().st_size > 0
-    # Started again: every run is reused, the same results.
-    proc = run_cli("compare", f"--dataset={data}", f"--output_dir={out}", "--rows=ft_last,nr_sigmoid", *TINY)
+    # Each cell's precision: a bootstrap interval over the test images, from the scores its runs kept.
+    assert "## Precision of the test metrics" in md and "test images drawn with replacement 200 times" in md
+    assert {(i["row"], i["fraction"]) for i in result["test_intervals"]} == {
+        (row, f) for row in ("noisy", "ft_last", "nr_sigmoid") for f in (0.5, 1.0)
+    }
+    assert all(0 <= i["low"] <= i["high"] <= 1 for i in result["test_intervals"])
+
+    # Killed (SIGKILL) after a few runs, started again: it reuses those and ends with the same results.
+    killed = tmp_path / "killed"
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", PYTHONPATH=ROOT)
+    command = [sys.executable, "-m", "nlr_tf.cli.compare", f"--dataset={data}", f"--output_dir={killed}", rows, *TINY]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while _finished_runs(killed) < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the comparison ended before it was killed"
+    assert 3 <= _finished_runs(killed) < estimate["runs"] and not (killed / "results.md").exists()
+    proc = run_cli("compare", f"--dataset={data}", f"--output_dir={killed}", rows, *TINY)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads((out / "results.json").read_text())["aggregate"] == result["aggregate"]
+    assert proc.stdout.count("[reused") >= 3
+    resumed = json.loads((killed / "results.json").read_text())
+    assert resumed["aggregate"] == result["aggregate"] and resumed["recommendation"] == result["recommendation"]
+    assert [r["mAP"] for r in resumed["runs"]] == [r["mAP"] for r in result["runs"]]
 
 
 @pytest.mark.slow

@@ -78,3 +78,42 @@ def test_a_user_datasets_step_caps_are_passes_over_its_own_data_within_bounds():
     huge, lines = budgets.scaled_to_data(budgets.FULL, {"noisy": 9_000_000, "clean": 40_000})
     assert huge.heads.max_steps == budgets.MAX_STEPS and "(at its upper bound)" in lines[2]
     assert lines[1].startswith("whole: at most 133,333 steps of 40")
+
+
+def _scored(rng, n, quality):
+    """Two-class multi-label scores of `n` images: the truth plus noise (less noise, higher `quality`)."""
+    labels = (rng.random((n, 2)) < 0.4).astype(np.uint8)
+    scores = labels + rng.normal(0, 1 / quality, (n, 2))
+    return {"scores": scores.astype(np.float32), "labels": labels, "mask": np.ones_like(labels)}
+
+
+def test_the_test_metrics_precision_is_a_bootstrap_over_test_images():
+    from nlr_tf import metrics
+    from nlr_tf.reproduce.statistics import bootstrap_interval
+
+    rng = np.random.default_rng(0)
+    small = [_scored(rng, 60, 1.0)]
+    small.append(dict(small[0], scores=small[0]["scores"] + rng.normal(0, 0.5, (60, 2)).astype(np.float32)))
+    low, high = bootstrap_interval(small, "mAP")
+    mean = np.mean([metrics.evaluate(p["scores"], p["labels"], p["mask"]).map for p in small])
+    assert low < mean < high and high - low > 0.05
+    # Sixteen times the test images: about a quarter of the width.
+    large = [_scored(rng, 960, 1.0)]
+    large_low, large_high = bootstrap_interval(large, "mAP")
+    assert (large_high - large_low) < 0.5 * (high - low)
+    # A perfect ranking on every draw: no width. Runs scored on other images: no interval.
+    perfect = [dict(small[0], scores=small[0]["labels"].astype(np.float32))]
+    assert bootstrap_interval(perfect, "mAP") == (1.0, 1.0)
+    other = dict(small[1], labels=1 - small[1]["labels"])
+    assert bootstrap_interval([small[0], other], "mAP") is None
+    # The same draws for the same seed.
+    assert bootstrap_interval(small, "APall") == bootstrap_interval(small, "APall")
+
+
+def test_one_metric_alone_equals_the_full_evaluation():
+    from nlr_tf import metrics
+
+    p = _scored(np.random.default_rng(1), 50, 2.0)
+    report = metrics.evaluate(p["scores"], p["labels"], p["mask"])
+    assert metrics.metric("mAP", p["scores"], p["labels"], p["mask"]) == report.map
+    assert metrics.metric("APall", p["scores"], p["labels"], p["mask"]) == report.ap_all

@@ -3,6 +3,7 @@ r"""nlr-compare: which method, and how many clean labels, on your own dataset.
 Example:
   nlr-compare --dataset=data/mine --output_dir=out/compare_mine --clean_subsets=0.1,0.25,0.5,1.0
   nlr-compare --dataset=data/mine --output_dir=out/compare_quick --quick
+  nlr-compare --dataset=data/mine --output_dir=out/compare_mine --dry_run
 
 Runs the rows of the papers' tables that apply to a dataset nlr-make-tfrecords
 wrote (multi-label: Hu Table 2 and Veit Table 2 with the rows from other
@@ -21,6 +22,12 @@ clean labels stop paying, and the commands that train the recommended
 method on all the data, export it and write its cleaned labels) and
 regime_map.png. Started again, it reuses finished runs and resumes an
 interrupted one.
+
+With --dry_run it lists the runs it would train and estimates their time
+from a rehearsal: every row trained for a few timed steps (one seed, the
+largest budget) in OUTPUT_DIR/dry_run, its feature cache extracted once.
+The estimate is a range: every run stopping as early as its patience allows,
+every run training to its step cap.
 """
 
 import dataclasses
@@ -55,7 +62,16 @@ _SEEDS = flags.DEFINE_list("seeds", None, "Training seeds (default 0,1,2; with -
 _STRATEGY = flags.DEFINE_enum(
     "strategy", "default", STRATEGIES, "The tf.distribute strategy every run trains under, as nlr-train."
 )
+_DETERMINISTIC = flags.DEFINE_bool(
+    "deterministic",
+    True,
+    "Train every run reproducibly (nlr-train --deterministic): the same command gives the same table, and a killed "
+    "comparison resumes to it. --nodeterministic trades that for input throughput.",
+)
 _QUICK = flags.DEFINE_bool("quick", False, "One seed and the quick stage budgets, on all of the data.")
+_DRY_RUN = flags.DEFINE_bool(
+    "dry_run", False, "Print the runs and an estimate of their time from a short timed rehearsal; train nothing else."
+)
 _STEP_SCALE = flags.DEFINE_float("step_scale", 1.0, "Multiplies every step count (a smoke test: 0.02).")
 
 flags.mark_flags_as_required(["dataset", "output_dir"])
@@ -85,7 +101,7 @@ def main(argv):
     from nlr_tf.data.clean_budgets import CleanBudgetError
     from nlr_tf.data.schema import DatasetError, load_dataset_info
     from nlr_tf.data.subsets import nested_split_name
-    from nlr_tf.reproduce import budgets
+    from nlr_tf.reproduce import budgets, dry_run
     from nlr_tf.reproduce.compare import write_compare_results
     from nlr_tf.reproduce.datasets import ReproduceError, build_datasets, dataset_dir
     from nlr_tf.reproduce.fingerprint import code_version
@@ -124,6 +140,7 @@ def main(argv):
         has_gt=info.has_split("clean_all"),
         rows=tuple(_ROWS.value or ()),
         strategy=_STRATEGY.value,
+        deterministic=_DETERMINISTIC.value,
     )
     base = budgets.QUICK if _QUICK.value else budgets.FULL
     budget = dataclasses.replace(
@@ -157,6 +174,12 @@ def main(argv):
             cap_lines.append(f"every step count then times {_STEP_SCALE.value:g} (--step_scale)")
         for line in cap_lines:
             print(f"step cap: {line}")
+        if _DRY_RUN.value:
+            print(f"dry run: rehearsing every row for {dry_run.REHEARSAL_STEPS} steps in {output_dir}/dry_run")
+            result = dry_run.estimate(output_dir, budget, variant)
+            dry_run.write_estimate(output_dir, result)
+            print("\n" + "\n".join(dry_run.describe(result)))
+            return 0
         rows, run_seconds, run_cpu_seconds = run_plan(output_dir, budget, [variant])
     except (CleanBudgetError, ReproduceError, ConfigError, DatasetError, TrainingDiverged) as e:
         return error(e)
@@ -171,6 +194,7 @@ def main(argv):
         data_report=data.provenance.get("clean_budgets", {}),
         cap_lines=cap_lines,
         code_version=code_version(),
+        estimate=dry_run.read_estimate(output_dir, budget, variant),
     )
     print()
     print(text)

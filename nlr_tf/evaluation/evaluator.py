@@ -14,11 +14,13 @@ TensorBoard events.
 """
 
 import dataclasses
+import io
 import json
 import os
 from typing import Any, Optional
 
 import numpy as np
+import tensorflow as tf
 
 from nlr_tf import metrics
 from nlr_tf.data.feature_cache import cache_mismatch
@@ -49,11 +51,44 @@ def check_classes(model, info: DatasetInfo) -> None:
         raise EvalError(f"the model has {model.num_classes} classes but dataset {info.path!r} has {info.num_classes}")
 
 
-def evaluate(model, info: DatasetInfo, split: str, *, backbone: str, image_size: int = 0, batch_size: int = 64):
-    """The metrics dict of `model` on `split` (what `nlr-eval` writes to metrics.json)."""
+def evaluate(
+    model,
+    info: DatasetInfo,
+    split: str,
+    *,
+    backbone: str,
+    image_size: int = 0,
+    batch_size: int = 64,
+    scores_file: str = "",
+):
+    """The metrics dict of `model` on `split` (what `nlr-eval` writes to metrics.json); with `scores_file`, the
+    scores and the verified labels they were measured against are kept there too (`write_scores`)."""
     check_classes(model, info)
     p = predict(model, info, split, backbone=backbone, image_size=image_size, batch_size=batch_size)
+    if scores_file:
+        write_scores(scores_file, p["scores"], p["verified_labels"], p["verified_mask"])
     return metrics_of_predictions(p, info, split)[0]
+
+
+def write_scores(path: str, scores: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> None:
+    """A split's scores and verified labels (npz), from which its metrics can be computed again (resampled, say)."""
+    buffer = io.BytesIO()  # zip needs a seekable file: written in memory, then to any filesystem
+    np.savez_compressed(
+        buffer, scores=np.asarray(scores, np.float32), labels=np.asarray(labels, np.uint8), mask=np.asarray(mask, np.uint8)
+    )
+    tf.io.gfile.makedirs(os.path.dirname(path))
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(buffer.getvalue())
+
+
+def read_scores(path: str) -> Optional[dict[str, np.ndarray]]:
+    """What `write_scores` kept, or None if there is no such file."""
+    if not tf.io.gfile.exists(path):
+        return None
+    with tf.io.gfile.GFile(path, "rb") as f:
+        content = f.read()
+    with np.load(io.BytesIO(content)) as z:
+        return {k: z[k] for k in ("scores", "labels", "mask")}
 
 
 def metrics_of_predictions(p: dict[str, np.ndarray], info: DatasetInfo, split: str):

@@ -21,7 +21,7 @@ The splits are read with the project's own input pipeline
 arrays are exactly what the heads train and are evaluated on.
 """
 
-from typing import Sequence, Union
+from typing import Any, Sequence, Union
 
 import numpy as np
 
@@ -80,7 +80,8 @@ def logistic_regression_reference(
     eval_splits: Sequence[str] = ("val", "test"),
     C: float = 1.0,
     max_iter: int = DEFAULT_MAX_ITER,
-) -> dict[str, dict[str, float]]:
+    keep_scores: bool = False,
+) -> dict[str, dict[str, Any]]:
     """The convex reference the trained heads are compared to.
 
     Logistic regression on the cached features of `train_split` -- the model
@@ -98,9 +99,11 @@ def logistic_regression_reference(
         eval_splits: splits to evaluate on. Defaults to ("val", "test").
         C: float. Inverse L2 strength (sklearn's). Defaults to 1.0.
         max_iter: int. lbfgs iterations (enough to converge).
+        keep_scores: bool. Also return each split's `scores` and the verified
+            `labels` and `mask` they were measured against.
 
     Returns:
-        dict of split to {"mAP", "APall", "top1"}.
+        dict of split to {"mAP", "APall", "top1"} (and what `keep_scores` adds).
     """
     info = load_dataset_info(cache_info) if isinstance(cache_info, str) else cache_info
     train = read_split(info, train_split)
@@ -110,4 +113,6 @@ def logistic_regression_reference(
     for split, s in scores.items():
         report = metrics.evaluate(s, evals[split]["verified_labels"], evals[split]["verified_mask"])
         out[split] = {"mAP": report.map, "APall": report.ap_all, "top1": report.top1}
+        if keep_scores:
+            out[split].update(scores=s, labels=evals[split]["verified_labels"], mask=evals[split]["verified_mask"])
     return out

@@ -45,6 +45,7 @@ class UserDataset:
         has_gt: bool. Whether every training image is verified (a `clean_all` split): the GT row trains.
         rows: tuple of str. The rows to train (empty: every row of the variant).
         strategy: str. The `tf.distribute` strategy every run trains under (`nlr-train --strategy`).
+        deterministic: bool. Every run under `nlr-train --deterministic` (input order and seeds reproducible).
     """
 
     path: str
@@ -57,6 +58,7 @@ class UserDataset:
     has_gt: bool = False
     rows: tuple[str, ...] = ()
     strategy: str = "default"
+    deterministic: bool = True
 
     def arguments(self) -> dict:
         """What its budgets' dataset is built from (recorded in that dataset, and in the plan's fingerprint)."""

@@ -148,13 +148,14 @@ def needs_feature_cache(run: Run) -> bool:
     return run.row.stage in ("heads", "reference") or run.row.method == "cleannet"
 
 
-def build_feature_cache(output_dir: str, run: Run, noisy_dir: str, budget: Budget, log: Callable[[str], None]) -> None:
-    """What `nlr-extract-features` does, for the splits the heads train and are evaluated on."""
+def build_feature_cache(output_dir: str, run: Run, noisy_dir: str, budget: Budget, log: Callable[[str], None]) -> bool:
+    """What `nlr-extract-features` does, for the splits the heads train and are evaluated on; False if the cache
+    was there already."""
     from nlr_tf.data.feature_cache import extract_features
 
     path = feature_cache_dir(output_dir, run)
     if os.path.isfile(os.path.join(path, "dataset.json")):
-        return
+        return False
     log(f"extracting features of {noisy_dir}")
     backbone, run_config = _final_backbone(noisy_dir)
     splits = ["noisy", "val", "test"] + [nested_split_name(f) for f in dataset_fractions(budget, run.variant)]
@@ -169,6 +170,7 @@ def build_feature_cache(output_dir: str, run: Run, noisy_dir: str, budget: Budge
         progress=False,
     )
     keras.backend.clear_session()
+    return True
 
 
 def _final_backbone(model_dir: str) -> tuple[keras.Model, dict[str, Any]]:

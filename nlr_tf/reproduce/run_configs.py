@@ -54,6 +54,8 @@ def train_config(run: Run, output_dir: str, budget: Budget, init_dir: str = "") 
     )
     if budget.user is not None:
         config.strategy = budget.user.strategy  # nlr-compare: every row, one after another, on the strategy given
+        # Reproducible (by default): the same command gives the same table, and a killed comparison resumes to it.
+        config.deterministic = budget.user.deterministic
     if budget.user is not None and run.row.stage == "scratch" and budget.user.backbone_weights:
         config.backbone_weights = budget.user.backbone_weights  # nlr-compare --backbone_weights: imagenet or a file
     if run.init and run.row.stage == "scratch":

@@ -56,13 +56,23 @@ def train_and_evaluate(config: TrainConfig) -> dict[str, Any]:
     result = train(config)
     model, run_config = load_trained_model(config.model_dir)
     info: DatasetInfo = load_dataset_info(config.feature_cache or config.dataset)
-    metrics = evaluate(model, info, "test", backbone=run_config["backbone"], image_size=run_config.get("image_size", 0))
+    metrics = evaluate(
+        model,
+        info,
+        "test",
+        backbone=run_config["backbone"],
+        image_size=run_config.get("image_size", 0),
+        scores_file=run_files.scores_path(config.model_dir, "test"),  # resampled for the test metrics' precision
+    )
     metric = "mAP" if info.multi_label else "top1"
     metrics.update(
         val=result[f"best_{metric}"],
         best_step=result["best_step"],
         stopped_early=result["stopped_early"],
         eval_history=result["eval_history"],
+        # What a step and an evaluation on val took (nlr-compare --dry_run's estimate reads them).
+        step_seconds=result["step_seconds"],
+        eval_seconds=result["eval_seconds"],
     )
     keras.backend.clear_session()
     return metrics
@@ -70,17 +80,21 @@ def train_and_evaluate(config: TrainConfig) -> dict[str, Any]:
 
 def fit_reference(run: Run, output_dir: str, budget: Budget) -> dict[str, Any]:
     """The logistic-regression reference row of a run: fit on the cache's train split, its C chosen on val."""
+    from nlr_tf.evaluation.evaluator import write_scores
     from nlr_tf.evaluation.linear_reference import logistic_regression_reference
 
     cache = load_dataset_info(feature_cache_dir(output_dir, run))
     split = run.clean_split if run.row.method == "clean" else "noisy"
     metric = "mAP" if cache.multi_label else "top1"
     fits = {
-        C: logistic_regression_reference(cache, split, run.row.method, ("val", "test"), C=C) for C in budget.reference_c
+        C: logistic_regression_reference(cache, split, run.row.method, ("val", "test"), C=C, keep_scores=True)
+        for C in budget.reference_c
     }
     C = max(fits, key=lambda c: (fits[c]["val"][metric], -c))
+    test = fits[C]["test"]
+    write_scores(run_files.scores_path(run_dir(output_dir, run), "test"), test["scores"], test["labels"], test["mask"])
     return {
-        **fits[C]["test"],
+        **{k: test[k] for k in ("mAP", "APall", "top1")},
         "val": fits[C]["val"][metric],
         "C": C,
         "grid": [{"C": c, "val": fits[c]["val"][metric]} for c in fits],
@@ -180,8 +194,11 @@ def run_plan(
                 log,
                 selected(annotator)["model_dir_abs"] if annotator else "",
             )
+        feature_seconds = 0.0
         if needs_feature_cache(run) and not os.path.isfile(metrics_path):
-            build_feature_cache(output_dir, run, selected(features_cell(run))["model_dir_abs"], budget, log)
+            feature_start = time.perf_counter()
+            if build_feature_cache(output_dir, run, selected(features_cell(run))["model_dir_abs"], budget, log):
+                feature_seconds = time.perf_counter() - feature_start
         if os.path.isfile(metrics_path):
             with open(metrics_path) as f:
                 metrics = json.load(f)
@@ -201,6 +218,7 @@ def run_plan(
             # The run's own time (of the invocation that finished it): results.md sums them.
             metrics["seconds"] = time.perf_counter() - start
             metrics["cpu_seconds"] = time.process_time() - cpu_start  # every thread of the process, on Linux
+            metrics["feature_seconds"] = feature_seconds  # of `seconds`: the feature cache this run extracted
             run_files.write_json(metrics_path, metrics)
             state = f"{time.perf_counter() - start:.0f} s"
         seconds.append(metrics.get("seconds"))

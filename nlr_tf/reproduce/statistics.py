@@ -9,10 +9,12 @@ one seed shows only a direction.
 """
 
 import math
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 from scipy import stats
+
+from nlr_tf import metrics
 
 ALPHA = 0.05  # a cell is held (or reversed) at a two-sided p below this
 HELD, REVERSED, NOT_SHOWN = "held", "reversed", "not shown"
@@ -84,3 +86,44 @@ def test_text(d: dict[str, Any]) -> str:
         return text + f", SE {100 * d['se']:.2f}, t({d['df']}) undefined (every difference zero), p = 1"
     p = "p = 0 (zero variance)" if d["p"] == 0 else ("p < 0.001" if d["p"] < 0.001 else f"p = {d['p']:.3f}")
     return text + f", SE {100 * d['se']:.2f}, t({d['df']}) = {_number(d['t'])}, {p}"
+
+
+BOOTSTRAP_DRAWS = 200  # resamples of the test images behind each interval
+BOOTSTRAP_LEVEL = 0.95
+
+
+def bootstrap_interval(
+    predictions, metric: str, draws: int = BOOTSTRAP_DRAWS, level: float = BOOTSTRAP_LEVEL, seed: int = 0
+) -> Optional[tuple[float, float]]:
+    """The precision of a cell's test metric: a percentile bootstrap interval over the test images.
+
+    The test images are drawn with replacement `draws` times; each draw
+    scores every seed's run on the same images (the seeds share the test
+    set) and takes the mean over seeds, as the table does. A class left
+    without a verified positive in a draw is left out of that draw's mAP, as
+    the metrics do.
+
+    Args:
+        predictions: list of {"scores", "labels", "mask"} (`evaluator.read_scores`), one per seed.
+        metric: "mAP", "APall" or "top1".
+        seed: int. The draws' seed (the same draws for every cell of a table).
+
+    Returns:
+        (low, high) at `level`, or None if the runs were not scored on the same labelled images.
+    """
+    first = predictions[0]
+
+    def same_images(p) -> bool:
+        return np.array_equal(p["labels"], first["labels"]) and np.array_equal(p["mask"], first["mask"])
+
+    if not all(same_images(p) for p in predictions):
+        return None
+    n = len(first["scores"])
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(draws):
+        idx = rng.integers(0, n, n)
+        labels, mask = first["labels"][idx], first["mask"][idx]
+        values.append(np.mean([metrics.metric(metric, p["scores"][idx], labels, mask) for p in predictions]))
+    low, high = np.nanpercentile(values, [50 * (1 - level), 50 * (1 + level)])
+    return float(low), float(high)

@@ -42,6 +42,7 @@ BEST_DIR = "best"
 EVAL_HISTORY_FILE = "eval_history.json"
 RESULT_FILE = "train_result.json"
 METRICS_FILE = "metrics.json"
+SCORES_FILE = "scores.npz"
 # What a family's training task keeps.
 LABEL_ISSUES_FILE = "label_issues.json"
 LABEL_WEIGHTS_FILE = "cleannet_weights.npz"
@@ -59,6 +60,11 @@ def eval_dir(model_dir: str, split: str) -> str:
 
 def metrics_path(model_dir: str, split: str) -> str:
     return os.path.join(eval_dir(model_dir, split), METRICS_FILE)
+
+
+def scores_path(model_dir: str, split: str) -> str:
+    """Where a run's scores on `split` are kept beside its metrics (the reproduction's and nlr-compare's runs)."""
+    return os.path.join(eval_dir(model_dir, split), SCORES_FILE)
 
 
 def _read_json(path: str) -> Optional[Any]:

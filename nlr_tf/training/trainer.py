@@ -166,6 +166,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     )
     loops, live = {}, {}
     logs: dict[str, Any] = {}
+    # How long a step and an evaluation take once traced (a phase's first loop, and the first evaluation, trace).
+    timed = {"all": [0, 0.0], "traced": [0, 0.0]}
+    eval_seconds: list[float] = []
     while int(step.numpy()) < config.train_steps and not evaluations.exhausted():
         current = int(step.numpy())
         phase, boundary = next((p, end) for p, end in schedule if current < end)
@@ -173,7 +176,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
         num_steps = min(config.log_steps, boundary - current, next_checkpoint - current)
         if evaluations.next_due(current) is not None:
             num_steps = min(num_steps, evaluations.next_due(current) - current)
-        if phase not in loops:
+        traces = phase not in loops
+        if traces:
             if phase is None:
                 step_fn, names, ratio = model.train_step, model.loss_names, mix_ratio(config, method)
             else:
@@ -185,13 +189,17 @@ def train(config: TrainConfig) -> dict[str, Any]:
         start = time.perf_counter()
         logs = {k: float(v) for k, v in loops[phase](live[phase], tf.constant(num_steps)).items()}
         elapsed = time.perf_counter() - start
+        for key in ("all",) if traces else ("all", "traced"):
+            timed[key] = [timed[key][0] + num_steps, timed[key][1] + elapsed]
         _check_finite(logs, current, num_steps, manager)
         step.assign_add(num_steps)
         current = int(step.numpy())
         logs["examples_per_second"] = config.batch_size * num_steps / elapsed
         _write_logs(writer, model, config, current, logs)
         if evaluations.due(current):
+            start = time.perf_counter()
             evaluations.evaluate(current)
+            eval_seconds.append(time.perf_counter() - start)
         stopping = evaluations.exhausted()
         if current % config.checkpoint_steps == 0 or current == config.train_steps or stopping:
             # The best weights first: a checkpoint is only ever written after the best weights its history knows.
@@ -205,6 +213,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if not chief:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     result = {"step": int(step.numpy()), "method": method.name, **logs, **evaluated, **estimated}
+    steps, seconds = timed["traced"] if timed["traced"][0] else timed["all"]
+    result["step_seconds"] = seconds / steps if steps else None  # this process's steps (none on a finished run)
+    steady = eval_seconds[1:] or eval_seconds
+    result["eval_seconds"] = sum(steady) / len(steady) if steady else None
     result["weights_checksum"] = weights_checksum(model)
     if chief:
         model.save(os.path.join(config.model_dir, run_files.MODEL_FILE))
