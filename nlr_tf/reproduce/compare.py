@@ -176,7 +176,9 @@ def write_compare_results(
     rec_text = recommendation.recommendation_markdown(rec, _budget_words)
     figures = []
     if len(res.fractions[variant]) > 1:
-        plots.plot_regime_map(res, os.path.join(output_dir, REGIME_PLOT))
+        images = {b["fraction"]: b["records"] for b in data_report.get("budgets", [])}
+        leaders = [b["leader"] for b in reversed(rec["budgets"])]  # the largest budget's leader first
+        plots.plot_regime_map(res, os.path.join(output_dir, REGIME_PLOT), images or None, leaders)
         figures.append(f"![metric against the clean-label budget]({REGIME_PLOT})")
     seeds = sorted({r["seed"] for r in records})
     data_lines = [f"- Dataset: `{budget.user.path}` ({variant.replace('_', '-')})."]

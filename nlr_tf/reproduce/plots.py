@@ -16,8 +16,9 @@ MAP_ROWS = {
 MAX_LINES = 8
 
 
-def map_rows(res: Results, variant: str) -> list[tuple[str, str]]:
-    """(row, label) of the lines drawn for a variant: the compared rows that have two fractions or more."""
+def map_rows(res: Results, variant: str, first=()) -> list[tuple[str, str]]:
+    """(row, label) of the lines drawn for a variant: the compared rows that have two fractions or more, the rows
+    `first` names (nlr-compare's leaders) before the others."""
 
     def drawable(row):
         return sum(res.mean(variant, row, f, MAIN_METRIC[variant]) is not None for f in res.fractions[variant]) >= 2
@@ -29,19 +30,25 @@ def map_rows(res: Results, variant: str) -> list[tuple[str, str]]:
     ]
     order = MAP_ROWS.get(variant, ())
     chosen = [r for r in order if r in candidates] or candidates
+    chosen = list(dict.fromkeys([r for r in first if r in candidates] + chosen))
     return [(row, res.labels[(variant, row)]) for row in chosen[:MAX_LINES]]
 
 
-def plot_regime_map(res: Results, path: str) -> None:
+def plot_regime_map(res: Results, path: str, budget_images=None, first=()) -> None:
     """Multi-label mAP and single-label top-1 against the clean fraction (log-scaled axis), one panel per variant,
-    at most MAX_LINES rows each (map_rows) besides the noisy and GT lines."""
+    at most MAX_LINES rows each (map_rows, `first` first) besides the noisy and GT lines.
+
+    Args:
+        budget_images: dict of fraction to clean images, or None. nlr-compare's budgets (shares of a user's
+            clean split): the axis counts clean images.
+    """
     variants = [v for v in (ML, SL) if res.fractions[v]]
     fig = Figure(figsize=(7.5 * len(variants), 5.0), dpi=110)
     axes = fig.subplots(1, len(variants), squeeze=False)
     for ax, variant in zip(axes[0], variants):
         metric = MAIN_METRIC[variant]
         fr = res.fractions[variant]
-        for i, (row, label) in enumerate(map_rows(res, variant)):
+        for i, (row, label) in enumerate(map_rows(res, variant, first)):
             points = [(f, res.mean(variant, row, f, metric), res.std(variant, row, f, metric)) for f in fr]
             points = [p for p in points if p[1] is not None]
             if len(points) < 2:
@@ -64,9 +71,13 @@ def plot_regime_map(res: Results, path: str) -> None:
                     label=res.labels[(variant, row)],
                 )
         ax.set_xscale("log")
-        ax.set_xticks([100 * f for f in fr], [f"{100 * f:g}" for f in fr])
         ax.set_xticks([], minor=True)
-        ax.set_xlabel("clean labels (% of training images)")
+        if budget_images:
+            ax.set_xticks([100 * f for f in fr], [f"{budget_images[f]:,}\n({100 * f:g} %)" for f in fr])
+            ax.set_xlabel("clean images (share of the clean set)")
+        else:
+            ax.set_xticks([100 * f for f in fr], [f"{100 * f:g}" for f in fr])
+            ax.set_xlabel("clean labels (% of training images)")
         ax.set_ylabel(f"test {metric} (%)")
         ax.set_title(f"{variant.replace('_', '-')} (the other rows: results.md)")
         ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
