@@ -23,6 +23,9 @@ setuptools.setup(
         "keras>=3.15,<4",
         "tensorboard>=2.21,<2.22",
         "tensorflow-datasets>=4.9.8,<5",
+        # TFDS prepares a dataset (a manual download such as CIFAR-N's) through etils' resource paths, which import
+        # it; tensorflow-datasets does not require it.
+        "importlib_resources>=6,<8",
         "numpy>=1.26,<3",
         "absl-py>=2.1,<3",
         "scikit-learn>=1.4,<2",

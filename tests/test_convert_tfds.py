@@ -167,3 +167,154 @@ def test_cli(tmp_path, data_dir):
     )
     assert result.returncode == 0, result.stderr
     assert f"wrote {out}: 4 classes, clean=2, noisy=6, test=2; 1 bad rows skipped" in result.stdout
+
+
+# === Noisy-label datasets, over their real builders' feature specs ===
+def _fake_split(features, n: int, split: str, overrides):
+    """`n` examples of a builder's own feature spec (images PNG-encoded, as SkipDecoding reads them), with
+    `overrides(split, i, example)` setting the values a test needs."""
+    import tensorflow as tf
+
+    def spec(f):
+        if isinstance(f, (tfds.features.Image, tfds.features.Text)):
+            return tf.TensorSpec([], tf.string)
+        if isinstance(f, tfds.features.Sequence):
+            return tf.TensorSpec([None], tf.int64)
+        if isinstance(f, tfds.features.ClassLabel):
+            return tf.TensorSpec([], tf.int64)
+        return tf.TensorSpec(f.shape, tf.as_dtype(f.np_dtype))
+
+    def value(f, rng):
+        if isinstance(f, tfds.features.Image):
+            side = [s or 8 for s in f.shape]
+            return tf.io.encode_png(rng.integers(0, 256, side, dtype=np.uint8)).numpy()
+        if isinstance(f, tfds.features.Text):
+            return b"text"
+        if isinstance(f, tfds.features.Sequence):
+            return np.unique(rng.integers(0, f.feature.num_classes, 2)).astype(np.int64)
+        if isinstance(f, tfds.features.ClassLabel):
+            return np.int64(rng.integers(0, f.num_classes))
+        if np.dtype(f.np_dtype) == np.bool_:
+            return np.bool_(rng.random() < 0.5)
+        return np.zeros(f.shape, f.np_dtype)
+
+    def examples():
+        rng = np.random.default_rng(0)
+        for i in range(n):
+            example = {k: value(f, rng) for k, f in features.items()}
+            overrides(split, i, example)
+            yield {**example, "tfds_id": f"{split}/{i}".encode()}
+
+    signature = {k: spec(f) for k, f in features.items()} | {"tfds_id": tf.TensorSpec([], tf.string)}
+    return tf.data.Dataset.from_generator(examples, output_signature=signature)
+
+
+def _mocked(overrides, n=6):
+    def as_dataset(self, split, **kwargs):
+        return _fake_split(self.info.features, n, str(split), overrides)
+
+    return tfds.testing.mock_data(as_dataset_fn=as_dataset)
+
+
+def test_cifar10_n_test_images_keep_their_labels_without_a_noisy_one(tmp_path):
+    def overrides(split, i, example):  # as cifar10_n stores them: -1, the noisy label of every test image
+        if split == "test":
+            example["worse_label"] = np.int64(-1)
+
+    with _mocked(overrides):
+        conversion = tfds_source.convert(
+            "cifar10_n", "noisy=train,test=test", noisy_label_key="worse_label", data_dir=str(tmp_path / "d")
+        )
+        info = write_dataset(conversion, str(tmp_path / "out"), progress=False)
+    assert not info.multi_label and info.splits["test"].num_records == 6 and info.splits["noisy"].num_records == 6
+    for r in iterate_label_lists(info.split_files("test")):
+        assert r["noisy"] == [] and len(r["verified_pos"]) == 1 and len(r["verified_neg"]) == 9
+    # In the noisy split, where the noisy label is what trains, a -1 is a bad row (counted with --skip_bad).
+    def noisy_missing(split, i, example):
+        if split == "train" and i < 2:
+            example["worse_label"] = np.int64(-1)
+
+    with _mocked(noisy_missing):
+        conversion = tfds_source.convert(
+            "cifar10_n", "noisy=train", noisy_label_key="worse_label", data_dir=str(tmp_path / "d")
+        )
+        info = write_dataset(conversion, str(tmp_path / "out2"), skip_bad=True, progress=False)
+    assert info.splits["noisy"].num_records == 4 and info.skipped["count"] == 2
+
+
+def test_imagenet2012_multilabel_verifies_the_correct_and_wrong_labels_only(tmp_path):
+    def overrides(split, i, example):
+        example["correct_multi_labels"] = np.array([i, i + 1], np.int64)
+        example["wrong_multi_labels"] = np.array([500 + i], np.int64)
+        example["original_label"] = np.int64(i + 1)
+
+    with _mocked(overrides):
+        conversion = tfds_source.convert(
+            "imagenet2012_multilabel",
+            "clean=validation,test=validation",
+            label_key="correct_multi_labels",
+            verified_neg_key="wrong_multi_labels",
+            noisy_label_key="original_label",
+            data_dir=str(tmp_path / "d"),
+        )
+        info = write_dataset(conversion, str(tmp_path / "out"), progress=False)
+    assert info.multi_label and info.num_classes == 1000
+    records = {r["id"]: r for r in iterate_label_lists(info.split_files("clean"))}
+    for i in range(6):  # partial verification: the classes named by neither feature stay unverified
+        r = records[f"validation/{i}"]
+        assert (r["verified_pos"], r["verified_neg"], r["noisy"]) == ([i, i + 1], [500 + i], [i + 1])
+
+
+def test_imagenet_pi_annotators_give_one_noisy_label_by_majority(tmp_path):
+    def overrides(split, i, example):  # 16 annotators: class 7 three times, class 2 twice, the rest no label
+        example["annotator_labels"] = np.array([7, 2, 7, 2, 7] + [-1] * 11, np.int64)
+        example["clean_label"] = np.int64(7 if i % 2 else 2)
+
+    with _mocked(overrides):
+        conversion = tfds_source.convert(
+            "imagenet_pi",
+            "noisy=train,val=validation",
+            label_key="clean_label",
+            noisy_label_key="annotator_labels",
+            data_dir=str(tmp_path / "d"),
+        )
+        info = write_dataset(conversion, str(tmp_path / "out"), progress=False)
+    assert not info.multi_label  # a tensor of annotators' labels does not make the dataset multi-label
+    assert {tuple(r["noisy"]) for r in iterate_label_lists(info.split_files("noisy"))} == {(7,)}
+    assert {tuple(r["verified_pos"]) for r in iterate_label_lists(info.split_files("val"))} == {(2,), (7,)}
+
+
+def test_controlled_noisy_web_labels_clean_flag_makes_the_clean_split(tmp_path):
+    def overrides(split, i, example):
+        example["is_clean"] = np.bool_(i % 3 == 0)
+
+    with _mocked(overrides):
+        conversion = tfds_source.convert(
+            "controlled_noisy_web_labels/mini_imagenet_red",
+            "noisy=train_20,val=validation",
+            clean_flag_key="is_clean",
+            data_dir=str(tmp_path / "d"),
+        )
+        info = write_dataset(conversion, str(tmp_path / "out"), progress=False)
+    assert {s: info.splits[s].num_records for s in info.splits} == {"noisy": 4, "clean": 2, "val": 6}
+    for r in iterate_label_lists(info.split_files("clean")):
+        assert r["noisy"] == r["verified_pos"] and len(r["verified_neg"]) == 99
+    with pytest.raises(ConversionError, match="boolean feature"), _mocked(overrides):
+        tfds_source.convert(
+            "controlled_noisy_web_labels/mini_imagenet_red", "noisy=train_20", clean_flag_key="label",
+            data_dir=str(tmp_path / "d"),
+        )
+
+
+def test_a_manual_download_is_prepared_from_its_folder_or_refused_in_one_line(tmp_path):
+    (tmp_path / "manual").mkdir()
+    # ImageNet's files come only by hand (CIFAR-N's labels too, its images from the web): nothing is downloaded.
+    match = r"cannot prepare the TFDS dataset 'imagenet2012_multilabel' from the files in .*: Manual directory"
+    with pytest.raises(ConversionError, match=match):
+        tfds_source.convert(
+            "imagenet2012_multilabel",
+            "test=validation",
+            label_key="correct_multi_labels",
+            manual_dir=str(tmp_path / "manual"),
+            data_dir=str(tmp_path / "d"),
+        )

@@ -161,8 +161,19 @@ _TFDS_IMAGE_KEY = flags.DEFINE_string("tfds_image_key", "image", "tfds: the Imag
 _TFDS_LABEL_KEY = flags.DEFINE_string(
     "tfds_label_key", "label", "tfds: the ClassLabel (or Sequence of ClassLabel) feature of clean labels."
 )
-_TFDS_NOISY_LABEL_KEY = flags.DEFINE_string("tfds_noisy_label_key", None, "tfds: optional feature of noisy labels.")
+_TFDS_NOISY_LABEL_KEY = flags.DEFINE_string(
+    "tfds_noisy_label_key", None, "tfds: optional feature of noisy labels (a label, or a tensor of annotators' labels)."
+)
+_TFDS_VERIFIED_NEG_KEY = flags.DEFINE_string(
+    "tfds_verified_neg_key", None, "tfds: optional feature of classes verified absent, e.g. wrong_multi_labels."
+)
+_TFDS_CLEAN_FLAG_KEY = flags.DEFINE_string(
+    "tfds_clean_flag_key", None, "tfds: optional boolean feature, e.g. is_clean: flagged noisy images form the clean split."
+)
 _TFDS_DOWNLOAD = flags.DEFINE_bool("tfds_download", False, "tfds: download and prepare the dataset if needed.")
+_TFDS_MANUAL_DIR = flags.DEFINE_string(
+    "tfds_manual_dir", None, "tfds: folder of a manual download (CIFAR-N, ImageNet): the dataset is prepared from it."
+)
 
 flags.mark_flags_as_required(["source", "output_dir"])
 
@@ -246,6 +257,9 @@ def _tfds():
         label_key=_TFDS_LABEL_KEY.value,
         noisy_label_key=_TFDS_NOISY_LABEL_KEY.value,
         download=_TFDS_DOWNLOAD.value,
+        manual_dir=_TFDS_MANUAL_DIR.value,
+        verified_neg_key=_TFDS_VERIFIED_NEG_KEY.value,
+        clean_flag_key=_TFDS_CLEAN_FLAG_KEY.value,
     )
 
 
