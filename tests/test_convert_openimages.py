@@ -324,3 +324,17 @@ def test_the_binary_names_the_first_of_several_faults_in_one_line(tmp_path):
     # Stream order: the training images, then the validation images.csv as it is read, then its images.
     assert [o for o, _ in skipped_rows(info)] == [spoiled[i][0][0] for i in (0, 2, 1)]
     _check_all_but(info, {image_id for _, image_id in spoiled})
+
+
+def test_v1_validation_images_divided_between_validation_and_test_folders(tmp_path):
+    """From V2 on, v1's validation images are in validation/ (41,620) and test/ (125,436): both are read."""
+    oi_dir, image_root = make_openimages(tmp_path)
+    os.makedirs(os.path.join(image_root, "test"))
+    moved = sorted(VALIDATION)[::2]
+    for image_id in moved:
+        name = f"{image_id}.jpg"
+        os.rename(os.path.join(image_root, "validation", name), os.path.join(image_root, "test", name))
+    categories = os.path.join(oi_dir, "categories.csv")
+    conversion = openimages.convert(oi_dir, image_root=image_root, categories_path=categories)
+    info = write_dataset(conversion, str(tmp_path / "out"), progress=False)
+    _check_dataset(info)  # every image found, each where it now is

@@ -46,7 +46,11 @@ counted (so a trimmed images.csv converts a subset).
 
 Images: `image_root/<subset>/<ImageID>.jpg` when the folder
 `image_root/<subset>` (`train`, `validation`) exists, else
-`image_root/<ImageID>.jpg`; `image_root` defaults to `openimages_dir`.
+`image_root/<ImageID>.jpg`; `image_root` defaults to `openimages_dir`. A
+validation image found not in `validation/` but in `test/` is read there:
+from V2 on, the v1 validation set was divided between the two folders.
+
+Open Images V4 to V7 (today's download) are read by `openimages_v4`.
 
 Memory: the labels of one subset are held as a dict of ImageID to class
 indices while its images.csv streams; the files need not be sorted.
@@ -115,11 +119,11 @@ def convert(
     inputs.check_share("clean_share", clean_share)
     inputs.check_share("val_share", val_share)
     files = _input_files(openimages_dir)
-    names = _read_dict(files["dict"])
+    names = read_dict(files["dict"])
     classes_path = classes_path or _find_class_list(openimages_dir)
-    mids = _read_class_list(classes_path) if classes_path else list(names)
-    categories, unused_categories = _read_categories(categories_path, set(mids)) if categories_path else ({}, 0)
-    classes = _make_classes(mids, names, categories)
+    mids = read_class_list(classes_path) if classes_path else list(names)
+    categories, unused_categories = read_categories(categories_path, set(mids)) if categories_path else ({}, 0)
+    classes = make_classes(mids, names, categories)
     image_root = image_root or openimages_dir
     details = {
         "files": files,
@@ -159,13 +163,14 @@ def _input_files(root: str) -> dict[str, str]:
     return files
 
 
-def _read_dict(path: str) -> dict[str, str]:
-    """dict.csv: mid -> display name (the first row wins for a repeated mid)."""
+def read_dict(path: str) -> dict[str, str]:
+    """dict.csv (or a V4+ class-descriptions file): mid -> display name (the first row wins for a repeated mid);
+    V7's header row `LabelName,DisplayName` is skipped, not read as a class."""
     names: dict[str, str] = {}
     with open(path, newline="", encoding="utf-8-sig") as f:
         reader = csv.reader(f)
         for row in reader:
-            if not row:
+            if not row or (reader.line_num == 1 and [v.strip() for v in row] == ["LabelName", "DisplayName"]):
                 continue
             if len(row) != 2 or not row[0].strip():
                 raise ConversionError(f'{path}:{reader.line_num}: expected "mid","display name", got {row!r}')
@@ -183,7 +188,7 @@ def _find_class_list(root: str) -> Optional[str]:
     return None
 
 
-def _read_class_list(path: str) -> list[str]:
+def read_class_list(path: str) -> list[str]:
     inputs.require_file(path, "Open Images class list")
     mids, seen = [], set()
     with open(path, encoding="utf-8-sig") as f:
@@ -200,7 +205,7 @@ def _read_class_list(path: str) -> list[str]:
     return mids
 
 
-def _read_categories(path: str, mids: set[str]) -> tuple[dict[str, str], int]:
+def read_categories(path: str, mids: set[str]) -> tuple[dict[str, str], int]:
     """`mid,category` rows (an optional `mid,category` header) -> (mid -> category, rows of other mids)."""
     inputs.require_file(path, "Open Images categories file")
     categories, unused = {}, 0
@@ -219,7 +224,7 @@ def _read_categories(path: str, mids: set[str]) -> tuple[dict[str, str], int]:
     return categories, unused
 
 
-def _make_classes(mids: list[str], names: dict[str, str], categories: dict[str, str]) -> list[ClassInfo]:
+def make_classes(mids: list[str], names: dict[str, str], categories: dict[str, str]) -> list[ClassInfo]:
     display = [names.get(mid, mid) for mid in mids]
     counts = collections.Counter(display)
     return [
@@ -229,7 +234,7 @@ def _make_classes(mids: list[str], names: dict[str, str], categories: dict[str, 
 
 
 # === Label and image rows ===
-def _label_rows(path: str, index: ClassIndex, known: set[str]) -> Iterator:
+def label_rows(path: str, index: ClassIndex, known: set[str]) -> Iterator:
     """Yields `BadRow`s and `(origin, image_id, class index or None, confidence)`.
 
     The class index is None for a mid outside the class list.
@@ -256,9 +261,9 @@ def _label_rows(path: str, index: ClassIndex, known: set[str]) -> Iterator:
         yield origin, image_id, index.get(mid), confidence
 
 
-def _read_machine(path, index, known, min_confidence, table, dropped) -> Iterator[BadRow]:
+def read_machine(path, index, known, min_confidence, table, dropped) -> Iterator[BadRow]:
     """Fills `table` (ImageID -> class indices) from a machine labels.csv."""
-    for item in _label_rows(path, index, known):
+    for item in label_rows(path, index, known):
         if isinstance(item, BadRow):
             yield item
             continue
@@ -271,9 +276,9 @@ def _read_machine(path, index, known, min_confidence, table, dropped) -> Iterato
             table.setdefault(image_id, []).append(cls)
 
 
-def _read_human(path, index, known, table, dropped) -> Iterator[BadRow]:
+def read_human(path, index, known, table, dropped) -> Iterator[BadRow]:
     """Fills `table` (ImageID -> (verified present, verified absent)) from the human labels.csv."""
-    for item in _label_rows(path, index, known):
+    for item in label_rows(path, index, known):
         if isinstance(item, BadRow):
             yield item
             continue
@@ -286,7 +291,7 @@ def _read_human(path, index, known, table, dropped) -> Iterator[BadRow]:
             table.setdefault(image_id, ([], []))[0 if confidence == 1.0 else 1].append(cls)
 
 
-def _image_rows(path: str) -> Iterator:
+def image_rows(path: str) -> Iterator:
     """Yields `BadRow`s and `(origin, ImageID)` from an images.csv."""
     for item in inputs.csv_rows(path, IMAGE_COLUMNS):
         if isinstance(item, BadRow):
@@ -299,7 +304,7 @@ def _image_rows(path: str) -> Iterator:
             yield BadRow(origin, f"malformed ImageID {row['ImageID']!r} (expected 16 hex digits)")
 
 
-def _image_folder(image_root: str, subset: str) -> str:
+def image_folder(image_root: str, subset: str) -> str:
     folder = os.path.join(image_root, subset)
     return folder if os.path.isdir(folder) else image_root
 
@@ -309,9 +314,9 @@ def _items(files, index, known, image_root, min_confidence, shares, seed, detail
     dropped, orphans = details["dropped_labels"], details["labelled_images_not_in_images_csv"]
 
     machine: dict[str, list[int]] = {}
-    yield from _read_machine(files["machine_train"], index, known, min_confidence, machine, dropped)
-    folder = _image_folder(image_root, "train")
-    for item in _image_rows(files["images_train"]):
+    yield from read_machine(files["machine_train"], index, known, min_confidence, machine, dropped)
+    folder = image_folder(image_root, "train")
+    for item in image_rows(files["images_train"]):
         if isinstance(item, BadRow):
             yield item
             continue
@@ -323,17 +328,22 @@ def _items(files, index, known, image_root, min_confidence, shares, seed, detail
     orphans["train"] = len(machine)
 
     machine, human = {}, {}
-    yield from _read_machine(files["machine_validation"], index, known, min_confidence, machine, dropped)
-    yield from _read_human(files["human_validation"], index, known, human, dropped)
+    yield from read_machine(files["machine_validation"], index, known, min_confidence, machine, dropped)
+    yield from read_human(files["human_validation"], index, known, human, dropped)
     rows = []
-    for item in _image_rows(files["images_validation"]):
+    for item in image_rows(files["images_validation"]):
         if isinstance(item, BadRow):
             yield item
         else:
             rows.append(item)
     assignment = inputs.seeded_split((image_id for _, image_id in rows), shares, seed)
-    folder = _image_folder(image_root, "validation")
+    folder = image_folder(image_root, "validation")
+    # From V2 on, v1's validation images are divided between validation/ and test/.
+    moved = image_folder(image_root, "test") if folder != image_root else folder
     for origin, image_id in rows:
+        path = os.path.join(folder, f"{image_id}.jpg")
+        if moved != folder and not os.path.exists(path) and os.path.exists(os.path.join(moved, f"{image_id}.jpg")):
+            path = os.path.join(moved, f"{image_id}.jpg")
         pos, neg = human.pop(image_id, ((), ()))
         yield Record(
             split=assignment[image_id],
@@ -341,7 +351,7 @@ def _items(files, index, known, image_root, min_confidence, shares, seed, detail
             noisy=sorted(set(machine.pop(image_id, ()))),
             verified_pos=sorted(set(pos)),
             verified_neg=sorted(set(neg)),
-            image_path=os.path.join(folder, f"{image_id}.jpg"),
+            image_path=path,
             origin=origin,
         )
     orphans["validation"] = len(set(machine) | set(human))

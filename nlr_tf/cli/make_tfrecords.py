@@ -100,7 +100,22 @@ _HELD_OUT_FONTS = flags.DEFINE_list(
 _OPENIMAGES_DIR = flags.DEFINE_string(
     "openimages_dir",
     None,
-    "openimages: v1 folder holding images_2016_08/, machine_ann_2016_08/, human_ann_2016_08/ and dict.csv.",
+    "openimages: folder of the label files: v1's images_2016_08/, machine_ann_2016_08/, human_ann_2016_08/ and "
+    "dict.csv, or V4-V7's *-annotations-{human,machine}-imagelabels.csv and class descriptions.",
+)
+_OPENIMAGES_VERSION = flags.DEFINE_enum(
+    "openimages_version", "auto", ["auto", "v1", "v4+"], "openimages: the release's layout (auto: from the files)."
+)
+_OPENIMAGES_CLEAN_FROM = flags.DEFINE_enum(
+    "openimages_clean_from",
+    "validation",
+    ["validation", "train"],
+    "openimages V4+: the clean set from validation's human-verified labels (as Veit) or from train's.",
+)
+_OPENIMAGES_PRESENT_ONLY = flags.DEFINE_bool(
+    "openimages_present_only",
+    False,
+    "openimages V4+: leave out images absent from --image_root, counted per split with the labels they take.",
 )
 _OPENIMAGES_MIN_CONFIDENCE = flags.DEFINE_float(
     "openimages_min_confidence",
@@ -168,7 +183,9 @@ _TFDS_VERIFIED_NEG_KEY = flags.DEFINE_string(
     "tfds_verified_neg_key", None, "tfds: optional feature of classes verified absent, e.g. wrong_multi_labels."
 )
 _TFDS_CLEAN_FLAG_KEY = flags.DEFINE_string(
-    "tfds_clean_flag_key", None, "tfds: optional boolean feature, e.g. is_clean: flagged noisy images form the clean split."
+    "tfds_clean_flag_key",
+    None,
+    "tfds: optional boolean feature, e.g. is_clean: flagged images of the noisy split form the clean split.",
 )
 _TFDS_DOWNLOAD = flags.DEFINE_bool("tfds_download", False, "tfds: download and prepare the dataset if needed.")
 _TFDS_MANUAL_DIR = flags.DEFINE_string(
@@ -201,9 +218,29 @@ def _manifest():
 
 
 def _openimages():
-    from tfrecords_tools import openimages
+    from tfrecords_tools import openimages, openimages_v4
 
     _require(openimages_dir=_OPENIMAGES_DIR.value)
+    version = _OPENIMAGES_VERSION.value
+    if version == "auto":
+        version = openimages_v4.detect(_OPENIMAGES_DIR.value)
+        if version is None:
+            raise ConversionError(
+                f"{_OPENIMAGES_DIR.value!r} holds neither Open Images v1 (images_2016_08/) nor V4+ label files "
+                "(*-annotations-human-imagelabels.csv)"
+            )
+    if version == "v4+":
+        return openimages_v4.convert(
+            _OPENIMAGES_DIR.value,
+            image_root=_IMAGE_ROOT.value,
+            min_confidence=_OPENIMAGES_MIN_CONFIDENCE.value,
+            clean_share=_OPENIMAGES_CLEAN_SHARE.value,
+            clean_from=_OPENIMAGES_CLEAN_FROM.value,
+            classes_path=_OPENIMAGES_CLASSES.value,
+            categories_path=_OPENIMAGES_CATEGORIES.value,
+            seed=_SEED.value,
+            present_only=_OPENIMAGES_PRESENT_ONLY.value,
+        )
     return openimages.convert(
         _OPENIMAGES_DIR.value,
         image_root=_IMAGE_ROOT.value,

@@ -73,9 +73,9 @@ def evaluate(
 def write_scores(path: str, scores: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> None:
     """A split's scores and verified labels (npz), from which its metrics can be computed again (resampled, say)."""
     buffer = io.BytesIO()  # zip needs a seekable file: written in memory, then to any filesystem
-    np.savez_compressed(
-        buffer, scores=np.asarray(scores, np.float32), labels=np.asarray(labels, np.uint8), mask=np.asarray(mask, np.uint8)
-    )
+    arrays = {"scores": np.float32, "labels": np.uint8, "mask": np.uint8}
+    values = {"scores": scores, "labels": labels, "mask": mask}
+    np.savez_compressed(buffer, **{k: np.asarray(values[k], dtype) for k, dtype in arrays.items()})
     tf.io.gfile.makedirs(os.path.dirname(path))
     with tf.io.gfile.GFile(path, "wb") as f:
         f.write(buffer.getvalue())

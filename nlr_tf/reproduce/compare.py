@@ -119,11 +119,11 @@ def _intervals_table(res: Results, intervals: list[dict[str, Any]], variant: str
     ]
     order = {r.key: i for i, r in enumerate(user_rows(variant))}
     rows = sorted({row for (v, row) in res.labels if v == variant}, key=lambda r: order.get(r, len(order)))
+    def interval(row, f) -> str:
+        return f"{100 * found[(row, f)]['low']:.2f} – {100 * found[(row, f)]['high']:.2f}" if (row, f) in found else "–"
+
     for row in rows:
-        cells = [
-            f"{100 * found[(row, f)]['low']:.2f} – {100 * found[(row, f)]['high']:.2f}" if (row, f) in found else "–"
-            for f in fractions
-        ]
+        cells = [interval(row, f) for f in fractions]
         lines.append(f"| {res.labels[(variant, row)]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -39,7 +39,8 @@ def time_line(elapsed: float, run_seconds: list[Optional[float]], run_cpu_second
     wall = [s for s in run_seconds if s is not None]
     cpu = [s for s in run_cpu_seconds if s is not None]
     line = (
-        f"Time on this machine ({os.cpu_count()} CPU cores): the {len(run_seconds)} runs took {_hours(sum(wall))} of wall time and "
+        f"Time on this machine ({os.cpu_count()} CPU cores): the {len(run_seconds)} runs took {_hours(sum(wall))} "
+        "of wall time and "
         f"{_hours(sum(cpu))} of CPU time (every thread of the process) in all, each run's own time summed. This "
         f"invocation's wall time was {elapsed / 60:.1f} min."
     )
