@@ -57,3 +57,28 @@ def test_a_png_cut_short_anywhere_is_an_error_where_tensorflow_would_fail():
         check_image_bytes(bytes(flipped))
     with pytest.raises(tf.errors.InvalidArgumentError):
         tf.io.decode_png(bytes(flipped))
+
+
+def _photo_1024() -> bytes:
+    """A 1024x683 JPEG of one of scikit-learn's bundled photographs."""
+    import sklearn.datasets
+
+    photo = Image.fromarray(sklearn.datasets.load_sample_images().images[0]).resize((1024, 683), Image.BICUBIC)
+    buf = io.BytesIO()
+    photo.save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+def test_a_reduced_scale_jpeg_decode_gives_the_same_size_and_nearly_the_same_pixels():
+    data = _photo_1024()
+    for side in (299, 512, 700):
+        fast = tf.io.decode_jpeg(check_image_bytes(data, side)).numpy().astype(np.float32)
+        exact = tf.io.decode_jpeg(check_image_bytes(data, side, reduced_decode=False)).numpy().astype(np.float32)
+        assert fast.shape == exact.shape == (round(683 * side / 1024), side, 3)
+        assert np.abs(fast - exact).mean() < 3.0  # of 255 levels (docs/performance.md: 0.4 to 2)
+    # A file cut short is still found corrupt: every block is still decoded.
+    with pytest.raises(ImageError):
+        check_image_bytes(data[: len(data) // 2], 299)
+    # Turned by its EXIF orientation, the downscaled image is upright at the scaled size.
+    turned = tf.io.decode_jpeg(check_image_bytes(_sideways_photo(6), 8)).numpy()
+    assert turned.shape == (8, 4, 3)

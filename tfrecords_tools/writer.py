@@ -33,9 +33,9 @@ class BadInputError(ValueError):
     """A bad input row met without `--skip_bad`."""
 
 
-def _prepare(record: Record, max_side: int) -> Union[tuple[Record, bytes], BadRow]:
+def _prepare(record: Record, max_side: int, reduced_decode: bool) -> Union[tuple[Record, bytes], BadRow]:
     try:
-        return record, read_record_image(record, max_side)
+        return record, read_record_image(record, max_side, reduced_decode)
     except ImageError as e:
         return BadRow(record.origin or record.id, str(e))
 
@@ -102,6 +102,7 @@ def write_dataset(
     max_image_side: int = 0,
     arguments: Optional[dict[str, Any]] = None,
     progress: bool = True,
+    reduced_decode: bool = True,
 ) -> schema.DatasetInfo:
     """Writes `conversion` as a dataset folder at `output_dir`.
 
@@ -119,6 +120,9 @@ def write_dataset(
             0 keeps them. Defaults to 0.
         arguments: dict. Recorded in the provenance.
         progress: bool. Show a progress bar on stderr. Defaults to True.
+        reduced_decode: bool. With `max_image_side`, decode JPEGs at a reduced
+            scale before the exact resize (`images.check_image_bytes`).
+            Defaults to True.
 
     Returns:
         The written `DatasetInfo`.
@@ -132,8 +136,9 @@ def write_dataset(
     if not conversion.classes:
         raise ConversionError("the conversion has no classes")
     with atomic_output_dir(output_dir, overwrite) as tmp_dir:
+        workers = num_workers or os.cpu_count() or 1
         info = _write_into(
-            conversion, tmp_dir, num_shards, skip_bad, num_workers or os.cpu_count() or 1, max_image_side, progress
+            conversion, tmp_dir, num_shards, skip_bad, workers, (max_image_side, reduced_decode), progress
         )
         info.provenance.update(
             {
@@ -155,7 +160,7 @@ def _write_into(
     num_shards: int,
     skip_bad: bool,
     num_workers: int,
-    max_side: int,
+    resize: tuple[int, bool],
     progress: bool,
 ) -> schema.DatasetInfo:
     num_classes = len(conversion.classes)
@@ -201,7 +206,7 @@ def _write_into(
                     done.set_result(item)
                     pending.append(done)
                 else:
-                    pending.append(pool.submit(_prepare, item, max_side))
+                    pending.append(pool.submit(_prepare, item, *resize))
                 while len(pending) >= window:
                     handle(pending.popleft().result())
                     bar.update()
