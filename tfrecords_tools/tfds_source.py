@@ -134,7 +134,10 @@ def convert(
     if clean_flag_key and not np.dtype(_feature(features, clean_flag_key, name).np_dtype) == np.bool_:
         raise ConversionError(f"{name}: {clean_flag_key!r} is not a boolean feature (the clean flag)")
     if clean_flag_key and "clean" in dict(splits):
-        raise ConversionError(f"{name}: the clean split comes from {clean_flag_key!r}: split_map names no clean split")
+        raise ConversionError(
+            f"{name}: with {clean_flag_key!r} the clean split is made from the flagged noisy images: "
+            "leave clean out of split_map"
+        )
     keys = {
         "image": image_key,
         "label": label_key,
