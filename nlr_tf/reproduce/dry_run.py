@@ -20,6 +20,7 @@ bound when most rows level off early.
 import dataclasses
 import json
 import os
+import time
 from typing import Any, Optional
 
 from nlr_tf.reproduce.budgets import Budget, Stage
@@ -91,8 +92,6 @@ def estimate(output_dir: str, budget: Budget, variant: str) -> dict[str, Any]:
         {"runs", "feature_caches", "rows": [per-row counts and bounds], "lower", "upper" (seconds),
          "rehearsal_seconds", "fingerprint" (of the plan estimated)}.
     """
-    import time
-
     from nlr_tf.reproduce.runner import run_plan
 
     rehearsal_dir = os.path.join(output_dir, "dry_run")

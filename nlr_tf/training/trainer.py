@@ -166,8 +166,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     )
     loops, live = {}, {}
     logs: dict[str, Any] = {}
-    # How long a step and an evaluation take once traced (a phase's first loop, and the first evaluation, trace).
-    timed = {"all": [0, 0.0], "traced": [0, 0.0]}
+    # How long a step and an evaluation take once traced: a phase's first loop and the first evaluation trace, the
+    # others are steady ([steps, seconds] of every loop, and of the steady ones).
+    timed = {"all": [0, 0.0], "steady": [0, 0.0]}
     eval_seconds: list[float] = []
     while int(step.numpy()) < config.train_steps and not evaluations.exhausted():
         current = int(step.numpy())
@@ -189,7 +190,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         start = time.perf_counter()
         logs = {k: float(v) for k, v in loops[phase](live[phase], tf.constant(num_steps)).items()}
         elapsed = time.perf_counter() - start
-        for key in ("all",) if traces else ("all", "traced"):
+        for key in ("all",) if traces else ("all", "steady"):
             timed[key] = [timed[key][0] + num_steps, timed[key][1] + elapsed]
         _check_finite(logs, current, num_steps, manager)
         step.assign_add(num_steps)
@@ -213,7 +214,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if not chief:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
     result = {"step": int(step.numpy()), "method": method.name, **logs, **evaluated, **estimated}
-    steps, seconds = timed["traced"] if timed["traced"][0] else timed["all"]
+    steps, seconds = timed["steady"] if timed["steady"][0] else timed["all"]
     result["step_seconds"] = seconds / steps if steps else None  # this process's steps (none on a finished run)
     steady = eval_seconds[1:] or eval_seconds
     result["eval_seconds"] = sum(steady) / len(steady) if steady else None
