@@ -20,6 +20,16 @@ def run_cli(module: str, *args: str, timeout: int = 300) -> subprocess.Completed
     )
 
 
+def manifest_args(root) -> list[str]:
+    """nlr-make-tfrecords' flags for a manifest folder `root` holding rows.csv, classes.txt and the images."""
+    return [
+        "--source=manifest",
+        f"--input={root / 'rows.csv'}",
+        f"--classes={root / 'classes.txt'}",
+        f"--image_root={root}",
+    ]
+
+
 def train_noisy_then_heads(root, args, *head_args) -> None:
     """Trains `noisy` into ROOT/noisy, then noise_regularization heads on its frozen backbone into ROOT/nr."""
     proc = run_cli("train", "--method=noisy", f"--model_dir={root / 'noisy'}", *args)

@@ -11,7 +11,7 @@ import time
 import numpy as np
 import pytest
 import sklearn.datasets
-from cli_util import ROOT, run_cli
+from cli_util import ROOT, manifest_args, run_cli
 from PIL import Image
 
 from nlr_tf.reproduce import recommendation
@@ -62,10 +62,7 @@ def _manifest_dataset(root, n=240, clean_every=3, with_val=True, multi_label=Tru
     (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
     proc = run_cli(
         "make_tfrecords",
-        "--source=manifest",
-        f"--input={root / 'rows.csv'}",
-        f"--classes={root / 'classes.txt'}",
-        f"--image_root={root}",
+        *manifest_args(root),
         f"--output_dir={root / 'data'}",
         "--num_shards=2",
         f"--multi_label={str(multi_label).lower()}",

@@ -5,7 +5,7 @@ import json
 
 import numpy as np
 import pytest
-from cli_util import run_cli
+from cli_util import manifest_args, run_cli
 from fault_util import fails_in_one_line, skipped_rows, skips
 from PIL import Image
 
@@ -85,10 +85,7 @@ def test_csv_of_pngs_reads_back_exactly_through_the_binary(png_manifest):
     out = root / "out"
     proc = run_cli(
         "make_tfrecords",
-        "--source=manifest",
-        f"--input={root / 'rows.csv'}",
-        f"--classes={root / 'classes.txt'}",
-        f"--image_root={root}",
+        *manifest_args(root),
         f"--output_dir={out}",
         "--num_shards=2",
         "--quiet",
@@ -148,13 +145,7 @@ def test_single_label_manifest_verifies_the_other_classes_absent(tmp_path):
 def test_corrupt_image_is_named_by_row_and_skipped_with_skip_bad(png_manifest):
     root, rows = png_manifest
     (root / rows[6]["image"]).write_bytes(b"\x89PNG\r\n\x1a\nnot really a png")
-    args = [
-        "--source=manifest",
-        f"--input={root / 'rows.csv'}",
-        f"--classes={root / 'classes.txt'}",
-        f"--image_root={root}",
-        "--quiet",
-    ]
+    args = [*manifest_args(root), "--quiet"]
     proc = run_cli("make_tfrecords", *args, f"--output_dir={root / 'out'}")
     assert proc.returncode == 1
     error_lines = [line for line in proc.stderr.splitlines() if line.startswith("nlr-make-tfrecords: error:")]

@@ -216,16 +216,19 @@ def _mocked(overrides, n=6):
     return tfds.testing.mock_data(as_dataset_fn=as_dataset)
 
 
+def _converted(out, overrides, name, split_map, skip_bad=False, **keys):
+    """The dataset `tfds_source.convert(name, split_map, **keys)` writes at `out` from mocked examples."""
+    with _mocked(overrides):
+        conversion = tfds_source.convert(name, split_map, data_dir=str(out.parent / "tfds"), **keys)
+        return write_dataset(conversion, str(out), skip_bad=skip_bad, progress=False)
+
+
 def test_cifar10_n_test_images_keep_their_labels_without_a_noisy_one(tmp_path):
     def overrides(split, i, example):  # as cifar10_n stores them: -1, the noisy label of every test image
         if split == "test":
             example["worse_label"] = np.int64(-1)
 
-    with _mocked(overrides):
-        conversion = tfds_source.convert(
-            "cifar10_n", "noisy=train,test=test", noisy_label_key="worse_label", data_dir=str(tmp_path / "d")
-        )
-        info = write_dataset(conversion, str(tmp_path / "out"), progress=False)
+    info = _converted(tmp_path / "out", overrides, "cifar10_n", "noisy=train,test=test", noisy_label_key="worse_label")
     assert not info.multi_label and info.splits["test"].num_records == 6 and info.splits["noisy"].num_records == 6
     for r in iterate_label_lists(info.split_files("test")):
         assert r["noisy"] == [] and len(r["verified_pos"]) == 1 and len(r["verified_neg"]) == 9
@@ -234,11 +237,9 @@ def test_cifar10_n_test_images_keep_their_labels_without_a_noisy_one(tmp_path):
         if split == "train" and i < 2:
             example["worse_label"] = np.int64(-1)
 
-    with _mocked(noisy_missing):
-        conversion = tfds_source.convert(
-            "cifar10_n", "noisy=train", noisy_label_key="worse_label", data_dir=str(tmp_path / "d")
-        )
-        info = write_dataset(conversion, str(tmp_path / "out2"), skip_bad=True, progress=False)
+    info = _converted(
+        tmp_path / "out2", noisy_missing, "cifar10_n", "noisy=train", skip_bad=True, noisy_label_key="worse_label"
+    )
     assert info.splits["noisy"].num_records == 4 and info.skipped["count"] == 2
 
 
@@ -248,16 +249,15 @@ def test_imagenet2012_multilabel_verifies_the_correct_and_wrong_labels_only(tmp_
         example["wrong_multi_labels"] = np.array([500 + i], np.int64)
         example["original_label"] = np.int64(i + 1)
 
-    with _mocked(overrides):
-        conversion = tfds_source.convert(
-            "imagenet2012_multilabel",
-            "clean=validation,test=validation",
-            label_key="correct_multi_labels",
-            verified_neg_key="wrong_multi_labels",
-            noisy_label_key="original_label",
-            data_dir=str(tmp_path / "d"),
-        )
-        info = write_dataset(conversion, str(tmp_path / "out"), progress=False)
+    info = _converted(
+        tmp_path / "out",
+        overrides,
+        "imagenet2012_multilabel",
+        "clean=validation,test=validation",
+        label_key="correct_multi_labels",
+        verified_neg_key="wrong_multi_labels",
+        noisy_label_key="original_label",
+    )
     assert info.multi_label and info.num_classes == 1000
     records = {r["id"]: r for r in iterate_label_lists(info.split_files("clean"))}
     for i in range(6):  # partial verification: the classes named by neither feature stay unverified
@@ -270,15 +270,14 @@ def test_imagenet_pi_annotators_give_one_noisy_label_by_majority(tmp_path):
         example["annotator_labels"] = np.array([7, 2, 7, 2, 7] + [-1] * 11, np.int64)
         example["clean_label"] = np.int64(7 if i % 2 else 2)
 
-    with _mocked(overrides):
-        conversion = tfds_source.convert(
-            "imagenet_pi",
-            "noisy=train,val=validation",
-            label_key="clean_label",
-            noisy_label_key="annotator_labels",
-            data_dir=str(tmp_path / "d"),
-        )
-        info = write_dataset(conversion, str(tmp_path / "out"), progress=False)
+    info = _converted(
+        tmp_path / "out",
+        overrides,
+        "imagenet_pi",
+        "noisy=train,val=validation",
+        label_key="clean_label",
+        noisy_label_key="annotator_labels",
+    )
     assert not info.multi_label  # a tensor of annotators' labels does not make the dataset multi-label
     assert {tuple(r["noisy"]) for r in iterate_label_lists(info.split_files("noisy"))} == {(7,)}
     assert {tuple(r["verified_pos"]) for r in iterate_label_lists(info.split_files("val"))} == {(2,), (7,)}
@@ -288,22 +287,13 @@ def test_controlled_noisy_web_labels_clean_flag_makes_the_clean_split(tmp_path):
     def overrides(split, i, example):
         example["is_clean"] = np.bool_(i % 3 == 0)
 
-    with _mocked(overrides):
-        conversion = tfds_source.convert(
-            "controlled_noisy_web_labels/mini_imagenet_red",
-            "noisy=train_20,val=validation",
-            clean_flag_key="is_clean",
-            data_dir=str(tmp_path / "d"),
-        )
-        info = write_dataset(conversion, str(tmp_path / "out"), progress=False)
+    name = "controlled_noisy_web_labels/mini_imagenet_red"
+    info = _converted(tmp_path / "out", overrides, name, "noisy=train_20,val=validation", clean_flag_key="is_clean")
     assert {s: info.splits[s].num_records for s in info.splits} == {"noisy": 4, "clean": 2, "val": 6}
     for r in iterate_label_lists(info.split_files("clean")):
         assert r["noisy"] == r["verified_pos"] and len(r["verified_neg"]) == 99
     with pytest.raises(ConversionError, match="boolean feature"), _mocked(overrides):
-        tfds_source.convert(
-            "controlled_noisy_web_labels/mini_imagenet_red", "noisy=train_20", clean_flag_key="label",
-            data_dir=str(tmp_path / "d"),
-        )
+        tfds_source.convert(name, "noisy=train_20", clean_flag_key="label", data_dir=str(tmp_path / "d"))
 
 
 def test_a_manual_download_is_prepared_from_its_folder_or_refused_in_one_line(tmp_path):

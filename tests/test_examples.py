@@ -4,7 +4,7 @@ import csv
 import subprocess
 import sys
 
-from cli_util import ROOT, run_cli
+from cli_util import ROOT, manifest_args, run_cli
 
 
 def test_the_digit_scans_example_makes_a_manifest_the_converter_reads(tmp_path):
@@ -25,10 +25,7 @@ def test_the_digit_scans_example_makes_a_manifest_the_converter_reads(tmp_path):
     assert not any(verified[r["id"]] for r in rows if r["split"] == "noisy")
     proc = run_cli(
         "make_tfrecords",
-        "--source=manifest",
-        f"--input={tmp_path / 'rows.csv'}",
-        f"--classes={tmp_path / 'classes.txt'}",
-        f"--image_root={tmp_path}",
+        *manifest_args(tmp_path),
         f"--output_dir={tmp_path / 'data'}",
     )
     assert proc.returncode == 0, proc.stderr
