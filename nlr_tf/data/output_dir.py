@@ -1,9 +1,15 @@
-"""Output folders that appear only when complete.
+"""Output folders that appear only when complete, on any TensorFlow filesystem.
 
 Every writer of a folder (a dataset, a feature cache, cleaned labels) writes
 into a temporary sibling `.NAME.incomplete-HOST-PID-XXXXXXXX` and renames it
 at the end, so a failed or interrupted run never leaves a folder that looks
-complete. A run killed outright (SIGKILL, a lost machine) cannot remove its
+complete. On the local disk that rename is one atomic step. Other
+filesystems (`gs://`, `ram://`) rename a folder file by file, if at all: there
+the files are moved into the output folder one by one with `dataset.json`,
+the marker every reader requires (`schema.load_dataset_info`), moved last, so
+the folder is not a dataset until its last file is in place.
+
+A run killed outright (SIGKILL, a lost machine) cannot remove its
 temporary folder; the next run into the same output finds it: one whose
 process is gone (same host, no such PID) is removed, with a line saying so;
 any other (a run still going, or one from another machine) is reported and
@@ -11,14 +17,16 @@ removed only with `--overwrite`.
 """
 
 import contextlib
-import glob
 import os
-import shutil
 import socket
 import uuid
 from collections.abc import Iterator
 
+import tensorflow as tf
 from absl import logging
+
+from nlr_tf.data import files
+from nlr_tf.data.schema import DATASET_JSON
 
 _INCOMPLETE = ".incomplete-"
 
@@ -29,10 +37,6 @@ class OutputDirError(ValueError):
 
 def _host() -> str:
     return socket.gethostname().replace("-", "_") or "host"
-
-
-def _folder_size(path: str) -> int:
-    return sum(os.path.getsize(os.path.join(d, f)) for d, _, files in os.walk(path) for f in files)
 
 
 def _process_gone(name: str) -> bool:
@@ -50,17 +54,24 @@ def _process_gone(name: str) -> bool:
 
 
 def stale_incomplete_dirs(output_dir: str) -> list[str]:
-    """The temporary folders of earlier runs into `output_dir` that are still on disk."""
-    output_dir = os.path.abspath(output_dir)
-    pattern = os.path.join(os.path.dirname(output_dir), f".{glob.escape(os.path.basename(output_dir))}{_INCOMPLETE}*")
-    return sorted(p for p in glob.glob(pattern) if os.path.isdir(p))
+    """The temporary folders of earlier runs into `output_dir` that are still there."""
+    output_dir = files.absolute(output_dir)
+    parent = os.path.dirname(output_dir)
+    prefix = f".{os.path.basename(output_dir)}{_INCOMPLETE}"
+    if not files.isdir(parent):
+        return []
+    return [
+        os.path.join(parent, name)
+        for name in files.listdir(parent)
+        if name.startswith(prefix) and not name.endswith(".replaced") and files.isdir(os.path.join(parent, name))
+    ]
 
 
 def _clear_stale(output_dir: str, overwrite: bool) -> None:
     for path in stale_incomplete_dirs(output_dir):
-        size = _folder_size(path) / 2**20
+        size = files.folder_size(path) / 2**20
         if _process_gone(os.path.basename(path)) or overwrite:
-            shutil.rmtree(path, ignore_errors=True)
+            files.remove_tree(path)
             logging.warning("removed %s (%.1f MB), the unfinished output of an interrupted earlier run", path, size)
         else:
             logging.warning(
@@ -70,6 +81,35 @@ def _clear_stale(output_dir: str, overwrite: bool) -> None:
                 size,
                 output_dir,
             )
+
+
+def _move_files(source: str, target: str) -> None:
+    """Moves the files of folder `source` into `target` one by one, `dataset.json` last, then removes `source`."""
+    names = [
+        os.path.relpath(os.path.join(d, f), source) for d, _, fs in tf.io.gfile.walk(source) for f in fs
+    ]
+    names.sort(key=lambda n: (n == DATASET_JSON, n))
+    for name in names:
+        files.makedirs(os.path.dirname(os.path.join(target, name)))
+        tf.io.gfile.rename(os.path.join(source, name), os.path.join(target, name), overwrite=True)
+    files.remove_tree(source)
+
+
+def _commit(tmp_dir: str, output_dir: str) -> None:
+    if not files.is_url(output_dir):
+        if os.path.exists(output_dir):
+            trash = f"{tmp_dir}.replaced"
+            os.rename(output_dir, trash)
+            os.rename(tmp_dir, output_dir)
+            files.remove_tree(trash)
+        else:
+            os.rename(tmp_dir, output_dir)
+        return
+    if files.exists(output_dir):
+        files.remove(os.path.join(output_dir, DATASET_JSON))  # first: the old folder stops being a dataset
+        files.remove_tree(output_dir)
+    files.makedirs(output_dir)
+    _move_files(tmp_dir, output_dir)
 
 
 @contextlib.contextmanager
@@ -84,24 +124,18 @@ def atomic_output_dir(output_dir: str, overwrite: bool = False) -> Iterator[str]
     Raises:
         OutputDirError: `output_dir` exists and `overwrite` is False.
     """
-    output_dir = os.path.abspath(output_dir)
-    if os.path.exists(output_dir) and not overwrite:
+    output_dir = files.absolute(output_dir)
+    if files.exists(output_dir) and not overwrite:
         raise OutputDirError(f"output folder {output_dir!r} already exists (pass --overwrite to replace it)")
     parent = os.path.dirname(output_dir)
-    os.makedirs(parent, exist_ok=True)
+    files.makedirs(parent)
     _clear_stale(output_dir, overwrite)
     name = f".{os.path.basename(output_dir)}{_INCOMPLETE}{_host()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     tmp_dir = os.path.join(parent, name)
-    os.makedirs(tmp_dir)
+    files.makedirs(tmp_dir)
     try:
         yield tmp_dir
-        if os.path.exists(output_dir):
-            trash = f"{tmp_dir}.replaced"
-            os.rename(output_dir, trash)
-            os.rename(tmp_dir, output_dir)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(tmp_dir, output_dir)
+        _commit(tmp_dir, output_dir)
     except BaseException:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+        files.remove_tree(tmp_dir)
         raise

@@ -1,14 +1,16 @@
 """The dataset contract: TFRecord feature keys and `dataset.json` metadata.
 
 A dataset is a folder holding `dataset.json`, `label_map.json` and shards
-named `SPLIT-00000-of-000NN.tfrecord`. This module reads and writes the two
-JSON files and validates them; it imports no TensorFlow.
+named `SPLIT-00000-of-000NN.tfrecord`, on any TensorFlow filesystem. This
+module reads and writes the two JSON files and validates them.
 """
 
 import dataclasses
 import json
 import os
 from typing import Any
+
+from nlr_tf.data import files
 
 SCHEMA_VERSION = 1
 
@@ -132,10 +134,8 @@ class DatasetInfo:
     def write(self, directory: str) -> None:
         """Writes `label_map.json` then `dataset.json` into `directory`."""
         label_map = {str(i): dataclasses.asdict(c) for i, c in enumerate(self.classes)}
-        with open(os.path.join(directory, LABEL_MAP_JSON), "w") as f:
-            json.dump(label_map, f, indent=1)
-        with open(os.path.join(directory, DATASET_JSON), "w") as f:
-            json.dump(self.to_json(), f, indent=1)
+        files.write_json(os.path.join(directory, LABEL_MAP_JSON), label_map)
+        files.write_json(os.path.join(directory, DATASET_JSON), self.to_json())
 
 
 def load_dataset_info(path: str, check_files: bool = True) -> DatasetInfo:
@@ -145,19 +145,17 @@ def load_dataset_info(path: str, check_files: bool = True) -> DatasetInfo:
         DatasetError: naming the missing or inconsistent part.
     """
     meta_path = os.path.join(path, DATASET_JSON)
-    if not os.path.isdir(path):
+    if not files.isdir(path):
         raise DatasetError(f"dataset folder not found: {path!r}")
-    if not os.path.isfile(meta_path):
+    if not files.isfile(meta_path):
         raise DatasetError(
             f"{meta_path!r} not found: {path!r} is not a complete dataset (build one with nlr-make-tfrecords)"
         )
     try:
-        with open(meta_path) as f:
-            meta = json.load(f)
+        meta = files.read_json(meta_path)
         label_map_path = os.path.join(path, meta.get("label_map", LABEL_MAP_JSON))
-        with open(label_map_path) as f:
-            label_map = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
+        label_map = files.read_json(label_map_path)
+    except (json.JSONDecodeError, *files.FILE_ERRORS) as e:
         raise DatasetError(f"cannot read dataset metadata in {path!r}: {e}") from e
     for key in ("num_classes", "multi_label", "splits"):
         if key not in meta:
@@ -176,7 +174,7 @@ def load_dataset_info(path: str, check_files: bool = True) -> DatasetInfo:
         classes=classes,
         provenance=meta.get("provenance", {}),
         skipped=meta.get("skipped", {"count": 0, "rows": []}),
-        path=os.path.abspath(path),
+        path=files.absolute(path),
     )
     if info.feature_dim and info.feature_dtype not in FEATURE_DTYPES:
         raise DatasetError(
@@ -185,6 +183,6 @@ def load_dataset_info(path: str, check_files: bool = True) -> DatasetInfo:
     if check_files:
         for name, split in splits.items():
             for f in split.files:
-                if not os.path.isfile(os.path.join(path, f)):
+                if not files.isfile(os.path.join(path, f)):
                     raise DatasetError(f"split {name!r} of {path!r} is missing its shard {f!r}")
     return info
