@@ -6,6 +6,10 @@ come back in order, so the output is deterministic. Records go round-robin
 into `--num_shards` shards per split. Everything is written to a temporary
 sibling folder that is renamed to the output folder only once complete, so a
 failed or interrupted run never leaves a dataset that looks complete.
+
+With a Beam `runner` the same conversion runs as an Apache Beam pipeline
+(`tfrecords_tools.beam_writer`): the same checks and examples, shards
+assigned by a hash of each image id.
 """
 
 import collections
@@ -13,6 +17,7 @@ import concurrent.futures
 import datetime
 import os
 import re
+from collections.abc import Sequence
 from typing import Any, Optional, Union
 
 import tensorflow as tf
@@ -28,6 +33,10 @@ from tfrecords_tools.records import BadRow, Conversion, ConversionError, Record
 
 _SPLIT_RE = re.compile(r"^[A-Za-z0-9_]+$")
 
+# Skipped rows listed in dataset.json; the count is always exact, and `not_listed` says how many more there were (a
+# big source with a systematic fault would otherwise put a gigabyte of rows in dataset.json).
+MAX_LISTED_BAD_ROWS = 1000
+
 
 class BadInputError(ValueError):
     """A bad input row met without `--skip_bad`."""
@@ -38,6 +47,20 @@ def _prepare(record: Record, max_side: int, reduced_decode: bool) -> Union[tuple
         return record, read_record_image(record, max_side, reduced_decode)
     except ImageError as e:
         return BadRow(record.origin or record.id, str(e))
+
+
+def skipped_summary(count: int, listed: list[dict[str, str]]) -> dict[str, Any]:
+    """The `skipped` entry of dataset.json: `count` bad rows, of which `listed` (at most `MAX_LISTED_BAD_ROWS`)."""
+    return {"count": count, "rows": listed, "not_listed": count - len(listed)}
+
+
+def _serialize(record: Record, encoded: bytes) -> bytes:
+    return make_example(record.id, encoded, record.noisy, record.verified_pos, record.verified_neg, record.true)
+
+
+def _dataset_path(output_dir: str) -> str:
+    """`output_dir` as `DatasetInfo.path`: absolute when local, as given on another filesystem (gs://...)."""
+    return output_dir if "://" in output_dir else os.path.abspath(output_dir)
 
 
 def _check_labels(record: Record, num_classes: int) -> Optional[str]:
@@ -87,7 +110,7 @@ class _SplitWriter:
         files = []
         for j, shard in enumerate(used):
             name = schema.shard_name(self.split, j, len(used))
-            os.rename(self._tmp_name(shard), os.path.join(self.directory, name))
+            tf.io.gfile.rename(self._tmp_name(shard), os.path.join(self.directory, name))
             files.append(name)
         return schema.SplitInfo(num_records=self.num_records, num_shards=len(files), files=files)
 
@@ -103,6 +126,8 @@ def write_dataset(
     arguments: Optional[dict[str, Any]] = None,
     progress: bool = True,
     reduced_decode: bool = True,
+    runner: Optional[str] = None,
+    beam_options: Sequence[str] = (),
 ) -> schema.DatasetInfo:
     """Writes `conversion` as a dataset folder at `output_dir`.
 
@@ -123,6 +148,13 @@ def write_dataset(
         reduced_decode: bool. With `max_image_side`, decode JPEGs at a reduced
             scale before the exact resize (`images.check_image_bytes`).
             Defaults to True.
+        runner: str or None. An Apache Beam runner (`DirectRunner`,
+            `DataflowRunner`, `FlinkRunner`, `SparkRunner`): convert as a
+            Beam pipeline (`beam_writer.write_dataset_beam`; needs the
+            `beam` extra); `num_workers` and `progress` are then unused.
+            Defaults to None: threads on this machine.
+        beam_options: list of str. Beam pipeline options for `runner`,
+            e.g. ["--direct_num_workers=2"].
 
     Returns:
         The written `DatasetInfo`.
@@ -135,23 +167,46 @@ def write_dataset(
         raise ConversionError(f"num_shards must be >= 1, got {num_shards}")
     if not conversion.classes:
         raise ConversionError("the conversion has no classes")
+    if runner:
+        try:
+            from tfrecords_tools import beam_writer
+        except ImportError as e:
+            raise ConversionError(
+                f"--runner={runner} needs Apache Beam, which cannot be imported ({e}): "
+                "pip install 'nlr_tf[beam]' (apache-beam>=2.77)"
+            ) from None
+        return beam_writer.write_dataset_beam(
+            conversion,
+            output_dir,
+            runner=runner,
+            beam_options=beam_options,
+            num_shards=num_shards,
+            skip_bad=skip_bad,
+            overwrite=overwrite,
+            max_image_side=max_image_side,
+            reduced_decode=reduced_decode,
+            arguments=arguments,
+        )
     with atomic_output_dir(output_dir, overwrite) as tmp_dir:
         workers = num_workers or os.cpu_count() or 1
         info = _write_into(
             conversion, tmp_dir, num_shards, skip_bad, workers, (max_image_side, reduced_decode), progress
         )
-        info.provenance.update(
-            {
-                "source": conversion.source,
-                "converter_version": CONVERTER_VERSION,
-                "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                "arguments": arguments or {},
-                "details": conversion.details,
-            }
-        )
+        info.provenance.update(provenance(conversion, arguments))
         info.write(tmp_dir)
-    info.path = os.path.abspath(output_dir)
+    info.path = _dataset_path(output_dir)
     return info
+
+
+def provenance(conversion: Conversion, arguments: Optional[dict[str, Any]]) -> dict[str, Any]:
+    """The provenance entries of dataset.json besides the noise statistics."""
+    return {
+        "source": conversion.source,
+        "converter_version": CONVERTER_VERSION,
+        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "arguments": arguments or {},
+        "details": conversion.details,
+    }
 
 
 def _write_into(
@@ -165,7 +220,7 @@ def _write_into(
 ) -> schema.DatasetInfo:
     num_classes = len(conversion.classes)
     splits: dict[str, _SplitWriter] = {}
-    skipped: list[dict[str, str]] = []
+    skipped: list[dict[str, str]] = []  # the first MAX_LISTED_BAD_ROWS
     seen_bad: set[tuple[str, str]] = set()
 
     def reject(bad: BadRow) -> None:
@@ -174,7 +229,8 @@ def _write_into(
         # A source row written to two splits (a COCO image in `noisy` and `clean`) is one bad row.
         if (bad.origin, bad.reason) not in seen_bad:
             seen_bad.add((bad.origin, bad.reason))
-            skipped.append({"origin": bad.origin, "reason": bad.reason})
+            if len(skipped) < MAX_LISTED_BAD_ROWS:
+                skipped.append({"origin": bad.origin, "reason": bad.reason})
 
     def handle(result: Union[tuple[Record, bytes], BadRow]) -> None:
         if isinstance(result, BadRow):
@@ -191,9 +247,7 @@ def _write_into(
             return reject(BadRow(record.origin or record.id, problem))
         writer.ids.add(record.id)
         writer.stats.add(record.noisy, record.verified_pos, record.verified_neg, record.true)
-        writer.write(
-            make_example(record.id, encoded, record.noisy, record.verified_pos, record.verified_neg, record.true)
-        )
+        writer.write(_serialize(record, encoded))
 
     window = 16 * num_workers
     bar = progress_bar(conversion.total, "writing", progress)
@@ -220,7 +274,7 @@ def _write_into(
     split_infos = {name: w.finish() for name, w in splits.items()}
     if not split_infos:
         raise ConversionError(
-            f"no record was written ({len(skipped)} bad rows skipped)" if skipped else "the source holds no record"
+            f"no record was written ({len(seen_bad)} bad rows skipped)" if seen_bad else "the source holds no record"
         )
     return schema.DatasetInfo(
         num_classes=num_classes,
@@ -228,5 +282,5 @@ def _write_into(
         splits=split_infos,
         classes=list(conversion.classes),
         provenance={"noise_statistics": {name: w.stats.summary() for name, w in sorted(splits.items())}},
-        skipped={"count": len(skipped), "rows": skipped},
+        skipped=skipped_summary(len(seen_bad), skipped),
     )

@@ -72,10 +72,24 @@ class LabelStats:
         self.reference_pos[ref_pos] += 1
         self.missed[ref_pos[~np.isin(ref_pos, noisy)]] += 1
 
-    def merge(self, other: "LabelStats") -> None:
+    def merge(self, other: "LabelStats") -> "LabelStats":
+        """Adds the counts of `other` to these and returns self.
+
+        Merging the statistics of two groups of records equals adding all
+        the records to one accumulator, so parts of a split counted apart
+        (by Beam workers: `tfrecords_tools.beam_writer`) combine exactly.
+
+        Raises:
+            ValueError: `other` counts another number of classes.
+        """
+        if other.num_classes != self.num_classes:
+            raise ValueError(
+                f"cannot merge label statistics of {other.num_classes} classes into {self.num_classes} classes"
+            )
         for name, value in vars(other).items():
             if name != "num_classes":
                 setattr(self, name, getattr(self, name) + value)
+        return self
 
     @staticmethod
     def _share(num: np.ndarray, den: np.ndarray) -> Optional[float]:
