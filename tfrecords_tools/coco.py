@@ -59,6 +59,7 @@ import re
 from collections.abc import Iterator
 from typing import Any, Optional
 
+from nlr_tf.data import files
 from nlr_tf.data.schema import ClassInfo
 from tfrecords_tools import inputs
 from tfrecords_tools.records import BadRow, ClassIndex, Conversion, ConversionError, Item, Record, complement
@@ -130,7 +131,7 @@ def convert(
     )
     index = ClassIndex(classes)
     label_classes = _read_annotator_map(annotator_map, index, encoding) if annotator_map else None
-    image_root = image_root or os.path.dirname(os.path.dirname(os.path.abspath(instances_train)))
+    image_root = image_root or os.path.dirname(os.path.dirname(files.absolute(instances_train)))
     bad: list[BadRow] = []
     subsets = {
         subset: _read_images(path, data, category_classes, set(categories), bad)

@@ -13,13 +13,14 @@ chunk's CRC or the IEND chunk), TensorFlow's decoder fails on it.
 """
 
 import io
-import os
 import struct
 import zlib
 
 import numpy as np
+import tensorflow as tf
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from nlr_tf.data import files
 from tfrecords_tools.records import Record
 
 # Decode a truncated JPEG as an error, not as a grey bottom half.
@@ -144,12 +145,15 @@ def read_record_image(record: Record, max_side: int = 0, reduced_decode: bool = 
     if record.image_path is None:
         raise ImageError("record has no image")
     path = record.image_path
-    if not os.path.isfile(path):
-        raise ImageError(f"image file not found: {path}")
     try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except OSError as e:
+        if files.is_url(path):  # any TensorFlow filesystem (gs://...)
+            data = files.read_bytes(path)
+        else:
+            with open(path, "rb") as f:
+                data = f.read()
+    except (FileNotFoundError, tf.errors.NotFoundError):
+        raise ImageError(f"image file not found: {path}") from None
+    except files.FILE_ERRORS as e:
         raise ImageError(f"cannot read image file {path}: {e}") from None
     try:
         return check_image_bytes(data, max_side, reduced_decode)

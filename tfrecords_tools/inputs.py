@@ -11,7 +11,9 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Union
 
 import numpy as np
+import tensorflow as tf
 
+from nlr_tf.data import files
 from nlr_tf.data.schema import ClassInfo
 from tfrecords_tools.records import BadRow, ConversionError
 
@@ -31,8 +33,8 @@ def text_lines(path: str, encoding: str = DEFAULT_ENCODING) -> Iterator[str]:
     except LookupError:
         raise ConversionError(f"unknown text encoding {encoding!r} (for {path})") from None
     offset = 0
-    with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, 1):
+    with tf.io.gfile.GFile(path, "rb") as f:  # any TensorFlow filesystem
+        for lineno, raw in enumerate(_raw_lines(f), 1):
             try:
                 yield raw.decode(encoding)
             except UnicodeDecodeError as e:
@@ -44,6 +46,34 @@ def text_lines(path: str, encoding: str = DEFAULT_ENCODING) -> Iterator[str]:
             offset += len(raw)
 
 
+def _raw_lines(f) -> Iterator[bytes]:
+    """The lines of a binary file, each with its ending exactly as written (GFile's own line reading turns
+    `\\r\\n` into `\\n`)."""
+    rest = b""
+    for block in iter(lambda: f.read(1 << 20), b""):
+        lines = (rest + block).split(b"\n")
+        rest = lines.pop()
+        yield from (line + b"\n" for line in lines)
+    if rest:
+        yield rest
+
+
+class Presence:
+    """Whether files are there: `os.path.exists` on the local disk; on any other filesystem one listing per
+    folder, kept (a request per image to an object store would take days for Open Images' 9 M)."""
+
+    def __init__(self):
+        self._listed: dict[str, set[str]] = {}
+
+    def __call__(self, path: str) -> bool:
+        if not files.is_url(path):
+            return os.path.exists(path)
+        folder, name = os.path.split(path)
+        if folder not in self._listed:
+            self._listed[folder] = set(files.listdir(folder)) if files.isdir(folder) else set()
+        return name in self._listed[folder]
+
+
 def require_file(path: str, what: str) -> str:
     """Returns `path`, or raises `ConversionError` when it is not a file.
 
@@ -51,14 +81,14 @@ def require_file(path: str, what: str) -> str:
         path: str. The file.
         what: str. What the file is, for the message (e.g. "Clothing1M key list").
     """
-    if not path or not os.path.isfile(path):
+    if not path or not files.isfile(path):
         raise ConversionError(f"{what} not found: {path!r}")
     return path
 
 
 def require_dir(path: str, what: str) -> str:
     """Returns `path`, or raises `ConversionError` when it is not a folder."""
-    if not path or not os.path.isdir(path):
+    if not path or not files.isdir(path):
         raise ConversionError(f"{what} not found: {path!r}")
     return path
 
@@ -108,7 +138,7 @@ def csv_rows(path: str, required: Sequence[str], encoding: str = DEFAULT_ENCODIN
 def count_data_lines(path: str) -> int:
     """Number of lines of `path` after the header (a fast progress-bar total)."""
     lines, last = 0, b"\n"
-    with open(path, "rb") as f:
+    with tf.io.gfile.GFile(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             lines += block.count(b"\n")
             last = block[-1:]
@@ -158,7 +188,7 @@ def read_classes_file(path: str, encoding: str = DEFAULT_ENCODING) -> list[Class
 
     Blank lines and lines starting with `#` are ignored.
     """
-    if not os.path.isfile(path):
+    if not files.isfile(path):
         raise ConversionError(f"classes file not found: {path!r}")
     classes = []
     seen = set()

@@ -63,6 +63,7 @@ import re
 from collections.abc import Iterator
 from typing import Optional
 
+from nlr_tf.data import files as fs
 from nlr_tf.data.schema import ClassInfo
 from tfrecords_tools import inputs
 from tfrecords_tools.records import BadRow, ClassIndex, Conversion, ConversionError, Item, Record
@@ -167,14 +168,13 @@ def read_dict(path: str) -> dict[str, str]:
     """dict.csv (or a V4+ class-descriptions file): mid -> display name (the first row wins for a repeated mid);
     V7's header row `LabelName,DisplayName` is skipped, not read as a class."""
     names: dict[str, str] = {}
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        for row in reader:
-            if not row or (reader.line_num == 1 and [v.strip() for v in row] == ["LabelName", "DisplayName"]):
-                continue
-            if len(row) != 2 or not row[0].strip():
-                raise ConversionError(f'{path}:{reader.line_num}: expected "mid","display name", got {row!r}')
-            names.setdefault(row[0].strip(), row[1].strip())
+    reader = csv.reader(inputs.text_lines(path))
+    for row in reader:
+        if not row or (reader.line_num == 1 and [v.strip() for v in row] == ["LabelName", "DisplayName"]):
+            continue
+        if len(row) != 2 or not row[0].strip():
+            raise ConversionError(f'{path}:{reader.line_num}: expected "mid","display name", got {row!r}')
+        names.setdefault(row[0].strip(), row[1].strip())
     if not names:
         raise ConversionError(f"{path} lists no class")
     return names
@@ -183,7 +183,7 @@ def read_dict(path: str) -> dict[str, str]:
 def _find_class_list(root: str) -> Optional[str]:
     for name in CLASS_LIST_CANDIDATES:
         path = os.path.join(root, name)
-        if os.path.isfile(path):
+        if fs.isfile(path):
             return path
     return None
 
@@ -191,15 +191,14 @@ def _find_class_list(root: str) -> Optional[str]:
 def read_class_list(path: str) -> list[str]:
     inputs.require_file(path, "Open Images class list")
     mids, seen = [], set()
-    with open(path, encoding="utf-8-sig") as f:
-        for lineno, line in enumerate(f, 1):
-            mid = line.strip()
-            if not mid:
-                continue
-            if mid in seen:
-                raise ConversionError(f"{path}:{lineno}: class {mid!r} is listed twice")
-            seen.add(mid)
-            mids.append(mid)
+    for lineno, line in enumerate(inputs.text_lines(path), 1):
+        mid = line.strip()
+        if not mid:
+            continue
+        if mid in seen:
+            raise ConversionError(f"{path}:{lineno}: class {mid!r} is listed twice")
+        seen.add(mid)
+        mids.append(mid)
     if not mids:
         raise ConversionError(f"class list {path!r} lists no class")
     return mids
@@ -209,18 +208,17 @@ def read_categories(path: str, mids: set[str]) -> tuple[dict[str, str], int]:
     """`mid,category` rows (an optional `mid,category` header) -> (mid -> category, rows of other mids)."""
     inputs.require_file(path, "Open Images categories file")
     categories, unused = {}, 0
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        reader = csv.reader(f)
-        for row in reader:
-            row = [v.strip() for v in row]
-            if not row or row == ["mid", "category"]:
-                continue
-            if len(row) != 2 or not all(row):
-                raise ConversionError(f"{path}:{reader.line_num}: expected `mid,category`, got {row!r}")
-            if row[0] in mids:
-                categories[row[0]] = row[1]
-            else:
-                unused += 1
+    reader = csv.reader(inputs.text_lines(path))
+    for row in reader:
+        row = [v.strip() for v in row]
+        if not row or row == ["mid", "category"]:
+            continue
+        if len(row) != 2 or not all(row):
+            raise ConversionError(f"{path}:{reader.line_num}: expected `mid,category`, got {row!r}")
+        if row[0] in mids:
+            categories[row[0]] = row[1]
+        else:
+            unused += 1
     return categories, unused
 
 
@@ -306,12 +304,13 @@ def image_rows(path: str) -> Iterator:
 
 def image_folder(image_root: str, subset: str) -> str:
     folder = os.path.join(image_root, subset)
-    return folder if os.path.isdir(folder) else image_root
+    return folder if fs.isdir(folder) else image_root
 
 
 # === Records ===
 def _items(files, index, known, image_root, min_confidence, shares, seed, details) -> Iterator[Item]:
     dropped, orphans = details["dropped_labels"], details["labelled_images_not_in_images_csv"]
+    present = inputs.Presence()
 
     machine: dict[str, list[int]] = {}
     yield from read_machine(files["machine_train"], index, known, min_confidence, machine, dropped)
@@ -342,7 +341,7 @@ def _items(files, index, known, image_root, min_confidence, shares, seed, detail
     moved = image_folder(image_root, "test") if folder != image_root else folder
     for origin, image_id in rows:
         path = os.path.join(folder, f"{image_id}.jpg")
-        if moved != folder and not os.path.exists(path) and os.path.exists(os.path.join(moved, f"{image_id}.jpg")):
+        if moved != folder and not present(path) and present(os.path.join(moved, f"{image_id}.jpg")):
             path = os.path.join(moved, f"{image_id}.jpg")
         pos, neg = human.pop(image_id, ((), ()))
         yield Record(

@@ -47,6 +47,7 @@ import re
 from collections.abc import Iterator
 from typing import Optional
 
+from nlr_tf.data import files as fs
 from tfrecords_tools import inputs
 from tfrecords_tools.openimages import (
     image_folder,
@@ -74,9 +75,9 @@ CLEAN_FROM = ("validation", "train")
 
 def detect(root: str) -> Optional[str]:
     """"v1" for the 2016 layout, "v4+" for today's files, None for neither."""
-    if os.path.isdir(os.path.join(root, "images_2016_08")):
+    if fs.isdir(os.path.join(root, "images_2016_08")):
         return "v1"
-    if os.path.isdir(root) and any(_LABELS.match(name) for name in os.listdir(root)):
+    if fs.isdir(root) and any(_LABELS.match(name) for name in fs.listdir(root)):
         return "v4+"
     return None
 
@@ -91,7 +92,7 @@ def find_files(root: str) -> dict[str, str]:
         if key not in found or (found[key][0] and not boxable):
             found[key] = (boxable, os.path.join(root, name))
 
-    for name in sorted(os.listdir(root)):
+    for name in fs.listdir(root):
         if m := _LABELS.match(name):
             offer(f"{m.group(2)}_{_ALIASES[m.group(1)]}", bool(m.group(3)), name)
         elif m := _IMAGES.match(name):
@@ -189,6 +190,7 @@ def _split_images(files, split: str, labelled: set[str]) -> Iterator:
 
 def _items(files, index, known, image_root, min_confidence, clean_share, clean_from, seed, details) -> Iterator[Item]:
     dropped = details["dropped_labels"]
+    present = inputs.Presence()
     for split in SPLITS:
         machine: dict[str, list[int]] = {}
         human: dict[str, tuple[list[int], list[int]]] = {}
@@ -216,7 +218,7 @@ def _items(files, index, known, image_root, min_confidence, clean_share, clean_f
             pos, neg = human.get(image_id, ((), ())) if out != "noisy" else ((), ())
             noisy = sorted(set(machine.get(image_id, ())))
             path = os.path.join(folder, f"{image_id}.jpg")
-            if details["present_only"] and not os.path.exists(path):
+            if details["present_only"] and not present(path):
                 details["absent_images"][out] += 1
                 details["labels_lost"][out] += len(noisy) + len(set(pos)) + len(set(neg))
                 continue

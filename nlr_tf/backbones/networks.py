@@ -43,6 +43,7 @@ import urllib.error
 from typing import NamedTuple
 
 import keras
+import tensorflow as tf
 
 from nlr_tf.backbones.scaling import BackbonePreprocessing
 from nlr_tf.backbones.sizes import BACKBONES, DEFAULT_IMAGE_SIZE, MIN_IMAGE_SIZE, SMALL_CNN_WIDTH
@@ -153,7 +154,7 @@ def resolve_weights(name: str, weights: str):
             raise ValueError(f"{name} has no ImageNet weights; use none or a .weights.h5 file it saved")
         path = imagenet_weights_path(name)
         return path if os.path.isfile(path) else download_imagenet_weights(name)
-    if not os.path.isfile(weights):
+    if not tf.io.gfile.exists(weights) or tf.io.gfile.isdir(weights):  # any TensorFlow filesystem
         raise ValueError(f"backbone weights file not found: {weights!r}")
     if not weights.endswith((".h5", ".hdf5")):
         raise ValueError(f"backbone weights must be a Keras .h5 file. Received: weights={weights}")

@@ -98,6 +98,7 @@ def _check_scale(value):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from nlr_tf.data import files
     from nlr_tf.data.clean_budgets import CleanBudgetError
     from nlr_tf.data.schema import DatasetError, load_dataset_info
     from nlr_tf.data.subsets import nested_split_name
@@ -105,8 +106,8 @@ def main(argv):
     from nlr_tf.reproduce.compare import write_compare_results
     from nlr_tf.reproduce.datasets import ReproduceError, build_datasets, dataset_dir
     from nlr_tf.reproduce.fingerprint import code_version
-    from nlr_tf.reproduce.report import RESULTS_JSON, RESULTS_MD
     from nlr_tf.reproduce.plan import user_rows
+    from nlr_tf.reproduce.report import RESULTS_JSON, RESULTS_MD
     from nlr_tf.reproduce.rows import USER_DATA
     from nlr_tf.reproduce.runner import run_plan
     from nlr_tf.training.checks import ConfigError
@@ -161,7 +162,7 @@ def main(argv):
         dataset_sizes=None,
         user=user,
     )
-    output_dir = os.path.abspath(_OUTPUT_DIR.value)
+    output_dir = files.absolute(_OUTPUT_DIR.value)
     start = time.perf_counter()
     try:
         build_datasets(output_dir, budget, [variant], print)

@@ -9,11 +9,11 @@ false and of true labels that are missed, and per class the frequency and
 annotation quality (Veit et al. 2017, Fig. 4).
 """
 
-import json
 import sys
 
 from absl import app, flags
 
+from nlr_tf.data import files
 from nlr_tf.data.schema import DatasetError, load_dataset_info
 
 _SPLITS = flags.DEFINE_list("splits", None, "Splits to inspect (default: all).")
@@ -34,8 +34,7 @@ def main(argv):
         return 1
     print(format_report(report, _MAX_CLASSES.value))
     if _OUTPUT_JSON.value:
-        with open(_OUTPUT_JSON.value, "w") as f:
-            json.dump(report, f, indent=1)
+        files.write_json(_OUTPUT_JSON.value, report)
     return 0
 
 

@@ -80,7 +80,9 @@ def _check_seeds(values):
 
 @flags.validator("compare_to", message="--compare_to must name an existing results.json")
 def _check_compare_to(value):
-    return not value or os.path.isfile(value)
+    from nlr_tf.data import files
+
+    return not value or files.isfile(value)
 
 
 @flags.validator("step_scale", message="--step_scale must be above 0")
@@ -92,8 +94,8 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     import dataclasses
-    import json
 
+    from nlr_tf.data import files
     from nlr_tf.data.schema import DatasetError
     from nlr_tf.reproduce.budgets import FULL, QUICK
     from nlr_tf.reproduce.datasets import ReproduceError, build_datasets
@@ -129,19 +131,17 @@ def main(argv):
         budget = dataclasses.replace(budget, benchmarks=tuple(b for b in BENCHMARKS if b in _BENCHMARKS.value))
     variants = [v for v in VARIANTS if v in (_VARIANTS.value or budget.variants)]
     # Absolute: the runs' recorded settings (and a ledger's) name their paths inside it the same way every time.
-    output_dir = os.path.abspath(_OUTPUT_DIR.value)
+    output_dir = files.absolute(_OUTPUT_DIR.value)
     fingerprint = plan_fingerprint(budget, variants)
     command = " ".join(["nlr-reproduce"] + sys.argv[1:])
     reference = None
     if _COMPARE_TO.value:  # read first: it may be this folder's own results.json, rewritten at the end
-        with open(_COMPARE_TO.value) as f:
-            reference = json.load(f)
+        reference = files.read_json(_COMPARE_TO.value)
     start = time.perf_counter()
     try:
         build_datasets(output_dir, budget, variants, print)
         for name in (RESULTS_JSON, RESULTS_MD):  # rewritten once every run has finished
-            if os.path.exists(os.path.join(output_dir, name)):
-                os.remove(os.path.join(output_dir, name))
+            files.remove(os.path.join(output_dir, name))
         records, run_seconds, run_cpu_seconds = run_plan(output_dir, budget, variants, ledger_dir=_LEDGER.value)
     except (ReproduceError, ConfigError, DatasetError, TrainingDiverged, LedgerError) as e:
         print(f"nlr-reproduce: error: {e}", file=sys.stderr)

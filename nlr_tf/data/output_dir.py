@@ -83,19 +83,17 @@ def _clear_stale(output_dir: str, overwrite: bool) -> None:
             )
 
 
-def _move_files(source: str, target: str) -> None:
-    """Moves the files of folder `source` into `target` one by one, `dataset.json` last, then removes `source`."""
-    names = [
-        os.path.relpath(os.path.join(d, f), source) for d, _, fs in tf.io.gfile.walk(source) for f in fs
-    ]
-    names.sort(key=lambda n: (n == DATASET_JSON, n))
+def _move_files(source: str, target: str, last: tuple[str, ...]) -> None:
+    """Moves the files of folder `source` into `target` one by one, those named in `last` last, then removes it."""
+    names = [os.path.relpath(os.path.join(d, f), source) for d, _, fs in tf.io.gfile.walk(source) for f in fs]
+    names.sort(key=lambda n: (last.index(n) if n in last else -1, n))
     for name in names:
         files.makedirs(os.path.dirname(os.path.join(target, name)))
         tf.io.gfile.rename(os.path.join(source, name), os.path.join(target, name), overwrite=True)
     files.remove_tree(source)
 
 
-def _commit(tmp_dir: str, output_dir: str) -> None:
+def _commit(tmp_dir: str, output_dir: str, last: tuple[str, ...]) -> None:
     if not files.is_url(output_dir):
         if os.path.exists(output_dir):
             trash = f"{tmp_dir}.replaced"
@@ -106,15 +104,21 @@ def _commit(tmp_dir: str, output_dir: str) -> None:
             os.rename(tmp_dir, output_dir)
         return
     if files.exists(output_dir):
-        files.remove(os.path.join(output_dir, DATASET_JSON))  # first: the old folder stops being a dataset
+        for name in reversed(last):  # first: the old folder stops looking complete
+            files.remove(os.path.join(output_dir, name))
         files.remove_tree(output_dir)
     files.makedirs(output_dir)
-    _move_files(tmp_dir, output_dir)
+    _move_files(tmp_dir, output_dir, last)
 
 
 @contextlib.contextmanager
-def atomic_output_dir(output_dir: str, overwrite: bool = False) -> Iterator[str]:
+def atomic_output_dir(
+    output_dir: str, overwrite: bool = False, last: tuple[str, ...] = (DATASET_JSON,)
+) -> Iterator[str]:
     """Yields a temporary sibling folder that becomes `output_dir` on success.
+
+    `last`: the files that mark the folder complete, in the order they are
+    moved in last where a folder is not renamed in one step.
 
     On any failure (or interrupt) the temporary folder is removed and
     `output_dir` is left as it was: a run that fails never leaves a
@@ -135,7 +139,7 @@ def atomic_output_dir(output_dir: str, overwrite: bool = False) -> Iterator[str]
     files.makedirs(tmp_dir)
     try:
         yield tmp_dir
-        _commit(tmp_dir, output_dir)
+        _commit(tmp_dir, output_dir, last)
     except BaseException:
         files.remove_tree(tmp_dir)
         raise

@@ -5,14 +5,13 @@ The folder's contents are described in `cleaning.py`.
 
 import csv
 import os
-import shutil
 from collections.abc import Sequence
 from typing import Any, Optional
 
 import numpy as np
 import tensorflow as tf
 
-from nlr_tf.data import schema
+from nlr_tf.data import files, schema
 from nlr_tf.data.label_stats import split_stats
 from nlr_tf.evaluation import suspects as suspects_lib
 
@@ -92,7 +91,7 @@ def write_cleaned_dataset(
         for name, info in images.splits.items():
             if name != split:
                 for f in info.files:
-                    shutil.copyfile(os.path.join(images.path, f), os.path.join(directory, f))
+                    files.copy(os.path.join(images.path, f), os.path.join(directory, f))
                 splits[name] = info
     out = schema.DatasetInfo(
         num_classes=images.num_classes,
@@ -112,7 +111,7 @@ def write_cleaned_labels_csv(
     path: str, classes: Sequence[schema.ClassInfo], predictions, labels: np.ndarray, rows: Sequence[int]
 ) -> None:
     """One row per image: noisy and cleaned label names, removed and added ones, c-hat per class."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with tf.io.gfile.GFile(path, "w") as f:  # UTF-8, lines as the csv module ends them
         out = csv.writer(f)
         out.writerow(
             ["image_id", "noisy_labels", "cleaned_labels", "removed", "added"]
@@ -138,7 +137,7 @@ def write_suspects_csv(
     """The ranked suspects (the first `max_rows`; 0: all); returns the rows written."""
     n = len(ranked) if max_rows == 0 else min(max_rows, len(ranked))
     with_cleaned = "cleaned" in predictions
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    with tf.io.gfile.GFile(path, "w") as f:  # UTF-8, lines as the csv module ends them
         out = csv.writer(f)
         out.writerow(
             ["rank", "image_id", "class_index", "class_id", "class_name", "kind", "kind_rank", "suspicion", "score"]

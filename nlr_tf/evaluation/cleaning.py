@@ -37,14 +37,13 @@ whole split are held in memory, as `nlr-eval` does.
 """
 
 import datetime
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from nlr_tf.data import schema
+from nlr_tf.data import files, schema
 from nlr_tf.data.output_dir import atomic_output_dir
 from nlr_tf.evaluation import cleaning_checks
 from nlr_tf.evaluation import suspects as suspects_lib
@@ -141,10 +140,10 @@ def clean_labels(
     info = schema.load_dataset_info(dataset)
     info.split_files(split)
     images = cleaning_checks.images_dataset(info, split)
-    output_dir = os.path.abspath(output_dir)
-    if output_dir in (info.path, images.path, os.path.abspath(model_dir)):
+    output_dir = files.absolute(output_dir)
+    if output_dir in (info.path, images.path, files.absolute(model_dir)):
         raise CleaningError(f"--output_dir={output_dir} must be a new folder, not the dataset or the model dir")
-    if os.path.exists(output_dir) and not overwrite:
+    if files.exists(output_dir) and not overwrite:
         raise CleaningError(f"output folder {output_dir!r} already exists (pass --overwrite to replace it)")
     model, run_config = load_trained_model(model_dir)
     cleaning_checks.check_model_fits(model, run_config, info)
@@ -172,7 +171,7 @@ def clean_labels(
             f"then the others; within each, {ranked_by}"
         )
     report: dict[str, Any] = {
-        "model_dir": os.path.abspath(model_dir),
+        "model_dir": files.absolute(model_dir),
         "method": run_config.get("method"),
         "dataset": info.path,
         "split": split,
@@ -201,7 +200,7 @@ def clean_labels(
         )
 
     # === Outputs, all or nothing ===
-    with atomic_output_dir(output_dir, overwrite) as tmp:
+    with atomic_output_dir(output_dir, overwrite, last=(REPORT_JSON, schema.DATASET_JSON)) as tmp:
         report["suspects"]["written"] = write_suspects_csv(
             os.path.join(tmp, SUSPECTS_CSV), info.classes, p, ranked, max_suspects
         )
@@ -240,6 +239,5 @@ def clean_labels(
             }
             if all_true:
                 report["cleaning_effect"] = suspects_lib.cleaning_effect(p["noisy_labels"], labels, p["true_labels"])
-        with open(os.path.join(tmp, REPORT_JSON), "w") as f:
-            json.dump(report, f, indent=1)
+        files.write_json(os.path.join(tmp, REPORT_JSON), report)
     return report

@@ -14,15 +14,13 @@ TensorBoard events.
 """
 
 import dataclasses
-import io
-import json
 import os
 from typing import Any, Optional
 
 import numpy as np
-import tensorflow as tf
 
 from nlr_tf import metrics
+from nlr_tf.data import files
 from nlr_tf.data.feature_cache import cache_mismatch
 from nlr_tf.data.schema import DatasetError, DatasetInfo, load_dataset_info
 from nlr_tf.evaluation import examples, gains, plotting, pr_curves, summaries, thresholds
@@ -72,23 +70,17 @@ def evaluate(
 
 def write_scores(path: str, scores: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> None:
     """A split's scores and verified labels (npz), from which its metrics can be computed again (resampled, say)."""
-    buffer = io.BytesIO()  # zip needs a seekable file: written in memory, then to any filesystem
     arrays = {"scores": np.float32, "labels": np.uint8, "mask": np.uint8}
     values = {"scores": scores, "labels": labels, "mask": mask}
-    np.savez_compressed(buffer, **{k: np.asarray(values[k], dtype) for k, dtype in arrays.items()})
-    tf.io.gfile.makedirs(os.path.dirname(path))
-    with tf.io.gfile.GFile(path, "wb") as f:
-        f.write(buffer.getvalue())
+    files.save_npz(path, compressed=True, **{k: np.asarray(values[k], dtype) for k, dtype in arrays.items()})
 
 
 def read_scores(path: str) -> Optional[dict[str, np.ndarray]]:
     """What `write_scores` kept, or None if there is no such file."""
-    if not tf.io.gfile.exists(path):
+    if not files.exists(path):
         return None
-    with tf.io.gfile.GFile(path, "rb") as f:
-        content = f.read()
-    with np.load(io.BytesIO(content)) as z:
-        return {k: z[k] for k in ("scores", "labels", "mask")}
+    arrays = files.load_npz(path)
+    return {k: arrays[k] for k in ("scores", "labels", "mask")}
 
 
 def metrics_of_predictions(p: dict[str, np.ndarray], info: DatasetInfo, split: str):
@@ -302,39 +294,37 @@ def run_evaluation(config: EvalConfig) -> EvalOutputs:
 
     # === Files beside metrics.json ===
     output = config.output or run_files.metrics_path(config.model_dir, config.split)
-    out_dir = os.path.dirname(os.path.abspath(output))
-    os.makedirs(out_dir, exist_ok=True)
+    out_dir = os.path.dirname(files.absolute(output))
+    files.makedirs(out_dir)
     for name in PNG_FILES:  # an earlier evaluation's; each is written again if it applies
-        if os.path.isfile(os.path.join(out_dir, name)):
-            os.remove(os.path.join(out_dir, name))
-    files = []
+        files.remove(os.path.join(out_dir, name))
+    written = []
     gain_plots = (("gain_by_frequency", "noisy annotations per class"), ("gain_by_quality", "annotation quality"))
     for key, xlabel in gain_plots:
         if result.get(key, {}).get("groups"):
             path = os.path.join(out_dir, f"{key}.png")
             title = f"AP gain over the baseline in {result[key]['num_groups']} groups of classes by {xlabel}"
             gains.plot_gain(result[key], path, title, xlabel, percent_range=key == "gain_by_quality")
-            files.append(path)
+            written.append(path)
     categories = [c.category for c in info.classes]
     mask = p["verified_mask"]
     curves = pr_curves.pr_curves(p["scores"], p["verified_labels"], mask, categories)
     base_curves = None
     if base_p is not None:
         base_curves = pr_curves.pr_curves(base_p["scores"], base_p["verified_labels"], mask, categories)
-    files.append(os.path.join(out_dir, "pr_curves.png"))
-    pr_curves.plot_pr_curves(curves, files[-1], base_curves)
+    written.append(os.path.join(out_dir, "pr_curves.png"))
+    pr_curves.plot_pr_curves(curves, written[-1], base_curves)
     grid = _examples_grid(p, base_p, info, config, notes)
     if grid is not None:
-        files.append(os.path.join(out_dir, "examples.png"))
-        plotting.save_png(grid, files[-1])
+        written.append(os.path.join(out_dir, "examples.png"))
+        plotting.save_png(grid, written[-1])
     # The tags of the trainer's periodic evaluation (--eval_split), so the final point joins its curve.
     scalars = {k: result[k] for k in ("mAP", "APall", "top1")}
     scalars.update({f"per_category_mAP/{k}": v for k, v in result["per_category_mAP"].items()})
     scalars.update({f"against_truth/{k}": v for k, v in result.get("against_truth", {}).items()})
     summaries.write_tensorboard(out_dir, _training_step(config.model_dir), scalars, curves, grid)
-    with open(output, "w") as f:
-        json.dump(result, f, indent=1)
-    return EvalOutputs(result=result, output=output, files=files, notes=notes)
+    files.write_json(output, result)
+    return EvalOutputs(result=result, output=output, files=written, notes=notes)
 
 
 def _examples_grid(p, base_p, info: DatasetInfo, config: EvalConfig, notes: list[str]) -> Optional[np.ndarray]:

@@ -2,13 +2,18 @@
 
 Figures are `matplotlib.figure.Figure` objects drawn on the Agg canvas (no
 pyplot state, no backend to select), so plotting is safe in any process.
+PNGs are written through `tf.io.gfile` (any filesystem).
 """
+
+import io
 
 import numpy as np
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from PIL import Image
+
+from nlr_tf.data import files
 
 RIGHT, WRONG, UNKNOWN = "#1a9850", "#d73027", "#808080"
 MODEL, BASELINE = "#2166ac", "#b2182b"
@@ -27,7 +32,9 @@ def series_style(i: int) -> dict:
 def save_figure(fig: Figure, path: str) -> None:
     """Lays out and writes a figure as a PNG (at the figure's own dpi)."""
     fig.tight_layout()
-    FigureCanvasAgg(fig).print_png(path)
+    buffer = io.BytesIO()
+    FigureCanvasAgg(fig).print_png(buffer)
+    files.write_bytes(path, buffer.getvalue())
 
 
 def figure_pixels(fig: Figure) -> np.ndarray:
@@ -39,4 +46,6 @@ def figure_pixels(fig: Figure) -> np.ndarray:
 
 def save_png(pixels: np.ndarray, path: str) -> None:
     """Writes uint8 RGB pixels [H, W, 3] as a PNG."""
-    Image.fromarray(pixels).save(path, format="PNG")
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    files.write_bytes(path, buffer.getvalue())

@@ -1,12 +1,13 @@
 """An evaluation's TensorBoard events: scalars, PR curves (the `pr_curves` plugin's format) and examples."""
 
-import glob
 import os
 from typing import Optional
 
 import numpy as np
 import tensorflow as tf
 from tensorboard.plugins.pr_curve import metadata as pr_metadata
+
+from nlr_tf.data import files
 
 # Event files of an evaluation carry this suffix, so that evaluating again
 # replaces them and leaves any other event file in the folder alone.
@@ -27,9 +28,9 @@ def write_tensorboard(
     reads. The event files of an earlier evaluation into `logdir` are
     replaced.
     """
-    os.makedirs(logdir, exist_ok=True)
-    for old in glob.glob(os.path.join(logdir, f"events.out.tfevents.*{EVENTS_SUFFIX}")):
-        os.remove(old)
+    files.makedirs(logdir)
+    for old in files.glob(os.path.join(logdir, f"events.out.tfevents.*{EVENTS_SUFFIX}")):
+        files.remove(old)
     writer = tf.summary.create_file_writer(logdir, filename_suffix=EVENTS_SUFFIX)
     with writer.as_default(step=step):
         for tag, value in scalars.items():

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 import keras
 
+from nlr_tf.data import files
 from nlr_tf.data.schema import load_dataset_info
 from nlr_tf.data.subsets import nested_split_name
 from nlr_tf.reproduce.budgets import Budget
@@ -69,7 +70,7 @@ def build_dataset(
 
     path = dataset_dir(output_dir, variant, benchmark)
     arguments = dataset_arguments(budget, variant, benchmark)
-    if os.path.isfile(os.path.join(path, "dataset.json")):
+    if files.isfile(os.path.join(path, "dataset.json")):
         provenance = load_dataset_info(path).provenance
         if provenance.get("arguments") == arguments and provenance.get("converter_version") == CONVERTER_VERSION:
             return path
@@ -154,7 +155,7 @@ def build_feature_cache(output_dir: str, run: Run, noisy_dir: str, budget: Budge
     from nlr_tf.data.feature_cache import extract_features
 
     path = feature_cache_dir(output_dir, run)
-    if os.path.isfile(os.path.join(path, "dataset.json")):
+    if files.isfile(os.path.join(path, "dataset.json")):
         return False
     log(f"extracting features of {noisy_dir}")
     backbone, run_config = _final_backbone(noisy_dir)

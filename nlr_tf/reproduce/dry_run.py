@@ -18,11 +18,13 @@ bound when most rows level off early.
 """
 
 import dataclasses
-import json
 import os
 import time
 from typing import Any, Optional
 
+import tensorflow as tf
+
+from nlr_tf.data import files
 from nlr_tf.reproduce.budgets import Budget, Stage
 from nlr_tf.reproduce.datasets import needs_feature_cache
 from nlr_tf.reproduce.fingerprint import plan_fingerprint
@@ -66,8 +68,7 @@ def _rehearsed(rehearsal_dir: str, records: list[dict[str, Any]], budget: Budget
     """Per row: the rehearsal's seconds per step and per evaluation, its fixed cost and its feature extraction."""
     timings = {}
     for record in records:
-        with open(run_files.metrics_path(os.path.join(rehearsal_dir, record["model_dir"]), "test")) as f:
-            metrics = json.load(f)
+        metrics = files.read_json(run_files.metrics_path(os.path.join(rehearsal_dir, record["model_dir"]), "test"))
         features = metrics.get("feature_seconds", 0.0)
         seconds = metrics["seconds"] - features
         step = metrics.get("step_seconds") or 0.0
@@ -85,6 +86,21 @@ def _rehearsed(rehearsal_dir: str, records: list[dict[str, Any]], budget: Budget
     return timings
 
 
+def _share_data(source: str, target: str) -> None:
+    """The comparison's data folder inside the rehearsal's: a symbolic link on a local disk; elsewhere (no links),
+    a copy of its files, made once."""
+    if not files.is_url(target):
+        if not os.path.lexists(target):
+            os.symlink(source, target)
+        return
+    for folder, _, names in tf.io.gfile.walk(source):
+        for name in names:
+            copy = os.path.join(target, os.path.relpath(os.path.join(folder, name), source))
+            if not files.exists(copy):
+                files.makedirs(os.path.dirname(copy))
+                files.copy(os.path.join(folder, name), copy)
+
+
 def estimate(output_dir: str, budget: Budget, variant: str) -> dict[str, Any]:
     """Rehearses the plan of `budget` (see the module docstring) and estimates each of its runs' time.
 
@@ -95,10 +111,8 @@ def estimate(output_dir: str, budget: Budget, variant: str) -> dict[str, Any]:
     from nlr_tf.reproduce.runner import run_plan
 
     rehearsal_dir = os.path.join(output_dir, "dry_run")
-    os.makedirs(rehearsal_dir, exist_ok=True)
-    data_link = os.path.join(rehearsal_dir, "data")
-    if not os.path.lexists(data_link):  # the budgets' dataset the comparison reads, not a copy
-        os.symlink(os.path.join(output_dir, "data"), data_link)
+    files.makedirs(rehearsal_dir)
+    _share_data(os.path.join(output_dir, "data"), os.path.join(rehearsal_dir, "data"))
     small = rehearsal_budget(budget)
     start = time.perf_counter()
     records, _, _ = run_plan(rehearsal_dir, small, [variant])
@@ -171,10 +185,9 @@ def describe(result: dict[str, Any]) -> list[str]:
 def read_estimate(output_dir: str, budget: Budget, variant: str) -> Optional[dict[str, Any]]:
     """The dry run's estimate of this plan, if one was made (None for another plan's)."""
     path = os.path.join(output_dir, ESTIMATE_FILE)
-    if not os.path.isfile(path):
+    result = files.read_json_if_exists(path)
+    if result is None:
         return None
-    with open(path) as f:
-        result = json.load(f)
     return result if result.get("fingerprint") == plan_fingerprint(budget, [variant]) else None
 
 

@@ -16,11 +16,11 @@ After changing the plan or the run configs, regenerate them:
 
 import dataclasses
 import decimal
-import glob
 import os
 import sys
 from typing import Any, Optional
 
+from nlr_tf.data import files
 from nlr_tf.reproduce.budgets import FULL, Budget
 from nlr_tf.reproduce.datasets import DATA_SEED
 from nlr_tf.reproduce.plan import Run, dataset_fractions
@@ -286,17 +286,14 @@ def write_flagfiles(flags_dir: str = FLAGS_DIR) -> tuple[list[str], list[str]]:
     changed = []
     for name, text in texts.items():
         path = os.path.join(flags_dir, name)
-        if os.path.isfile(path):
-            with open(path) as f:
-                if f.read() == text:
-                    continue
-        with open(path, "w") as f:
-            f.write(text)
+        if files.isfile(path) and files.read_text(path) == text:
+            continue
+        files.write_text(path, text)
         changed.append(name)
     removed = []
-    for path in sorted(glob.glob(os.path.join(flags_dir, f"{PREFIX}*.cfg"))):
+    for path in files.glob(os.path.join(flags_dir, f"{PREFIX}*.cfg")):
         if os.path.basename(path) not in texts:
-            os.remove(path)
+            files.remove(path)
             removed.append(os.path.basename(path))
     return changed, removed
 

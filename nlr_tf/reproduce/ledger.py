@@ -28,9 +28,9 @@ and its runs train again.
 
 import json
 import os
-import shutil
 from typing import Any, Optional
 
+from nlr_tf.data import files
 from nlr_tf.reproduce.plan import Run, source_cell
 from nlr_tf.reproduce.rows import PREMISE_ROWS, SHORT
 from nlr_tf.training import model_dir as run_files
@@ -58,37 +58,35 @@ def chunk(run: Run) -> str:
     return f"{run.benchmark}/{SHORT[run.variant]}/seed{run.seed}" + ("/premise" if run.row in PREMISE_ROWS else "")
 
 
-def _read(path: str) -> Any:
-    with open(path) as f:
-        return json.load(f)
+_read = files.read_json
 
 
 def _relative(value: Any, output_dir: str) -> Any:
-    return json.loads(json.dumps(value).replace(json.dumps(os.path.abspath(output_dir))[1:-1], _OUT))
+    return json.loads(json.dumps(value).replace(json.dumps(files.absolute(output_dir))[1:-1], _OUT))
 
 
 def _absolute(value: Any, output_dir: str) -> Any:
-    return json.loads(json.dumps(value).replace(_OUT, json.dumps(os.path.abspath(output_dir))[1:-1]))
+    return json.loads(json.dumps(value).replace(_OUT, json.dumps(files.absolute(output_dir))[1:-1]))
 
 
 def _copy_source(source: str, target: str, paths) -> None:
     """Copies the source run's `SOURCE_FILES` from one folder to another, its config's paths mapped by `paths`."""
-    os.makedirs(target, exist_ok=True)
+    files.makedirs(target)
     for file in SOURCE_FILES:
         if file == run_files.CONFIG_FILE:
             run_files.write_json(os.path.join(target, file), paths(_read(os.path.join(source, file))))
         else:
-            shutil.copyfile(os.path.join(source, file), os.path.join(target, file))
+            files.copy(os.path.join(source, file), os.path.join(target, file))
 
 
 def load(ledger_dir: str) -> dict[str, Any]:
     """The ledger in `ledger_dir` (an empty one if there is none yet)."""
     path = os.path.join(ledger_dir, LEDGER_FILE)
-    if not os.path.isfile(path):
+    if not files.isfile(path):
         return {"chunks": {}}
     try:
         return _read(path)
-    except (OSError, ValueError) as e:
+    except (ValueError, *files.FILE_ERRORS) as e:
         raise LedgerError(f"{path} cannot be read: {e}") from None
 
 
@@ -127,9 +125,9 @@ def restore_chunk(
     for name, entry in recorded["runs"].items():
         folder = run_dir(name)
         metrics_path = run_files.metrics_path(folder, "test")
-        if os.path.isfile(metrics_path):
+        if files.isfile(metrics_path):
             continue
-        os.makedirs(os.path.dirname(metrics_path), exist_ok=True)
+        files.makedirs(os.path.dirname(metrics_path))
         run_files.write_json(os.path.join(folder, "reproduce_run.json"), runs[name])
         if name.startswith(source_cell() + "/"):
             _copy_source(os.path.join(ledger_dir, SOURCE_DIR), folder, lambda config: _absolute(config, output_dir))
@@ -151,8 +149,4 @@ def record(ledger_dir: str, output_dir: str, runs: list[Run], dataset: dict[str,
         if run.cell == source_cell():
             _copy_source(folder, os.path.join(ledger_dir, SOURCE_DIR), lambda config: _relative(config, output_dir))
     ledger["chunks"][chunk(runs[0])] = {"dataset": dataset, "runs": entries}
-    os.makedirs(ledger_dir, exist_ok=True)
-    path = os.path.join(ledger_dir, LEDGER_FILE)
-    with open(path + ".tmp", "w") as f:
-        json.dump(ledger, f, indent=0, sort_keys=True)
-    os.replace(path + ".tmp", path)
+    files.write_text(os.path.join(ledger_dir, LEDGER_FILE), json.dumps(ledger, indent=0, sort_keys=True))

@@ -6,7 +6,6 @@ from nlr_tf.evaluation import plotting
 from nlr_tf.reproduce.markdown import pct
 from nlr_tf.reproduce.results import MAIN_METRIC, ML, PREMISE_KEYS, SL, Results
 
-
 # The rows a reader compares on the regime map, in legend order; the others are in results.md's tables. At most
 # MAX_LINES per panel, so every line keeps its own colour and marker.
 MAP_ROWS = {

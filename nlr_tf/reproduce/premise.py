@@ -4,6 +4,7 @@ import json
 import os
 from typing import Any
 
+from nlr_tf.data import files
 from nlr_tf.reproduce.results import ML, Results
 from nlr_tf.reproduce.rows import BENCHMARKS
 
@@ -36,7 +37,7 @@ def premise(output_dir: str, records: list[dict[str, Any]], results: dict[str, R
     for benchmark, res in results.items():
         entry: dict[str, Any] = {}
         path = dataset_dir(output_dir, ML, benchmark)
-        if res.fractions[ML] and os.path.isfile(os.path.join(path, "dataset.json")):
+        if res.fractions[ML] and files.isfile(os.path.join(path, "dataset.json")):
             info = load_dataset_info(path)
             noise = info.provenance.get("noise_statistics", {}).get("noisy", {})
             entry["noise"] = {k: noise.get(k) for k in ("false_annotation_share", "missed_label_share")}

@@ -6,6 +6,7 @@ import math
 import os
 from typing import Any, Optional
 
+from nlr_tf.data import files
 from nlr_tf.reproduce import claims, markdown, plots, premise
 from nlr_tf.reproduce.budgets import Budget
 from nlr_tf.reproduce.protocol import protocol
@@ -16,10 +17,7 @@ RESULTS_JSON, RESULTS_MD = "results.json", "results.md"
 REGIME_PLOT, CURVES_PLOT = "regime_map.png", "training_curves.png"
 
 
-def atomic_write(path: str, text: str) -> None:
-    with open(path + ".tmp", "w") as f:
-        f.write(text)
-    os.replace(path + ".tmp", path)
+atomic_write = files.write_text
 
 
 def _hours(seconds: float) -> str:

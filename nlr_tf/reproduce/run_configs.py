@@ -10,6 +10,7 @@ import os
 import zlib
 from typing import Any, Optional
 
+from nlr_tf.data import files
 from nlr_tf.reproduce.budgets import Budget
 from nlr_tf.reproduce.datasets import ReproduceError, dataset_dir, feature_cache_dir
 from nlr_tf.reproduce.plan import Run
@@ -125,15 +126,13 @@ def claim_run_dir(model_dir: str, wanted: dict[str, Any], defaults: Optional[dic
     """
     wanted = json.loads(json.dumps(wanted))
     path = os.path.join(model_dir, PLAN_FILE)
-    if os.path.isfile(path):
-        with open(path) as f:
-            recorded = json.load(f)
+    if files.isfile(path):
+        recorded = files.read_json(path)
         added = json.loads(json.dumps({k: v for k, v in (defaults or {}).items() if k not in recorded}))
         if recorded | added == wanted:
             return
-    elif not os.path.exists(model_dir):
-        os.makedirs(model_dir)
-        with open(path, "w") as f:
-            json.dump(wanted, f, indent=1)
+    elif not files.exists(model_dir):
+        files.makedirs(model_dir)
+        files.write_json(path, wanted)
         return
     raise ReproduceError(f"{model_dir} holds a run with other settings: use another --output_dir")

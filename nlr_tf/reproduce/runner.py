@@ -12,7 +12,6 @@ settings come from `run_configs.py`.
 """
 
 import dataclasses
-import json
 import os
 import sys
 import time
@@ -21,6 +20,7 @@ from typing import Any, Optional, TextIO
 import keras
 from absl import logging
 
+from nlr_tf.data import files
 from nlr_tf.data.schema import DatasetInfo, load_dataset_info
 from nlr_tf.reproduce import ledger
 from nlr_tf.reproduce.budgets import Budget
@@ -184,7 +184,7 @@ def run_plan(
             config = pretext_config(run, output_dir, budget)
         elif run.row.stage != "reference":
             config = train_config(run, output_dir, budget, init_dir)
-        if not os.path.isfile(metrics_path):
+        if not files.isfile(metrics_path):
             annotator = dataset_arguments(budget, run.variant, run.benchmark).get("annotator")
             build_dataset(
                 output_dir,
@@ -195,13 +195,12 @@ def run_plan(
                 selected(annotator)["model_dir_abs"] if annotator else "",
             )
         feature_seconds = 0.0
-        if needs_feature_cache(run) and not os.path.isfile(metrics_path):
+        if needs_feature_cache(run) and not files.isfile(metrics_path):
             feature_start = time.perf_counter()
             if build_feature_cache(output_dir, run, selected(features_cell(run))["model_dir_abs"], budget, log):
                 feature_seconds = time.perf_counter() - feature_start
-        if os.path.isfile(metrics_path):
-            with open(metrics_path) as f:
-                metrics = json.load(f)
+        if files.isfile(metrics_path):
+            metrics = files.read_json(metrics_path)
             state = "reused"
         else:
             log(f"{prefix} ...")

@@ -20,7 +20,6 @@ Loading a model needs only this module (and the model classes), never the
 trainer.
 """
 
-import json
 import os
 from typing import Any, Optional
 
@@ -30,6 +29,7 @@ import tensorflow as tf
 
 # Importing a layer's module registers it for safe-mode loading (the model classes: `load_trained_model`).
 from nlr_tf.backbones import scaling  # noqa: F401
+from nlr_tf.data import files
 from nlr_tf.data.feature_cache import weights_source
 from nlr_tf.models.methods import FAMILIES
 from nlr_tf.models.precision import apply_precision
@@ -67,19 +67,8 @@ def scores_path(model_dir: str, split: str) -> str:
     return os.path.join(eval_dir(model_dir, split), SCORES_FILE)
 
 
-def _read_json(path: str) -> Optional[Any]:
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
-
-
-def write_json(path: str, value: Any) -> None:
-    """Writes `value` to `path` atomically (a reader never sees half a file), making its folder if needed."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path + ".tmp", "w") as f:
-        json.dump(value, f, indent=1)
-    os.replace(path + ".tmp", path)
+_read_json = files.read_json_if_exists
+write_json = files.write_json  # atomic (a reader never sees half a file), making its folder if needed
 
 
 def read_run_config(model_dir: str) -> Optional[dict[str, Any]]:
@@ -116,17 +105,15 @@ def label_weights_path(model_dir: str) -> str:
 def read_label_weights(model_dir: str) -> Optional[tuple[list[str], np.ndarray]]:
     """CleanNet's label weights: (example ids, float [N, d]); None if the run has none yet."""
     path = label_weights_path(model_dir)
-    if not os.path.isfile(path):
+    if not files.isfile(path):
         return None
-    with np.load(path) as f:
-        return f["ids"].tolist(), f["weights"]
+    arrays = files.load_npz(path)
+    return arrays["ids"].tolist(), arrays["weights"]
 
 
 def write_label_weights(model_dir: str, ids: list[str], weights: np.ndarray) -> None:
     """Writes CleanNet's label weights atomically."""
-    path = label_weights_path(model_dir)
-    np.savez(path + ".tmp.npz", ids=np.array(ids, dtype=object).astype(str), weights=weights)
-    os.replace(path + ".tmp.npz", path)
+    files.save_npz(label_weights_path(model_dir), ids=np.array(ids, dtype=object).astype(str), weights=weights)
 
 
 def save_cleannet(model_dir: str, net: keras.Model) -> None:
@@ -141,7 +128,7 @@ def resolve_checkpoint(path: str) -> tuple[str, Optional[dict[str, Any]]]:
     evaluation when the run restored them (`--restore_best`, as its
     `model.keras`), else its last checkpoint (also of a run not finished).
     """
-    if os.path.isdir(path):
+    if files.isdir(path):
         result = read_result(path) or {}
         if result.get("restored_best"):
             best = os.path.join(path, BEST_DIR, f"ckpt-{result.get('best_step')}")
@@ -170,7 +157,7 @@ def load_trained_model(model_dir: str, precision: str = "none") -> tuple[keras.M
     """
     run_config = read_run_config(model_dir)
     model_path = os.path.join(model_dir, MODEL_FILE)
-    if run_config is None or not os.path.isfile(model_path):
+    if run_config is None or not files.isfile(model_path):
         raise CheckpointError(f"{model_dir!r} holds no finished run (needs {MODEL_FILE} and {CONFIG_FILE})")
     if run_config.get("model_format", 1) != MODEL_FORMAT:
         raise CheckpointError(

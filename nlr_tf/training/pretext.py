@@ -12,14 +12,13 @@ the evaluation splits, are never touched.
 """
 
 import dataclasses
-import json
 import os
 
 import keras
 import tensorflow as tf
 
 from nlr_tf.backbones.networks import build_backbone
-from nlr_tf.data import pipeline
+from nlr_tf.data import files, pipeline
 from nlr_tf.data.input_config import InputConfig
 from nlr_tf.data.schema import load_dataset_info
 from nlr_tf.training import model_dir as run_files
@@ -103,7 +102,7 @@ def pretrain_rotation(config: RotationConfig) -> dict:
     model.fit(images, epochs=1, steps_per_epoch=config.steps, shuffle=False, verbose=0)
     # Inference-mode rotation accuracy on training images (the pretext task has no held-out split).
     measured = model.evaluate(images.take(_CHECK_BATCHES), verbose=0, return_dict=True)
-    os.makedirs(config.output_dir, exist_ok=True)
+    files.makedirs(config.output_dir)
     # The backbone's own network (without its input scaling layer, which has no weights): the layout
     # `build_backbone(..., weights=path)` loads.
     weights_path = os.path.join(config.output_dir, WEIGHTS_FILE)
@@ -115,6 +114,5 @@ def pretrain_rotation(config: RotationConfig) -> dict:
         "loss": measured["loss"],
         "config": dataclasses.asdict(config),
     }
-    with open(os.path.join(config.output_dir, SUMMARY_FILE), "w") as f:
-        json.dump(summary, f, indent=1)
+    files.write_json(os.path.join(config.output_dir, SUMMARY_FILE), summary)
     return summary

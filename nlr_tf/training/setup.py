@@ -7,6 +7,7 @@ import os
 import tensorflow as tf
 from absl import logging
 
+from nlr_tf.data import files
 from nlr_tf.data.feature_cache import FeatureCacheError, extract_features, load_feature_cache
 from nlr_tf.data.mixing import mix_counts
 from nlr_tf.data.schema import DatasetError, DatasetInfo
@@ -48,7 +49,7 @@ def write_run_config(
     config: TrainConfig, info: DatasetInfo, method: Method, trains_backbone: bool, chief: bool
 ) -> None:
     """Writes the run's config to its model dir (the chief), refusing a model dir that holds another run."""
-    os.makedirs(config.model_dir, exist_ok=True)
+    files.makedirs(config.model_dir)
     run_config = dataclasses.asdict(config)
     run_config.update(
         {
@@ -139,7 +140,7 @@ def open_feature_cache(config: TrainConfig, info: DatasetInfo, method: Method, m
         s for s, used in ((config.noisy_split, method.uses_noisy), (config.clean_split, method.uses_clean)) if used
     ]
     path = config.feature_cache
-    if not os.path.isfile(os.path.join(path, "dataset.json")):
+    if not files.isfile(os.path.join(path, "dataset.json")):
         resolver = getattr(strategy, "cluster_resolver", None)
         if resolver is not None and len(resolver.cluster_spec().as_dict().get("worker", [])) > 1:
             raise ConfigError(f"--feature_cache={path} does not exist: build it first with nlr-extract-features")

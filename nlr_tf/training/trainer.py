@@ -14,7 +14,6 @@ checkpoints as it goes. The final model is saved as `model.keras`.
 
 import math
 import os
-import shutil
 import time
 from typing import Any
 
@@ -22,7 +21,7 @@ import keras
 import tensorflow as tf
 from absl import logging
 
-from nlr_tf.data import pipeline
+from nlr_tf.data import files, pipeline
 from nlr_tf.data.input_config import InputConfig
 from nlr_tf.training import early_stopping
 from nlr_tf.training import model_dir as run_files
@@ -212,7 +211,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     # === Outputs ===
     if not chief:
-        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        files.remove_tree(checkpoint_dir)
     result = {"step": int(step.numpy()), "method": method.name, **logs, **evaluated, **estimated}
     steps, seconds = timed["steady"] if timed["steady"][0] else timed["all"]
     result["step_seconds"] = seconds / steps if steps else None  # this process's steps (none on a finished run)
