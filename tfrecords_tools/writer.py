@@ -22,7 +22,7 @@ from typing import Any, Optional, Union
 
 import tensorflow as tf
 
-from nlr_tf.data import schema
+from nlr_tf.data import files, schema
 from nlr_tf.data.label_stats import LabelStats
 from nlr_tf.data.output_dir import atomic_output_dir
 from nlr_tf.data.parsing import make_example
@@ -36,6 +36,7 @@ _SPLIT_RE = re.compile(r"^[A-Za-z0-9_]+$")
 # Skipped rows listed in dataset.json; the count is always exact, and `not_listed` says how many more there were (a
 # big source with a systematic fault would otherwise put a gigabyte of rows in dataset.json).
 MAX_LISTED_BAD_ROWS = 1000
+_SECRET = re.compile(r"secret|token|password|key", re.I)
 
 
 class BadInputError(ValueError):
@@ -54,13 +55,30 @@ def skipped_summary(count: int, listed: list[dict[str, str]]) -> dict[str, Any]:
     return {"count": count, "rows": listed, "not_listed": count - len(listed)}
 
 
+def redact_options(options: Sequence[str]) -> list[str]:
+    """Command-line options as recorded in dataset.json: the values of secret-looking ones (keys, tokens) hidden."""
+    out, hide_next = [], False
+    for token in options:
+        name, eq, _ = token.partition("=")
+        secret = name.startswith("-") and bool(_SECRET.search(name))
+        if hide_next and not token.startswith("-"):
+            out.append("<redacted>")
+        else:
+            out.append(f"{name}=<redacted>" if secret and eq else token)
+        hide_next = secret and not eq
+    return out
+
+
 def _serialize(record: Record, encoded: bytes) -> bytes:
-    return make_example(record.id, encoded, record.noisy, record.verified_pos, record.verified_neg, record.true)
+    """The record's serialized example, its feature map in key order.
 
-
-def _dataset_path(output_dir: str) -> str:
-    """`output_dir` as `DatasetInfo.path`: absolute when local, as given on another filesystem (gs://...)."""
-    return output_dir if "://" in output_dir else os.path.abspath(output_dir)
+    Protobuf writes a map in an order that changes from process to process;
+    written in key order, the same record gives the same bytes in every
+    process (a Beam worker, another run), so datasets can be compared byte
+    for byte.
+    """
+    example = make_example(record.id, encoded, record.noisy, record.verified_pos, record.verified_neg, record.true)
+    return tf.train.Example.FromString(example).SerializeToString(deterministic=True)
 
 
 def _check_labels(record: Record, num_classes: int) -> Optional[str]:
@@ -186,6 +204,7 @@ def write_dataset(
             max_image_side=max_image_side,
             reduced_decode=reduced_decode,
             arguments=arguments,
+            progress=progress,
         )
     with atomic_output_dir(output_dir, overwrite) as tmp_dir:
         workers = num_workers or os.cpu_count() or 1
@@ -194,7 +213,7 @@ def write_dataset(
         )
         info.provenance.update(provenance(conversion, arguments))
         info.write(tmp_dir)
-    info.path = _dataset_path(output_dir)
+    info.path = files.absolute(output_dir)
     return info
 
 

@@ -5,13 +5,18 @@ Examples:
       --clean_fraction=0.1 --output_dir=/tmp/digits_ml_10
   nlr-make-tfrecords --source=manifest --input=rows.csv --classes=classes.txt \
       --image_root=images/ --output_dir=/tmp/mydata --skip_bad
+  nlr-make-tfrecords --source=manifest ... --runner=DirectRunner \
+      --beam_options="--direct_num_workers=4 --direct_running_mode=multi_processing"
 
 A bad input row (missing or corrupt image, unknown class, malformed row)
 stops the run with one line naming the file and row; with --skip_bad it is
 skipped, counted and listed in dataset.json. The output folder appears only
-once the whole dataset is written.
+once the whole dataset is written. With --runner the conversion runs as an
+Apache Beam pipeline (`tfrecords_tools.beam_writer`) writing the same
+examples.
 """
 
+import shlex
 import sys
 
 from absl import app, flags
@@ -39,6 +44,20 @@ _REDUCED_DECODE = flags.DEFINE_bool(
     "(docs/performance.md).",
 )
 _QUIET = flags.DEFINE_bool("quiet", False, "No progress bar.")
+_RUNNER = flags.DEFINE_enum(
+    "runner",
+    None,
+    ["DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner"],
+    "Convert as an Apache Beam pipeline on this runner (pip install 'nlr_tf[beam]'); --num_workers is then unused. "
+    "Default: threads on this machine.",
+)
+_BEAM_OPTIONS = flags.DEFINE_string(
+    "beam_options",
+    "",
+    "With --runner: Beam's own pipeline options in one string, split as a shell splits it: for example "
+    "--direct_num_workers=2 --direct_running_mode=multi_processing, or Dataflow's --project, --region, "
+    "--temp_location and --setup_file.",
+)
 _IMAGE_ROOT = flags.DEFINE_string("image_root", None, "Folder that image paths in the source are relative to.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for every random choice a converter makes.")
 _CLEAN_FRACTION = flags.DEFINE_float(
@@ -202,6 +221,20 @@ _TFDS_MANUAL_DIR = flags.DEFINE_string(
 flags.mark_flags_as_required(["source", "output_dir"])
 
 
+@flags.multi_flags_validator(["runner", "beam_options"], message="--beam_options needs --runner")
+def _beam_options_need_a_runner(values) -> bool:
+    return not values["beam_options"] or values["runner"] is not None
+
+
+@flags.validator("beam_options")
+def _beam_options_split(value) -> bool:
+    try:
+        shlex.split(value or "")
+    except ValueError as e:
+        raise flags.ValidationError(f"--beam_options cannot be split into options: {e} in {value!r}") from None
+    return True
+
+
 # === Source adapters: flags -> converter call ===
 def _require(**named):
     missing = [f"--{k}" for k, v in named.items() if v in (None, "")]
@@ -360,8 +393,10 @@ ADAPTERS = {
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-    from tfrecords_tools.writer import BadInputError, write_dataset
+    from tfrecords_tools.writer import BadInputError, redact_options, write_dataset
 
+    arguments = {f.name: f.value for f in flags.FLAGS.get_key_flags_for_module(sys.modules[__name__])}
+    arguments["beam_options"] = shlex.join(redact_options(shlex.split(_BEAM_OPTIONS.value)))
     try:
         conversion = ADAPTERS[_SOURCE.value]()
         info = write_dataset(
@@ -373,8 +408,10 @@ def main(argv):
             overwrite=_OVERWRITE.value,
             max_image_side=_MAX_IMAGE_SIDE.value,
             reduced_decode=_REDUCED_DECODE.value,
-            arguments={f.name: f.value for f in flags.FLAGS.get_key_flags_for_module(sys.modules[__name__])},
+            arguments=arguments,
             progress=not _QUIET.value,
+            runner=_RUNNER.value,
+            beam_options=shlex.split(_BEAM_OPTIONS.value),
         )
     except (BadInputError, ConversionError, OutputDirError) as e:
         print(f"nlr-make-tfrecords: error: {e}", file=sys.stderr)
