@@ -20,7 +20,6 @@ threshold with the precision, recall and F1 it gave; a class with no
 verified positive, or that never reaches P, is never predicted and listed.
 """
 
-import json
 import math
 import os
 import sys
@@ -54,6 +53,8 @@ def main(argv):
     import tensorflow as tf
 
     from nlr_tf.backbones.sizes import default_image_size
+    from nlr_tf.data import files
+    from nlr_tf.data.output_dir import atomic_output_dir
     from nlr_tf.data.schema import DatasetError
     from nlr_tf.evaluation.evaluator import EvalError, run_thresholds
     from nlr_tf.export.serving import export_saved_model
@@ -89,21 +90,22 @@ def main(argv):
         except (EvalError, DatasetError) as e:
             return error(e)
     size = run_config.get("image_size") or default_image_size(run_config["backbone"])[0]
-    if tf.io.gfile.exists(_EXPORT_DIR.value):  # --overwrite: nothing of the old export (its thresholds) stays
-        tf.io.gfile.rmtree(_EXPORT_DIR.value)
-    export_saved_model(
-        model,
-        _EXPORT_DIR.value,
-        image_size=size,
-        class_names=class_names,
-        top_k=_TOP_K.value,
-        thresholds=None if chosen is None else chosen.values,
-    )
+    # Written whole or not at all, replacing an old export (its thresholds too) only once complete; off the
+    # local disk, saved_model.pb (what a loader looks for) is moved in last.
+    with atomic_output_dir(_EXPORT_DIR.value, _OVERWRITE.value, last=(THRESHOLDS_FILE, "saved_model.pb")) as tmp:
+        export_saved_model(
+            model,
+            tmp,
+            image_size=size,
+            class_names=class_names,
+            top_k=_TOP_K.value,
+            thresholds=None if chosen is None else chosen.values,
+        )
+        if chosen is not None:
+            files.write_json(os.path.join(tmp, THRESHOLDS_FILE), chosen.as_dict(class_names, _THRESHOLDS_SPLIT.value))
     print(f"wrote {_EXPORT_DIR.value}: serving_default (image_bytes) and serve_images ({size}x{size} RGB)")
     if chosen is not None:
         path = os.path.join(_EXPORT_DIR.value, THRESHOLDS_FILE)
-        with tf.io.gfile.GFile(path, "w") as f:
-            json.dump(chosen.as_dict(class_names, _THRESHOLDS_SPLIT.value), f, indent=1)
         f1 = [x for x in chosen.f1 if not math.isnan(x)]
         print(
             f"thresholds ({chosen.rule} on {_THRESHOLDS_SPLIT.value}): {len(f1)} of {len(class_names)} classes "
