@@ -24,18 +24,20 @@ each under a key of everything it depends on (`estimate_key`), so later
 runs read them instead of computing them again.
 """
 
+import contextlib
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from typing import Any, Optional, Sequence
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from nlr_tf.data import pipeline, schema
+from nlr_tf.data import files, pipeline, schema
 from nlr_tf.data.input_config import InputConfig
-from nlr_tf.data.output_dir import atomic_output_dir
+from nlr_tf.data.output_dir import OutputDirError, atomic_output_dir
 from nlr_tf.data.parsing import make_example
 from nlr_tf.data.progress import progress_bar
 
@@ -85,11 +87,25 @@ def extract_features(
     overwrite: bool = False,
     progress: bool = True,
     dtype: str = "float32",
+    strategy: Optional[tf.distribute.Strategy] = None,
 ) -> schema.DatasetInfo:
     """Writes the pooled features of `backbone` for every record of `splits`.
 
+    Under a `tf.distribute` strategy every replica runs the backbone on its
+    own batches. Each worker (process) reads its share of the split through
+    `strategy.distribute_datasets_from_function` and writes its own shards,
+    numbered so that no two workers' names collide, into one temporary
+    folder that the chief (worker 0) created and named to the others.
+    Every record is written once, by the worker that read it. Once every
+    worker has closed its shards (an all-reduce of their record counts: a
+    barrier), the chief writes `dataset.json` listing every shard and the
+    exact counts, and moves the folder into place; every worker returns
+    when the cache is complete. Several workers need `output_dir` on a
+    filesystem they all see (`gs://`, a shared disk).
+
     Args:
-        backbone: `keras.Model`. Images to features, run in inference mode.
+        backbone: `keras.Model`. Images to features, run in inference mode
+            (under `strategy`, built in its scope).
         info: `DatasetInfo`. The dataset of images.
         output_dir: str. The cache folder (appears only when complete).
         backbone_name: str. Backbone architecture (selects preprocessing).
@@ -97,13 +113,18 @@ def extract_features(
             was loaded from; a cache is reused only for the same source.
         image_size: int. Input side (0: the backbone's default).
         splits: list of str. Splits to cache. Defaults to all.
-        batch_size: int. Images per backbone call. Defaults to 64.
-        num_shards: int. Shards per split. Defaults to 4.
+        batch_size: int. Images per backbone call, summed over replicas (a
+            multiple of their number). Defaults to 64.
+        num_shards: int. Shards per split (with several workers, rounded
+            up to a multiple of their number). Defaults to 4.
         overwrite: bool. Replace an existing cache. Defaults to False.
         progress: bool. Show a progress bar. Defaults to True.
         dtype: str. "float32", or "float16" (half the size on disk; a
             feature beyond float16's range is an error). Defaults to
             "float32".
+        strategy: `tf.distribute.Strategy` or None. Where the backbone
+            runs. Defaults to the current one (one device outside any
+            scope).
 
     Returns:
         The cache's `DatasetInfo`.
@@ -111,61 +132,81 @@ def extract_features(
     Raises:
         FeatureCacheError: with float16, a feature overflows float16 (no
             cache is left behind).
+        ValueError: a batch size that does not split over the replicas.
     """
     if dtype not in schema.FEATURE_DTYPES:
         raise ValueError(f"dtype={dtype!r}: expected one of {', '.join(schema.FEATURE_DTYPES)}")
+    strategy = strategy or tf.distribute.get_strategy()
+    if batch_size % strategy.num_replicas_in_sync:
+        raise ValueError(f"batch_size={batch_size} does not split over {strategy.num_replicas_in_sync} replicas")
     splits = list(splits or sorted(info.splits))
     for split in splits:
         info.split_files(split)  # a clear error for a split the dataset lacks
+    workers = _Workers(strategy)
+
+    def replica_features(images):
+        # A replica whose input ran out before the others' gets an empty batch, which the backbone cannot take:
+        # it runs on one blank image instead, and none of its features are kept.
+        blank = tf.zeros(tf.concat([[1], tf.shape(images)[1:]], 0), images.dtype)
+        return tf.cond(
+            tf.shape(images)[0] > 0,
+            lambda: backbone(images, training=False),
+            lambda: backbone(blank, training=False)[:0],
+        )
 
     @tf.function(reduce_retracing=True)
     def features_of(images):
-        return backbone(images, training=False)
+        return strategy.run(replica_features, args=(images,))
 
-    feature_dim = int(backbone.output.shape[-1])
     input_config = InputConfig(backbone=backbone_name, image_size=image_size or None)
-    split_infos = {}
-    with atomic_output_dir(output_dir, overwrite) as tmp:
+    # Shards per worker: as many as asked for (no empty ones) for one worker; each worker's share of them for several.
+    if workers.count == 1:
+        per_worker = {s: max(1, min(num_shards, info.splits[s].num_records)) for s in splits}
+    else:
+        per_worker = {s: -(-num_shards // workers.count) for s in splits}
+    with _shared_output_dir(output_dir, overwrite, workers) as tmp:
+        counts, error = {}, ""
         for split in splits:
-            ds = pipeline.make_split_dataset(
-                info,
-                split,
-                batch_size,
-                input_config=input_config,
-                training=False,
-                with_ids=True,
-                with_true=True,
+
+            def dataset_fn(input_context, split=split):
+                return pipeline.make_split_dataset(
+                    info,
+                    split,
+                    batch_size,
+                    input_config=input_config,
+                    training=False,
+                    input_context=input_context,
+                    with_ids=True,
+                    with_true=True,
+                )
+
+            # On a TPU the string ids stay on the host; the images go to the cores inside the step.
+            options = tf.distribute.InputOptions(experimental_fetch_to_device=not _is_tpu(strategy))
+            ds = strategy.distribute_datasets_from_function(dataset_fn, options)
+            k = per_worker[split]
+            names = [_shard_name(split, workers.index, j, k, workers.count) for j in range(k)]
+            total = info.splits[split].num_records if workers.count == 1 else None
+            counts[split], error = _write_split(
+                ds, features_of, workers, split, [os.path.join(tmp, n) for n in names], dtype, error, total, progress
             )
-            total = info.splits[split].num_records
-            shards = max(1, min(num_shards, total))
-            names = [schema.shard_name(split, j, shards) for j in range(shards)]
-            writers = [tf.io.TFRecordWriter(os.path.join(tmp, n)) for n in names]
-            count = 0
-            bar = progress_bar(total, f"features {split}", progress)
-            for batch in ds:
-                feats = features_of(batch["image"]).numpy()
-                arrays = {k: v.numpy() for k, v in batch.items() if k != "image"}
-                if dtype == "float16":
-                    feats = _as_float16(feats, arrays["id"], split, count)
-                for i in range(len(feats)):
-                    noisy, pos, neg, true = _index_lists(arrays, i)
-                    example = make_example(
-                        arrays["id"][i].decode("utf-8"),
-                        None,
-                        noisy,
-                        pos,
-                        neg,
-                        true,
-                        features=feats[i],
-                        feature_dtype=dtype,
-                    )
-                    writers[count % shards].write(example)
-                    count += 1
-                bar.update(len(feats))
-            bar.close()
-            for w in writers:
-                w.close()
-            split_infos[split] = schema.SplitInfo(num_records=count, num_shards=shards, files=names)
+        # === Barrier: every worker has closed its shards; each learns every worker's counts ===
+        report = json.dumps({"counts": counts, "error": error[:1000]}, ensure_ascii=False)
+        reports = [json.loads(r) for r in workers.gather(report)]
+        failed = [(w, r["error"]) for w, r in enumerate(reports) if r["error"]]
+        if failed:
+            w, message = failed[0]
+            raise FeatureCacheError(message if workers.count == 1 else f"worker {w}: {message}")
+        split_infos = {}
+        for split in splits:
+            k = per_worker[split]
+            shard_names = [
+                _shard_name(split, w, j, k, workers.count)
+                for w, r in enumerate(reports)
+                for j in range(min(k, r["counts"][split]))
+            ]
+            split_infos[split] = schema.SplitInfo(
+                num_records=sum(r["counts"][split] for r in reports), num_shards=len(shard_names), files=shard_names
+            )
         cache = schema.DatasetInfo(
             num_classes=info.num_classes,
             multi_label=info.multi_label,
@@ -174,7 +215,7 @@ def extract_features(
             provenance={
                 "source": "feature_cache",
                 "feature_cache": {
-                    "feature_dim": feature_dim,
+                    "feature_dim": int(backbone.output.shape[-1]),
                     "source_dataset": weights_source(info.path),
                     "backbone": backbone_name,
                     "backbone_source": weights_source(backbone_source),
@@ -185,15 +226,173 @@ def extract_features(
             },
             skipped=info.skipped,
         )
-        cache.write(tmp)
+        if workers.index == 0:
+            cache.write(tmp)
     return schema.load_dataset_info(output_dir)
+
+
+def _shard_name(split: str, worker: int, index: int, per_worker: int, num_workers: int) -> str:
+    """Shard `index` of worker `worker`'s `per_worker`: numbered after the shards of the workers before it."""
+    return schema.shard_name(split, worker * per_worker + index, num_workers * per_worker)
+
+
+def _is_tpu(strategy: tf.distribute.Strategy) -> bool:
+    return isinstance(strategy, (tf.distribute.TPUStrategy, tf.distribute.experimental.TPUStrategy))
+
+
+def _write_split(
+    ds: tf.distribute.DistributedDataset,
+    features_of,
+    workers: "_Workers",
+    split: str,
+    paths: list[str],
+    dtype: str,
+    error: str,
+    total: Optional[int],
+    progress: bool,
+) -> tuple[int, str]:
+    """Writes this worker's records of `split` round-robin into `paths`; returns (records written, error).
+
+    A worker that fails (a feature beyond float16's range) stops writing
+    but goes on reading: every step of a multi-worker input is a collective
+    that all workers take together. `error` from an earlier split stops it
+    from the start. With one worker the error is raised at once.
+    """
+    strategy = workers.strategy
+    writers: dict[int, tf.io.TFRecordWriter] = {}
+    count = 0
+    bar = progress_bar(total, f"features {split}", progress)
+    for batch in ds:
+        if error:
+            continue
+        feats = strategy.experimental_local_results(features_of(batch["image"]))
+        local = {k: strategy.experimental_local_results(v) for k, v in batch.items() if k != "image"}
+        # One batch per local replica (empty where a replica had no records left), in the order they were read.
+        for r, replica_feats in enumerate(feats):
+            arrays = {k: v[r].numpy() for k, v in local.items()}
+            replica_feats = replica_feats.numpy()
+            if dtype == "float16":
+                try:
+                    replica_feats = _as_float16(replica_feats, arrays["id"], split, count)
+                except FeatureCacheError as e:
+                    if workers.count == 1:
+                        raise
+                    error = str(e)
+                    break
+            for i in range(len(replica_feats)):
+                noisy, pos, neg, true = _index_lists(arrays, i)
+                example = make_example(
+                    arrays["id"][i].decode("utf-8"),
+                    None,
+                    noisy,
+                    pos,
+                    neg,
+                    true,
+                    features=replica_feats[i],
+                    feature_dtype=dtype,
+                )
+                shard = count % len(paths)
+                if shard not in writers:  # opened at its first record: a worker with few records has no empty shards
+                    writers[shard] = tf.io.TFRecordWriter(paths[shard])
+                writers[shard].write(example)
+                count += 1
+            bar.update(len(replica_feats))
+    bar.close()
+    for w in writers.values():
+        w.close()
+    return count, error
+
+
+# === Several workers: who they are, what they tell each other, the folder they share ===
+
+# Bytes of text each worker can send through one exchange.
+_MESSAGE_BYTES = 16384
+
+
+class _Workers:
+    """This process's place among the workers (processes) of a strategy, and the text they exchange.
+
+    Worker 0 is the chief (`nlr_tf.training.strategies.is_chief`: the
+    `chief` task, else worker 0); one process drives every replica of a
+    one-worker strategy (one device, MirroredStrategy, a TPU).
+    """
+
+    def __init__(self, strategy: tf.distribute.Strategy):
+        self.strategy = strategy
+        ids = strategy.experimental_distribute_values_from_function(lambda ctx: ctx.replica_id_in_sync_group)
+        replica_ids = strategy.experimental_local_results(ids)  # of this worker's replicas
+        self.local_replicas = len(replica_ids)
+        self.count = strategy.num_replicas_in_sync // self.local_replicas
+        self.index = int(replica_ids[0]) // self.local_replicas
+
+    def gather(self, text: str) -> list[str]:
+        """Every worker's `text`, on every worker: one all-reduce through the strategy, which every worker must
+        reach (a barrier)."""
+        if self.count == 1:
+            return [text]
+        data = np.frombuffer(text.encode("utf-8"), np.uint8)
+        if len(data) > _MESSAGE_BYTES:
+            raise ValueError(f"{len(data)} bytes to send to the other workers; at most {_MESSAGE_BYTES} fit")
+        rows = np.zeros((self.count, _MESSAGE_BYTES), np.int32)
+        rows[self.index, : len(data)] = data
+
+        def value_fn(ctx):  # the worker's first replica sends its row; the sum over workers is every row
+            first = ctx.replica_id_in_sync_group % self.local_replicas == 0
+            return tf.constant(rows if first else np.zeros_like(rows))
+
+        values = self.strategy.experimental_distribute_values_from_function(value_fn)
+        rows = self.strategy.reduce(tf.distribute.ReduceOp.SUM, values, axis=None).numpy()
+        return [bytes(row.astype(np.uint8)).rstrip(b"\0").decode("utf-8") for row in rows]
+
+
+@contextlib.contextmanager
+def _shared_output_dir(output_dir: str, overwrite: bool, workers: _Workers) -> Iterator[str]:
+    """`atomic_output_dir` for every worker: the chief makes the temporary folder and tells the others its name;
+    all write into it; the chief moves it into place once the body is done on every worker, and every worker
+    leaves when it is there (or raises when it is not)."""
+    if workers.count == 1:
+        with atomic_output_dir(output_dir, overwrite) as tmp:
+            yield tmp
+        return
+    chief = workers.index == 0
+    stack, tmp, error = contextlib.ExitStack(), "", ""
+    if chief:
+        try:
+            tmp = stack.enter_context(atomic_output_dir(output_dir, overwrite))
+        except OutputDirError as e:
+            error = str(e)
+    told = json.loads(workers.gather(json.dumps({"tmp": tmp, "error": error}) if chief else "")[0])
+    if told["error"]:
+        raise OutputDirError(told["error"] if chief else f"the chief cannot write {output_dir!r}: {told['error']}")
+    body_done, commit_error = False, None
+    try:
+        with stack:
+            # Every worker must see the chief's folder (the output on a filesystem they share).
+            unseen = workers.gather("" if tf.io.gfile.isdir(told["tmp"]) else "unseen")
+            if any(unseen):
+                raise OutputDirError(
+                    f"worker(s) {', '.join(str(w) for w, u in enumerate(unseen) if u)} cannot see the chief's "
+                    f"temporary folder {told['tmp']!r}: several workers need --output_dir on a filesystem they "
+                    "all reach (gs://, a shared disk)"
+                )
+            yield told["tmp"]
+            body_done = True
+    except Exception as e:  # the body's failure (every worker's alike) is raised; the chief's commit is shared
+        if not body_done:
+            raise
+        commit_error = e
+    status = workers.gather(str(commit_error or "")[:1000] if chief else "")[0]
+    if commit_error is not None:
+        raise commit_error
+    if status:
+        raise OutputDirError(f"the chief could not complete {output_dir!r}: {status}")
 
 
 def weights_source(source: str) -> str:
     """The one form a backbone's weights source is kept and compared in: "none", "imagenet", or a real path."""
     if source in ("", "none", "imagenet"):
         return source or "none"
-    return os.path.realpath(source)
+    return files.absolute(source) if files.is_url(source) else os.path.realpath(source)
 
 
 def cache_mismatch(
