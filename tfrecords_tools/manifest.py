@@ -21,6 +21,7 @@ import os
 from collections.abc import Iterator, Sequence
 from typing import Any, Optional
 
+from nlr_tf.data import files
 from tfrecords_tools.inputs import DEFAULT_ENCODING, count_data_lines, read_classes_file, read_csv_header, text_lines
 from tfrecords_tools.records import BadRow, ClassIndex, Conversion, ConversionError, Item, Record, complement
 
@@ -227,7 +228,7 @@ def convert(
         extra_splits: tuple of str. Split names allowed besides noisy,
             clean, val and test.
     """
-    if not os.path.isfile(input_path):
+    if not files.isfile(input_path):
         raise ConversionError(f"manifest not found: {input_path!r}")
     lower = input_path.lower()
     if not lower.endswith((".csv", ".jsonl", ".ndjson")):
@@ -245,8 +246,8 @@ def convert(
         source="manifest",
         total=count_data_lines(input_path) + (0 if rows.is_csv else 1),
         details={
-            "input": os.path.abspath(input_path),
-            "classes": os.path.abspath(classes_path),
+            "input": files.absolute(input_path),
+            "classes": files.absolute(classes_path),
             "image_root": image_root,
         },
     )
