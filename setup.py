@@ -35,7 +35,11 @@ setuptools.setup(
         "matplotlib>=3.8,<4",
         "cleanlab>=2.7,<3",
     ],
-    extras_require={"test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4"]},
+    extras_require={
+        # nlr-make-tfrecords --runner: the conversion as an Apache Beam pipeline (tfrecords_tools/beam_writer.py).
+        "beam": ["apache-beam>=2.77,<3"],
+        "test": ["pytest>=8,<10", "pytest-xdist>=3.5,<4", "apache-beam>=2.77,<3"],
+    },
     entry_points={
         "console_scripts": [
             "nlr-make-tfrecords=nlr_tf.cli.make_tfrecords:run",

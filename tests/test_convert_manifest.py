@@ -18,7 +18,7 @@ from tfrecords_tools.writer import BadInputError, write_dataset
 CLASSES = ["cat,animal", "dog,animal", "car,vehicle", "bus,vehicle"]
 
 
-def _write_images(root, n, fmt="PNG"):
+def write_images(root, n, fmt="PNG"):
     rng = np.random.default_rng(1)
     (root / "img").mkdir(parents=True)
     paths = []
@@ -29,7 +29,7 @@ def _write_images(root, n, fmt="PNG"):
     return paths
 
 
-def _rows(paths):
+def manifest_rows(paths):
     rng = np.random.default_rng(2)
     names = [c.split(",")[0] for c in CLASSES]
     rows = []
@@ -52,7 +52,7 @@ def _rows(paths):
     return rows
 
 
-def _write_csv(path, rows, fields=("image", "noisy", "verified_pos", "verified_neg", "split", "id")):
+def write_csv(path, rows, fields=("image", "noisy", "verified_pos", "verified_neg", "split", "id")):
     with open(path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
         w.writeheader()
@@ -61,14 +61,14 @@ def _write_csv(path, rows, fields=("image", "noisy", "verified_pos", "verified_n
 
 @pytest.fixture
 def png_manifest(tmp_path):
-    paths = _write_images(tmp_path, 20)
-    rows = _rows(paths)
-    _write_csv(tmp_path / "rows.csv", rows)
+    paths = write_images(tmp_path, 20)
+    rows = manifest_rows(paths)
+    write_csv(tmp_path / "rows.csv", rows)
     (tmp_path / "classes.txt").write_text("# name,category\n" + "\n".join(CLASSES) + "\n")
     return tmp_path, rows
 
 
-def _check_read_back(info, rows):
+def check_read_back(info, rows):
     names = info.class_names
     for split in {r["split"] for r in rows}:
         got = {r["id"]: r for r in iterate_label_lists(info.split_files(split))}
@@ -95,7 +95,7 @@ def test_csv_of_pngs_reads_back_exactly_through_the_binary(png_manifest):
     info = load_dataset_info(str(out))
     assert [c.category for c in info.classes] == ["animal", "animal", "vehicle", "vehicle"]
     assert info.multi_label
-    _check_read_back(info, rows)
+    check_read_back(info, rows)
     # The image bytes are the PNG files themselves.
     import tensorflow as tf
 
@@ -107,7 +107,7 @@ def test_csv_of_pngs_reads_back_exactly_through_the_binary(png_manifest):
 
 
 def test_jsonl_with_lists_and_default_split(tmp_path):
-    paths = _write_images(tmp_path, 4, fmt="JPEG")
+    paths = write_images(tmp_path, 4, fmt="JPEG")
     lines = [
         {"image": paths[0], "noisy": ["cat", "dog"]},
         {"image": paths[1], "noisy": "bus"},
@@ -125,8 +125,8 @@ def test_jsonl_with_lists_and_default_split(tmp_path):
 
 
 def test_single_label_manifest_verifies_the_other_classes_absent(tmp_path):
-    paths = _write_images(tmp_path, 2)
-    _write_csv(
+    paths = write_images(tmp_path, 2)
+    write_csv(
         tmp_path / "rows.csv",
         [
             {"image": paths[0], "noisy": "cat", "verified_pos": "dog", "split": "clean"},
@@ -158,7 +158,7 @@ def test_corrupt_image_is_named_by_row_and_skipped_with_skip_bad(png_manifest):
     assert "1 bad rows skipped" in proc.stdout
     info = load_dataset_info(str(root / "out"))
     assert info.skipped["count"] == 1 and info.skipped["rows"][0]["origin"].endswith("rows.csv:8")
-    _check_read_back(info, rows[:6] + rows[7:])
+    check_read_back(info, rows[:6] + rows[7:])
 
 
 def test_unknown_class_missing_image_and_malformed_rows(png_manifest):
@@ -200,9 +200,9 @@ def test_bad_inputs_as_a_whole(tmp_path):
 
 @pytest.mark.slow
 def test_text_that_is_not_utf8_is_named_by_file_line_and_byte_and_read_with_encoding(tmp_path):
-    paths = _write_images(tmp_path, 3)
+    paths = write_images(tmp_path, 3)
     (tmp_path / "classes.txt").write_bytes("cat\ndog\ncar\nbus\ncaf\xe9\n".encode("latin-1"))
-    rows = _rows(paths)
+    rows = manifest_rows(paths)
     rows[1]["noisy"] = "caf\xe9"
     with open(tmp_path / "rows.csv", "w", newline="", encoding="latin-1") as f:
         w = csv.DictWriter(f, fieldnames=["image", "noisy", "verified_pos", "verified_neg", "split", "id"])
@@ -230,11 +230,11 @@ def test_text_that_is_not_utf8_is_named_by_file_line_and_byte_and_read_with_enco
 
 
 def test_a_split_name_the_methods_do_not_read_is_a_bad_row_unless_listed(tmp_path):
-    paths = _write_images(tmp_path, 5)
+    paths = write_images(tmp_path, 5)
     (tmp_path / "classes.txt").write_text("\n".join(CLASSES) + "\n")
-    rows = _rows(paths)
+    rows = manifest_rows(paths)
     rows[0]["split"] = "training"
-    _write_csv(tmp_path / "rows.csv", rows)
+    write_csv(tmp_path / "rows.csv", rows)
     convert = lambda **kw: manifest.convert(str(tmp_path / "rows.csv"), str(tmp_path / "classes.txt"), **kw)  # noqa: E731
     bad = [item for item in convert().items if not hasattr(item, "split")]
     assert [b.origin for b in bad] == [f"{tmp_path / 'rows.csv'}:2"]
@@ -252,7 +252,7 @@ def test_randomly_corrupted_images_are_exactly_the_rows_skipped(tmp_path):
     for i in range(200):
         rows.append({"image": f"img/{i:03d}.png", "noisy": CLASSES[i % len(CLASSES)].split(",")[0], "id": f"id-{i}"})
         Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(tmp_path / rows[-1]["image"])
-    _write_csv(tmp_path / "rows.csv", rows, fields=("image", "noisy", "id"))
+    write_csv(tmp_path / "rows.csv", rows, fields=("image", "noisy", "id"))
     (tmp_path / "classes.txt").write_text("\n".join(CLASSES) + "\n")
     corrupted = sorted(rng.choice(len(rows), size=len(rows) // 20, replace=False).tolist())
     kinds = dict(zip(corrupted, rng.permutation(np.arange(len(corrupted)) % 3).tolist()))
@@ -277,3 +277,56 @@ def test_randomly_corrupted_images_are_exactly_the_rows_skipped(tmp_path):
     assert sorted(info.splits) == ["noisy"] and info.splits["noisy"].num_records == 190
     written = {r["id"]: r["noisy"] for r in iterate_label_lists(info.split_files("noisy"))}
     assert written == {r["id"]: [i % len(CLASSES)] for i, r in enumerate(rows) if i not in kinds}
+
+
+def _lines_with_offsets(path):
+    offset, lines = 0, []
+    for lineno, raw in enumerate(path.read_bytes().splitlines(keepends=True), 1):
+        lines.append((lineno, offset, raw))
+        offset += len(raw)
+    return lines
+
+
+def test_rows_parsed_one_line_at_a_time_are_the_rows_streamed(tmp_path):
+    """The Beam workers' way in (`parse_line`) gives the items the local stream gives: quoting, CRLF, a BOM."""
+    (tmp_path / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    text = (
+        "\ufeffimage,noisy,split,id\r\n"
+        'img/a.png,"cat;dog",noisy,"a, with a comma"\r\n'
+        '"img/b ""quoted"".png",bus,clean,b\r\n'
+        "\r\n"
+        "img/c.png,kangaroo,noisy,c\r\n"
+        "img/d.png,cat\r\n"
+        "img/e.png,,val,e"
+    )
+    (tmp_path / "rows.csv").write_bytes(text.encode("utf-8"))
+    conv = manifest.convert(str(tmp_path / "rows.csv"), str(tmp_path / "classes.txt"), image_root="root")
+    streamed = list(conv.items)
+    rows = conv.items.check()
+    by_line = [rows.parse_line(*line) for line in _lines_with_offsets(tmp_path / "rows.csv")[rows.skip_lines :]]
+    assert [item for item in by_line if item is not None] == streamed
+    assert [getattr(item, "id", None) for item in streamed] == ["a, with a comma", "b", None, None, "e"]
+    assert streamed[1].image_path == 'root/img/b "quoted".png' and streamed[0].noisy == [0, 1]
+    assert streamed[2].origin.endswith("rows.csv:5") and "kangaroo" in streamed[2].reason
+
+    (tmp_path / "rows.jsonl").write_text('{"image": "x.png", "noisy": ["cat"]}\n\n[1]\n{"image": "y.png"')
+    conv = manifest.convert(str(tmp_path / "rows.jsonl"), str(tmp_path / "classes.txt"))
+    by_line = [conv.items.parse_line(*line) for line in _lines_with_offsets(tmp_path / "rows.jsonl")]
+    assert [item for item in by_line if item is not None] == list(conv.items)
+
+
+def test_a_line_break_in_a_quoted_field_is_read_locally_and_refused_line_by_line(tmp_path):
+    (tmp_path / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    (tmp_path / "rows.csv").write_text('image,noisy,id\nimg/a.png,cat,"two\nlines"\nimg/b.png,dog,b\n')
+    conv = manifest.convert(str(tmp_path / "rows.csv"), str(tmp_path / "classes.txt"))
+    assert [item.id for item in conv.items] == ["two\nlines", "b"]
+    with pytest.raises(ConversionError, match=r"rows.csv:2: a quoted field runs past the end of the line"):
+        conv.items.parse_line(*_lines_with_offsets(tmp_path / "rows.csv")[1])
+    (tmp_path / "rows.csv").write_bytes(b"image,noisy\nimg/a.png,caf\xe9\n")
+    conv = manifest.convert(str(tmp_path / "rows.csv"), str(tmp_path / "classes.txt"))
+    with pytest.raises(ConversionError) as streamed:
+        list(conv.items)
+    with pytest.raises(ConversionError) as by_line:
+        conv.items.parse_line(*_lines_with_offsets(tmp_path / "rows.csv")[1])
+    assert str(by_line.value) == str(streamed.value)
+    assert "rows.csv:2: byte 25 (b'\\xe9') is not valid utf-8" in str(by_line.value)

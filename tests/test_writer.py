@@ -166,3 +166,34 @@ def test_a_killed_conversion_leaves_a_folder_the_next_run_removes(tmp_path):
     assert stale_incomplete_dirs(str(out)) == [str(alive)] and (out / "dataset.json").is_file()
     done = subprocess.run(args + ["--overwrite"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0 and stale_incomplete_dirs(str(out)) == []
+
+
+def test_skipped_rows_are_all_counted_and_the_first_listed(tmp_path, monkeypatch):
+    from tfrecords_tools import writer
+
+    monkeypatch.setattr(writer, "MAX_LISTED_BAD_ROWS", 3)
+    bad = [BadRow(f"m.csv:{i}", "unknown class 'cat' in column 'noisy'") for i in range(2, 7)]
+    items = toy_records({"noisy": 4}) + bad + [bad[0]]  # a row met twice is one bad row
+    info = write_dataset(_conversion(items), str(tmp_path / "d"), skip_bad=True, progress=False)
+    meta = json.loads((tmp_path / "d" / "dataset.json").read_text())
+    assert meta["skipped"] == info.skipped
+    assert info.skipped["count"] == 5 and info.skipped["not_listed"] == 2
+    assert [row["origin"] for row in info.skipped["rows"]] == ["m.csv:2", "m.csv:3", "m.csv:4"]
+
+
+def test_label_stats_merged_equal_the_stats_of_all_records():
+    from nlr_tf.data.label_stats import LabelStats
+
+    records = toy_records({"noisy": 30, "clean": 20}, num_classes=6, with_true=False, verify_share=0.5)
+    records += toy_records({"val": 15}, num_classes=6, seed=1, with_true=True)
+    whole, parts = LabelStats(6), [LabelStats(6) for _ in range(3)]
+    for i, r in enumerate(records):
+        whole.add(r.noisy, r.verified_pos, r.verified_neg, r.true)
+        parts[i % 3].add(r.noisy, r.verified_pos, r.verified_neg, r.true)
+    merged = parts[0].merge(parts[1]).merge(parts[2])
+    assert merged.summary() == whole.summary()
+    for name, value in vars(whole).items():
+        np.testing.assert_array_equal(getattr(merged, name), value, err_msg=name)
+    assert LabelStats(6).merge(whole).summary() == whole.summary()
+    with pytest.raises(ValueError, match="of 5 classes into 6 classes"):
+        whole.merge(LabelStats(5))
