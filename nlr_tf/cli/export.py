@@ -42,7 +42,6 @@ _TARGET_PRECISION = flags.DEFINE_float(
 )
 _DATASET = flags.DEFINE_string("dataset", "", "With --thresholds: the dataset (default: the run's own).")
 _THRESHOLDS_SPLIT = flags.DEFINE_string("thresholds_split", "val", "With --thresholds: the split to choose them on.")
-THRESHOLDS_FILE = "thresholds.json"
 
 flags.mark_flags_as_required(["model_dir", "export_dir"])
 
@@ -53,11 +52,9 @@ def main(argv):
     import tensorflow as tf
 
     from nlr_tf.backbones.sizes import default_image_size
-    from nlr_tf.data import files
-    from nlr_tf.data.output_dir import atomic_output_dir
     from nlr_tf.data.schema import DatasetError
     from nlr_tf.evaluation.evaluator import EvalError, run_thresholds
-    from nlr_tf.export.serving import export_saved_model
+    from nlr_tf.export.serving import THRESHOLDS_FILE, write_export
     from nlr_tf.training.model_dir import CheckpointError, load_trained_model
 
     def error(message):
@@ -90,19 +87,16 @@ def main(argv):
         except (EvalError, DatasetError) as e:
             return error(e)
     size = run_config.get("image_size") or default_image_size(run_config["backbone"])[0]
-    # Written whole or not at all, replacing an old export (its thresholds too) only once complete; off the
-    # local disk, saved_model.pb (what a loader looks for) is moved in last.
-    with atomic_output_dir(_EXPORT_DIR.value, _OVERWRITE.value, last=(THRESHOLDS_FILE, "saved_model.pb")) as tmp:
-        export_saved_model(
-            model,
-            tmp,
-            image_size=size,
-            class_names=class_names,
-            top_k=_TOP_K.value,
-            thresholds=None if chosen is None else chosen.values,
-        )
-        if chosen is not None:
-            files.write_json(os.path.join(tmp, THRESHOLDS_FILE), chosen.as_dict(class_names, _THRESHOLDS_SPLIT.value))
+    write_export(  # whole or not at all, replacing an old export (its thresholds too) only once complete
+        model,
+        _EXPORT_DIR.value,
+        image_size=size,
+        class_names=class_names,
+        top_k=_TOP_K.value,
+        thresholds=None if chosen is None else chosen.values,
+        thresholds_json=None if chosen is None else chosen.as_dict(class_names, _THRESHOLDS_SPLIT.value),
+        overwrite=_OVERWRITE.value,
+    )
     print(f"wrote {_EXPORT_DIR.value}: serving_default (image_bytes) and serve_images ({size}x{size} RGB)")
     if chosen is not None:
         path = os.path.join(_EXPORT_DIR.value, THRESHOLDS_FILE)

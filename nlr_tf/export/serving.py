@@ -14,13 +14,21 @@ Signatures:
 - `serve_images`: `images` (float32 [None, S, S, 3], RGB in [0, 255]) ->
   the same outputs.
 
-Built with `keras.export.ExportArchive`.
+Built with `keras.export.ExportArchive`. `write_export` writes the folder
+whole or not at all, on any TensorFlow filesystem, with the thresholds'
+`thresholds.json` beside the SavedModel.
 """
+
+import os
+from typing import Any, Optional
 
 import keras
 import tensorflow as tf
 
-from nlr_tf.data import preprocessing
+from nlr_tf.data import files, preprocessing
+from nlr_tf.data.output_dir import atomic_output_dir
+
+THRESHOLDS_FILE = "thresholds.json"
 
 
 def _is_jpeg_or_png(data: tf.Tensor) -> tf.Tensor:
@@ -84,3 +92,35 @@ def export_saved_model(
         input_signature=[tf.TensorSpec([None, image_size, image_size, 3], tf.float32, name="images")],
     )
     archive.write_out(export_dir, verbose=False)  # the binary says what it wrote, without every tensor spec
+
+
+def write_export(
+    model: keras.Model,
+    export_dir: str,
+    *,
+    image_size: int,
+    class_names,
+    top_k: int = 5,
+    thresholds=None,
+    thresholds_json: Optional[dict[str, Any]] = None,
+    overwrite: bool = False,
+) -> None:
+    """`export_saved_model` into a folder that appears only when complete (`output_dir.atomic_output_dir`).
+
+    An existing export is replaced (with `overwrite`) only once the new one
+    is written, its thresholds file included; off the local disk
+    `saved_model.pb`, what a loader looks for, is moved in last.
+
+    Args:
+        thresholds_json: dict or None. Written as `thresholds.json` (the
+            thresholds' description, `Thresholds.as_dict`).
+
+    Raises:
+        output_dir.OutputDirError: `export_dir` exists and `overwrite` is False.
+    """
+    with atomic_output_dir(export_dir, overwrite, last=(THRESHOLDS_FILE, "saved_model.pb")) as tmp:
+        export_saved_model(
+            model, tmp, image_size=image_size, class_names=class_names, top_k=top_k, thresholds=thresholds
+        )
+        if thresholds_json is not None:
+            files.write_json(os.path.join(tmp, THRESHOLDS_FILE), thresholds_json)
