@@ -9,6 +9,7 @@ import urllib.error
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 from cli_util import run_cli
 from conftest import write_toy_dataset
 from keras.src.applications import inception_v3 as keras_inception_v3
@@ -67,6 +68,11 @@ def test_h5_weights_load_from_a_local_file_and_from_the_keras_cache(name, app, m
     # The backbone takes RGB in [0, 255] and applies keras.applications' own preprocessing first.
     expected = reference(module.preprocess_input(pixels.copy())).numpy()
     np.testing.assert_allclose(backbone(pixels).numpy(), expected, atol=1e-4)
+    # The same file on another TensorFlow filesystem (HDF5 reads local files only: copied to a local one first).
+    remote = f"ram://weights/{name}_notop.h5"
+    tf.io.gfile.copy(path, remote, overwrite=True)
+    from_remote = build_backbone(name, weights=remote, image_size=size, trainable=False)
+    np.testing.assert_allclose(from_remote(pixels).numpy(), expected, atol=1e-4)
     # "imagenet" with the file in Keras' cache reads it as it is: no download, no hash check.
     home, calls = keras_home
     assert imagenet_weights_path(name) == str(home / "models" / IMAGENET_NOTOP[name].name)

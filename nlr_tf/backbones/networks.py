@@ -190,6 +190,21 @@ def small_cnn(image_size: int, width: int = 16, name: str = "small_cnn") -> kera
     return keras.Model(inputs, outputs, name=name)
 
 
+def _load_weights(base: keras.Model, path: str) -> None:
+    """`base.load_weights(path)`, `path` on any TensorFlow filesystem: HDF5 reads local files only, so a remote
+    file (`gs://...`) is copied to a local temporary file first."""
+    if "://" not in path:
+        base.load_weights(path)
+        return
+    local = tempfile.mkdtemp(prefix="nlr_weights_")
+    try:
+        copy = os.path.join(local, os.path.basename(path))
+        tf.io.gfile.copy(path, copy)
+        base.load_weights(copy)
+    finally:
+        shutil.rmtree(local, ignore_errors=True)
+
+
 def build_backbone(name: str, weights: str = "none", image_size: int = 0, trainable: bool = True) -> keras.Model:
     """Builds a backbone mapping RGB images [B, S, S, 3] in [0, 255] to features [B, F].
 
@@ -214,13 +229,11 @@ def build_backbone(name: str, weights: str = "none", image_size: int = 0, traina
     path = resolve_weights(name, weights)
     if name in SMALL_CNN_WIDTH:
         base = small_cnn(image_size, SMALL_CNN_WIDTH[name], name=name)
-        if path is not None:
-            base.load_weights(path)
     else:
         app = {"inception_v3": keras.applications.InceptionV3, "resnet50": keras.applications.ResNet50}[name]
         base = app(include_top=False, weights=None, input_shape=(image_size, image_size, 3), pooling="avg")
-        if path is not None:
-            base.load_weights(path)
+    if path is not None:
+        _load_weights(base, path)
     images = keras.Input((image_size, image_size, 3), name="image")
     model = keras.Model(images, base(BackbonePreprocessing(name, name="preprocessing")(images)), name="backbone")
     model.trainable = trainable
