@@ -1,0 +1,88 @@
+r"""Peak memory of evaluating predictions with very many classes.
+
+Run:
+
+    python benchmarks/evaluation_memory.py
+
+Synthetic predictions of `--num_images` images x `--num_classes` classes
+(Open Images V7 has 19,957), each image with about `--verified_per_image`
+verified labels (half of them positive), arrive in batches of
+`--batch_size` as `prediction.predict` receives them. The reference is the
+dense path: every batch's scores and its noisy, verified, mask and true
+label rows kept as float32 [B, d] arrays, concatenated into [N, d] arrays,
+then `metrics.evaluate`. Peak memory is measured with `tracemalloc` (numpy
+reports its allocations to it), from the first batch to the report.
+
+Last line: `ratio: X.XX`, the dense path's peak memory over the bytes its
+[N, d] score array alone takes (how many score arrays' worth it holds).
+"""
+
+import time
+import tracemalloc
+
+import numpy as np
+from absl import app, flags
+
+from nlr_tf import metrics
+
+_NUM_IMAGES = flags.DEFINE_integer("num_images", 5_000, "Images.", lower_bound=1)
+_NUM_CLASSES = flags.DEFINE_integer("num_classes", 19_957, "Classes (Open Images V7: 19,957).", lower_bound=1)
+_VERIFIED = flags.DEFINE_integer("verified_per_image", 10, "Verified labels per image.", lower_bound=1)
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 256, "Images per batch.", lower_bound=1)
+
+_LABEL_KEYS = ("noisy_labels", "verified_labels", "verified_mask", "true_labels")
+
+
+def batches(num_images: int, num_classes: int, verified: int, batch_size: int, seed: int = 0):
+    """What `predict` receives per batch: float32 [B, d] scores and the pipeline's float32 [B, d] label rows."""
+    rng = np.random.default_rng(seed)
+    for start in range(0, num_images, batch_size):
+        b = min(batch_size, num_images - start)
+        scores = rng.random((b, num_classes), dtype=np.float32)
+        rows = np.repeat(np.arange(b), verified)
+        classes = rng.integers(0, num_classes, rows.size)
+        positive = rng.random(rows.size) < 0.5
+        scores[rows[positive], classes[positive]] += 0.5  # positives score higher
+        batch = {k: np.zeros(scores.shape, np.float32) for k in _LABEL_KEYS}
+        batch["verified_mask"][rows, classes] = 1.0
+        batch["verified_labels"][rows[positive], classes[positive]] = 1.0
+        batch["noisy_labels"][rows[positive], classes[positive]] = 1.0
+        yield scores, batch
+
+
+def dense_path(num_images, num_classes, verified, batch_size) -> metrics.Report:
+    """What `prediction.predict` and `metrics.evaluate` hold: [N, d] arrays of every record's labels and scores."""
+    parts = {k: [] for k in ("scores", *_LABEL_KEYS)}
+    for scores, batch in batches(num_images, num_classes, verified, batch_size):
+        parts["scores"].append(scores)
+        for key in _LABEL_KEYS:
+            parts[key].append(batch[key])
+    p = {k: np.concatenate(v) for k, v in parts.items()}
+    del parts
+    return metrics.evaluate(p["scores"], p["verified_labels"], p["verified_mask"])
+
+
+def _measure(fn, *args):
+    tracemalloc.start()
+    start = time.perf_counter()
+    report = fn(*args)
+    seconds = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    return report, peak, seconds
+
+
+def main(argv):
+    del argv
+    n, d = _NUM_IMAGES.value, _NUM_CLASSES.value
+    args = (n, d, _VERIFIED.value, _BATCH_SIZE.value)
+    score_bytes = 4 * n * d
+    print(f"{n} images x {d} classes, {_VERIFIED.value} verified labels per image, batches of {_BATCH_SIZE.value}")
+    report, peak, seconds = _measure(dense_path, *args)
+    print(f"dense:   peak {peak / 2**20:10.1f} MiB ({peak / n / 1024:.1f} KiB per image), {seconds:.1f} s")
+    print(f"         mAP {report.map!r} APall {report.ap_all!r} top-1 {report.top1!r}")
+    print(f"ratio: {peak / score_bytes:.2f}")
+
+
+if __name__ == "__main__":
+    app.run(main)
