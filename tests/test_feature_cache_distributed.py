@@ -7,6 +7,7 @@ every record must still be written exactly once.
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -132,10 +133,8 @@ def _run_workers(args, timeout=300):
     return done
 
 
-def test_a_cache_made_by_two_worker_processes_is_the_one_device_cache(made):
-    root, info, weights, one = made
-    output = root / "workers"
-    args = [
+def _worker_args(info, weights, output):
+    return [
         f"--dataset={info.path}",
         f"--output_dir={output}",
         "--backbone=small_cnn",
@@ -145,7 +144,12 @@ def test_a_cache_made_by_two_worker_processes_is_the_one_device_cache(made):
         "--num_shards=3",
         "--quiet",
     ]
-    chief, other = _run_workers(args)
+
+
+def test_a_cache_made_by_two_worker_processes_is_the_one_device_cache(made):
+    root, info, weights, one = made
+    output = root / "workers"
+    chief, other = _run_workers(_worker_args(info, weights, output))
     assert chief.returncode == 0 and other.returncode == 0, chief.stderr[-3000:] + other.stderr[-3000:]
     counts = "clean=9, noisy=37, test=1, val=5"
     assert chief.stdout.startswith(f"wrote {output}: 64-d features (float32)") and counts in chief.stdout
@@ -156,7 +160,24 @@ def test_a_cache_made_by_two_worker_processes_is_the_one_device_cache(made):
     assert cache.splits["noisy"].files == [schema.shard_name("noisy", i, 4) for i in range(4)]
     assert cache.splits["test"].files == ["test-00000-of-00004.tfrecord"]  # worker 1 read no record of it
     _train_on(cache, info, weights, str(root / "run_workers"))
+
+
+def test_two_worker_processes_stop_together_and_leave_no_cache(made, tmp_path):
+    _, info, weights, one = made
+    output = tmp_path / "cache"
+    shutil.copytree(one.path, output)
     # The chief cannot replace the cache without --overwrite: both workers stop with its reason.
-    chief, other = _run_workers(args)
+    chief, other = _run_workers(_worker_args(info, weights, output))
     assert chief.returncode == 1 and "already exists (pass --overwrite to replace it)" in chief.stderr
     assert other.returncode == 1 and "the chief cannot write" in other.stderr and "already exists" in other.stderr
+    # A feature beyond float16's range: the workers read on to the barrier, then all stop; the old cache stays.
+    huge = build_backbone("small_cnn", weights, 16, trainable=False)
+    last_norm = huge.get_layer("small_cnn").get_layer("bn2_1")
+    last_norm.beta.assign(np.full(last_norm.beta.shape, 1e6, np.float32))
+    huge.get_layer("small_cnn").save_weights(str(tmp_path / "huge.weights.h5"))
+    args = _worker_args(info, tmp_path / "huge.weights.h5", output)
+    chief, other = _run_workers([*args, "--cache_dtype=float16", "--overwrite"])
+    for proc in (chief, other):
+        assert proc.returncode == 1 and "overflows float16" in proc.stderr, proc.stderr[-3000:]
+    assert schema.load_dataset_info(str(output)).provenance == one.provenance
+    assert sorted(os.listdir(tmp_path)) == ["cache", "huge.weights.h5"]  # no temporary folder left

@@ -24,14 +24,14 @@ backbone. --cache_dtype=float16 stores the features in half the space
 (rounded to float16; a feature beyond float16's range is an error); train
 on such a cache with `nlr-train --cache_dtype=float16`.
 
---strategy runs the backbone on every replica, as nlr-train trains:
---batch_size is then the images of one step over all replicas. Under
-multi_worker_mirrored every worker reads its share of each split and
-writes its own shards into one temporary folder beside --output_dir (on a
-filesystem every worker reaches: gs://, a shared disk); once all are done,
-the chief lists every shard in dataset.json and the cache appears. Every
-record is written exactly once, with the ids and labels a one-device cache
-has; nlr-train reads a cache made either way.
+--strategy (with --devices, --tpu, as nlr-train's) runs the backbone on
+every replica; --batch_size then counts the images of one step over all
+replicas. Under multi_worker_mirrored every worker reads its share of each
+split and writes its own shards into one temporary folder beside
+--output_dir (on a filesystem every worker reaches: gs://, a shared disk);
+once all are done, the chief lists every shard in dataset.json and the
+cache appears. Every record is written exactly once, with the ids and
+labels a one-device cache has; nlr-train reads a cache made either way.
 """
 
 import sys

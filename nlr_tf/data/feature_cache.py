@@ -11,6 +11,12 @@ loaded from, feature size, and the dtype they are stored in). The input
 pipeline reads it like any dataset (exact mixing included) and the models
 skip their backbone when a batch carries `features`.
 
+Under a `tf.distribute` strategy every replica runs the backbone on its
+own batches; with several workers, each writes its own shards into the
+chief's temporary folder and the chief lists them all in `dataset.json`
+once every worker is done (`extract_features`). A cache made either way
+holds the same records.
+
 A float16 cache (`dtype="float16"`) stores each record's features as
 little-endian float16 bytes (`features/float16`): about half the size on
 disk, values rounded to float16's 11 significant bits; the pipeline decodes
@@ -25,6 +31,7 @@ runs read them instead of computing them again.
 """
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -164,7 +171,7 @@ def extract_features(
         per_worker = {s: max(1, min(num_shards, info.splits[s].num_records)) for s in splits}
     else:
         per_worker = {s: -(-num_shards // workers.count) for s in splits}
-    with _shared_output_dir(output_dir, overwrite, workers) as tmp:
+    with _shared_output_dir(output_dir, overwrite, workers) as out:
         counts, error = {}, ""
         for split in splits:
 
@@ -184,11 +191,9 @@ def extract_features(
             options = tf.distribute.InputOptions(experimental_fetch_to_device=not _is_tpu(strategy))
             ds = strategy.distribute_datasets_from_function(dataset_fn, options)
             k = per_worker[split]
-            names = [_shard_name(split, workers.index, j, k, workers.count) for j in range(k)]
+            paths = [os.path.join(out.path, _shard_name(split, workers.index, j, k, workers.count)) for j in range(k)]
             total = info.splits[split].num_records if workers.count == 1 else None
-            counts[split], error = _write_split(
-                ds, features_of, workers, split, [os.path.join(tmp, n) for n in names], dtype, error, total, progress
-            )
+            counts[split], error = _write_split(ds, features_of, workers, split, paths, dtype, error, total, progress)
         # === Barrier: every worker has closed its shards; each learns every worker's counts ===
         report = json.dumps({"counts": counts, "error": error[:1000]}, ensure_ascii=False)
         reports = [json.loads(r) for r in workers.gather(report)]
@@ -196,21 +201,10 @@ def extract_features(
         if failed:
             w, message = failed[0]
             raise FeatureCacheError(message if workers.count == 1 else f"worker {w}: {message}")
-        split_infos = {}
-        for split in splits:
-            k = per_worker[split]
-            shard_names = [
-                _shard_name(split, w, j, k, workers.count)
-                for w, r in enumerate(reports)
-                for j in range(min(k, r["counts"][split]))
-            ]
-            split_infos[split] = schema.SplitInfo(
-                num_records=sum(r["counts"][split] for r in reports), num_shards=len(shard_names), files=shard_names
-            )
-        cache = schema.DatasetInfo(
+        out.manifest = schema.DatasetInfo(
             num_classes=info.num_classes,
             multi_label=info.multi_label,
-            splits=split_infos,
+            splits={s: _split_info(s, [r["counts"][s] for r in reports], per_worker[s]) for s in splits},
             classes=info.classes,
             provenance={
                 "source": "feature_cache",
@@ -226,14 +220,23 @@ def extract_features(
             },
             skipped=info.skipped,
         )
-        if workers.index == 0:
-            cache.write(tmp)
     return schema.load_dataset_info(output_dir)
 
 
 def _shard_name(split: str, worker: int, index: int, per_worker: int, num_workers: int) -> str:
     """Shard `index` of worker `worker`'s `per_worker`: numbered after the shards of the workers before it."""
     return schema.shard_name(split, worker * per_worker + index, num_workers * per_worker)
+
+
+def _split_info(split: str, counts: list[int], per_worker: int) -> schema.SplitInfo:
+    """The split's entry in `dataset.json` from each worker's record count: the shards each worker opened (shard j
+    of a worker holds records j, j + per_worker, ...) and the exact total."""
+    names = [
+        _shard_name(split, w, j, per_worker, len(counts))
+        for w, n in enumerate(counts)
+        for j in range(min(per_worker, n))
+    ]
+    return schema.SplitInfo(num_records=sum(counts), num_shards=len(names), files=names)
 
 
 def _is_tpu(strategy: tf.distribute.Strategy) -> bool:
@@ -253,10 +256,11 @@ def _write_split(
 ) -> tuple[int, str]:
     """Writes this worker's records of `split` round-robin into `paths`; returns (records written, error).
 
-    A worker that fails (a feature beyond float16's range) stops writing
-    but goes on reading: every step of a multi-worker input is a collective
-    that all workers take together. `error` from an earlier split stops it
-    from the start. With one worker the error is raised at once.
+    With several workers a worker that fails (a feature beyond float16's
+    range, a write that fails) stops writing but goes on reading: every
+    step of their input is a collective that all take together, and the
+    error is told to all at the barrier. `error` from an earlier split
+    stops it from the start. With one worker the error is raised at once.
     """
     strategy = workers.strategy
     writers: dict[int, tf.io.TFRecordWriter] = {}
@@ -265,38 +269,37 @@ def _write_split(
     for batch in ds:
         if error:
             continue
-        feats = strategy.experimental_local_results(features_of(batch["image"]))
-        local = {k: strategy.experimental_local_results(v) for k, v in batch.items() if k != "image"}
-        # One batch per local replica (empty where a replica had no records left), in the order they were read.
-        for r, replica_feats in enumerate(feats):
-            arrays = {k: v[r].numpy() for k, v in local.items()}
-            replica_feats = replica_feats.numpy()
-            if dtype == "float16":
-                try:
+        try:
+            feats = strategy.experimental_local_results(features_of(batch["image"]))
+            local = {k: strategy.experimental_local_results(v) for k, v in batch.items() if k != "image"}
+            # One batch per local replica (empty where a replica had no records left), in the order they were read.
+            for r, replica_feats in enumerate(feats):
+                arrays = {k: v[r].numpy() for k, v in local.items()}
+                replica_feats = replica_feats.numpy()
+                if dtype == "float16":
                     replica_feats = _as_float16(replica_feats, arrays["id"], split, count)
-                except FeatureCacheError as e:
-                    if workers.count == 1:
-                        raise
-                    error = str(e)
-                    break
-            for i in range(len(replica_feats)):
-                noisy, pos, neg, true = _index_lists(arrays, i)
-                example = make_example(
-                    arrays["id"][i].decode("utf-8"),
-                    None,
-                    noisy,
-                    pos,
-                    neg,
-                    true,
-                    features=replica_feats[i],
-                    feature_dtype=dtype,
-                )
-                shard = count % len(paths)
-                if shard not in writers:  # opened at its first record: a worker with few records has no empty shards
-                    writers[shard] = tf.io.TFRecordWriter(paths[shard])
-                writers[shard].write(example)
-                count += 1
-            bar.update(len(replica_feats))
+                for i in range(len(replica_feats)):
+                    noisy, pos, neg, true = _index_lists(arrays, i)
+                    example = make_example(
+                        arrays["id"][i].decode("utf-8"),
+                        None,
+                        noisy,
+                        pos,
+                        neg,
+                        true,
+                        features=replica_feats[i],
+                        feature_dtype=dtype,
+                    )
+                    shard = count % len(paths)
+                    if shard not in writers:  # opened at its first record: no empty shards
+                        writers[shard] = tf.io.TFRecordWriter(paths[shard])
+                    writers[shard].write(example)
+                    count += 1
+                bar.update(len(replica_feats))
+        except Exception as e:
+            if workers.count == 1:
+                raise
+            error = str(e) if isinstance(e, FeatureCacheError) else f"{type(e).__name__}: {e}"
     bar.close()
     for w in writers.values():
         w.close()
@@ -345,25 +348,38 @@ class _Workers:
         return [bytes(row.astype(np.uint8)).rstrip(b"\0").decode("utf-8") for row in rows]
 
 
+@dataclasses.dataclass
+class _Output:
+    """The temporary folder every worker writes its shards into, and the cache's `DatasetInfo` the chief writes
+    there once every worker is done."""
+
+    path: str
+    manifest: Optional[schema.DatasetInfo] = None
+
+
 @contextlib.contextmanager
-def _shared_output_dir(output_dir: str, overwrite: bool, workers: _Workers) -> Iterator[str]:
+def _shared_output_dir(output_dir: str, overwrite: bool, workers: _Workers) -> Iterator[_Output]:
     """`atomic_output_dir` for every worker: the chief makes the temporary folder and tells the others its name;
-    all write into it; the chief moves it into place once the body is done on every worker, and every worker
-    leaves when it is there (or raises when it is not)."""
+    all write into it; once the body is done on every worker, the chief writes the manifest and moves the folder
+    into place, and every worker leaves when it is there (or raises when it is not)."""
     if workers.count == 1:
         with atomic_output_dir(output_dir, overwrite) as tmp:
-            yield tmp
+            out = _Output(tmp)
+            yield out
+            out.manifest.write(tmp)
         return
     chief = workers.index == 0
-    stack, tmp, error = contextlib.ExitStack(), "", ""
+    stack, tmp, failure = contextlib.ExitStack(), "", None
     if chief:
         try:
             tmp = stack.enter_context(atomic_output_dir(output_dir, overwrite))
-        except OutputDirError as e:
-            error = str(e)
-    told = json.loads(workers.gather(json.dumps({"tmp": tmp, "error": error}) if chief else "")[0])
+        except Exception as e:  # told to the others, then raised
+            failure = e
+    told = json.loads(workers.gather(json.dumps({"tmp": tmp, "error": str(failure or "")[:1000]}) if chief else "")[0])
+    if failure is not None:
+        raise failure
     if told["error"]:
-        raise OutputDirError(told["error"] if chief else f"the chief cannot write {output_dir!r}: {told['error']}")
+        raise OutputDirError(f"the chief cannot write {output_dir!r}: {told['error']}")
     body_done, commit_error = False, None
     try:
         with stack:
@@ -375,9 +391,13 @@ def _shared_output_dir(output_dir: str, overwrite: bool, workers: _Workers) -> I
                     f"temporary folder {told['tmp']!r}: several workers need --output_dir on a filesystem they "
                     "all reach (gs://, a shared disk)"
                 )
-            yield told["tmp"]
+            out = _Output(told["tmp"])
+            yield out
+            # Past here only the chief works: its failure is told to the others below.
             body_done = True
-    except Exception as e:  # the body's failure (every worker's alike) is raised; the chief's commit is shared
+            if chief:
+                out.manifest.write(out.path)
+    except Exception as e:  # a failure in the body is every worker's alike (told at its barrier): raised by all
         if not body_done:
             raise
         commit_error = e
