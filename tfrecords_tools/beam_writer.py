@@ -48,8 +48,9 @@ from typing import Any, Optional, Union
 import apache_beam as beam
 import tensorflow as tf
 from absl import logging
-from apache_beam.metrics import Metrics
+from apache_beam.metrics import Metrics, MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineState
 
 from nlr_tf.data import files, schema
 from nlr_tf.data.label_stats import LabelStats
@@ -431,8 +432,13 @@ def write_dataset_beam(
         work = os.path.join(tmp_dir, _WORK_DIR)
         files.makedirs(work)
         staged = [] if isinstance(conversion.items, ManifestRows) else _stage_items(conversion, work, progress)
-        with beam.Pipeline(options=options) as p:
-            _build(p, conversion, tmp_dir, num_shards, (max_image_side, reduced_decode), staged)
+        p = beam.Pipeline(options=options)
+        _build(p, conversion, tmp_dir, num_shards, (max_image_side, reduced_decode), staged)
+        result = p.run()
+        state = result.wait_until_finish()  # even with --no_wait_until_finish: the launcher reads what it wrote
+        if state != PipelineState.DONE:
+            raise ConversionError(f"the Beam pipeline ended in state {state}, not DONE")
+        _log_metrics(result)
         info = _finish(files.read_json(os.path.join(work, _SUMMARY)), conversion, tmp_dir, skip_bad)
         files.remove_tree(work)
         info.provenance.update(writer.provenance(conversion, arguments))
@@ -444,6 +450,17 @@ def write_dataset_beam(
         info.write(tmp_dir)  # last: the folder is a dataset once dataset.json is in it
     info.path = files.absolute(output_dir)
     return info
+
+
+def _log_metrics(result: Any) -> None:
+    try:
+        counters = result.metrics().query(MetricsFilter().with_namespace("nlr_tf"))["counters"]
+    except (AttributeError, NotImplementedError, KeyError):  # a runner without metrics
+        return
+    totals: dict[str, int] = {}
+    for counter in counters:  # one per step that counts
+        totals[counter.key.metric.name] = totals.get(counter.key.metric.name, 0) + counter.result
+    logging.info("Beam metrics: %s", ", ".join(f"{name}={n}" for name, n in sorted(totals.items())))
 
 
 def _finish(
