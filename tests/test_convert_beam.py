@@ -153,15 +153,18 @@ def test_a_failing_pipeline_and_a_bad_row_leave_no_output_folder(tmp_path, monke
         write_dataset(_toy_conversion(items), str(tmp_path / "d"), runner="DirectRunner", progress=False)
     assert nothing_written(tmp_path / "d")
 
-    items = [_toy("noisy", i) for i in range(6)] + [BadRow("toy:9", "bad"), _toy("val", 1, noisy=[7])]
+    # Bad rows in the order the source holds them (not the order of their origins), as the local writer has them.
+    items = [_toy("noisy", i) for i in range(6)] + [_toy("val", 1, noisy=[7]), BadRow("toy:0", "bad")]
     reason = "noisy class index 7 is out of range for 3 classes"
-    with pytest.raises(BadInputError, match=f"^toy:1: {reason} \\(and 1 more bad rows; --skip_bad skips them\\)$"):
-        write_dataset(_toy_conversion(items), str(tmp_path / "d"), runner="DirectRunner", progress=False)
-    assert nothing_written(tmp_path / "d")
+    for runner in ("DirectRunner", None):
+        with pytest.raises(BadInputError, match=f"^toy:1: {reason}"):
+            write_dataset(_toy_conversion(items), str(tmp_path / "d"), runner=runner, progress=False)
+        assert nothing_written(tmp_path / "d")
     monkeypatch.setattr(writer, "MAX_LISTED_BAD_ROWS", 1)
-    info = write_dataset(_toy_conversion(items), str(tmp_path / "d"), runner="DirectRunner", skip_bad=True)
-    assert info.splits["noisy"].num_records == 6 and "val" not in info.splits
-    assert info.skipped == {"count": 2, "rows": [{"origin": "toy:1", "reason": reason}], "not_listed": 1}
+    for runner, out in (("DirectRunner", "d"), (None, "local")):
+        info = write_dataset(_toy_conversion(items), str(tmp_path / out), runner=runner, skip_bad=True, progress=False)
+        assert info.splits["noisy"].num_records == 6 and "val" not in info.splits
+        assert info.skipped == {"count": 2, "rows": [{"origin": "toy:1", "reason": reason}], "not_listed": 1}
 
     (tmp_path / "classes.txt").write_text("cat\n")
     (tmp_path / "rows.csv").write_text('image,noisy,id\na.png,cat,"two\nlines"\n')

@@ -24,10 +24,13 @@ Where the work happens:
   and writes them, so a shard must fit in a worker's memory (pick
   `--num_shards` for shards of a few hundred MB). Empty buckets are left
   out and the others named `SPLIT-0000j-of-0000n.tfrecord`, as locally.
-- Bad rows are counted with Beam metrics (namespace `nlr_tf`) and listed in
-  dataset.json, the first `writer.MAX_LISTED_BAD_ROWS` in source order
-  (origins ordered by file, then line). Without `skip_bad` the pipeline
-  still runs to its end; the launcher then fails naming the first one.
+- Every item carries its position in the source (a manifest's line
+  number, the launcher's count), so that of two records with one id the
+  first is kept, and bad rows are listed, the first
+  `writer.MAX_LISTED_BAD_ROWS`, in the order the local writer lists them.
+  They are counted with Beam metrics too (namespace `nlr_tf`). Without
+  `skip_bad` the pipeline still runs to its end; the launcher then fails
+  naming the first bad row.
 - Label statistics are merged across workers by a `CombineFn`.
 - Everything is written into `atomic_output_dir`'s temporary folder, and
   dataset.json last, by the launcher, once the pipeline has finished: a
@@ -39,7 +42,6 @@ import hashlib
 import io
 import os
 import pickle
-import re
 import shlex
 import uuid
 from collections.abc import Iterator, Sequence
@@ -58,7 +60,7 @@ from nlr_tf.data.output_dir import atomic_output_dir
 from nlr_tf.data.progress import progress_bar
 from tfrecords_tools import writer
 from tfrecords_tools.manifest import ManifestRows
-from tfrecords_tools.records import BadRow, Conversion, ConversionError, Item, Record
+from tfrecords_tools.records import BadRow, Conversion, ConversionError, Item
 
 RUNNERS = ("DirectRunner", "DataflowRunner", "FlinkRunner", "SparkRunner")
 
@@ -80,11 +82,6 @@ def shard_of(split: str, image_id: str, num_shards: int) -> int:
     """The bucket (0 .. num_shards - 1) of an image: a SHA-256 hash of its split and id, the same in every process."""
     digest = hashlib.sha256(f"{split}/{image_id}".encode("utf-8")).digest()
     return int.from_bytes(digest[:8], "big") % num_shards
-
-
-def origin_key(origin: str) -> tuple:
-    """Orders origins by file, then by line number (`rows.csv:9` before `rows.csv:10`)."""
-    return tuple(int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", origin)))
 
 
 def split_options(beam_options: Union[str, Sequence[str]]) -> list[str]:
@@ -195,6 +192,7 @@ def _read_lines(
 
 
 def _parse_line(line: tuple[int, int, bytes], rows: ManifestRows) -> Iterator[Any]:
+    """(position, item) of a manifest line, its line number the position in the source; or a fatal error."""
     lineno, offset, raw = line
     try:
         item = rows.parse_line(lineno, offset, raw)
@@ -202,11 +200,11 @@ def _parse_line(line: tuple[int, int, bytes], rows: ManifestRows) -> Iterator[An
         yield beam.pvalue.TaggedOutput(_FATAL, (lineno, str(e)))
         return
     if item is not None:
-        yield item
+        yield lineno, item
 
 
 def _stage_items(conversion: Conversion, directory: str, progress: bool) -> list[str]:
-    """Writes the conversion's items as pickles in TFRecord files; returns their paths."""
+    """Writes the conversion's items with their positions, pickled, in TFRecord files; returns their paths."""
     paths: list[str] = []
     out: Optional[tf.io.TFRecordWriter] = None
     bar = progress_bar(conversion.total, "staging", progress)
@@ -217,7 +215,7 @@ def _stage_items(conversion: Conversion, directory: str, progress: bool) -> list
                     out.close()
                 paths.append(os.path.join(directory, f"items-{len(paths):05d}.tfrecord"))
                 out = tf.io.TFRecordWriter(paths[-1])
-            out.write(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
+            out.write(pickle.dumps((n, item), protocol=pickle.HIGHEST_PROTOCOL))
             bar.update()
     finally:
         if out is not None:
@@ -226,57 +224,58 @@ def _stage_items(conversion: Conversion, directory: str, progress: bool) -> list
     return paths
 
 
-def _read_staged(path: str) -> Iterator[Item]:
+def _read_staged(path: str) -> Iterator[tuple[int, Item]]:
     for raw in tf.data.TFRecordDataset(path).as_numpy_iterator():
         yield pickle.loads(raw)
 
 
 # === Images, labels, shards ===
-def _bad(bad: BadRow) -> beam.pvalue.TaggedOutput:
+def _bad(bad: BadRow, position: int) -> beam.pvalue.TaggedOutput:
     _BAD_ROWS.inc()
-    return beam.pvalue.TaggedOutput(_BAD, (bad.origin, bad.reason))
+    return beam.pvalue.TaggedOutput(_BAD, ((bad.origin, bad.reason), position))
 
 
-def _prepare(item: Item, num_classes: int, num_shards: int, resize: tuple[int, bool]) -> Iterator[Any]:
+def _prepare(
+    positioned: tuple[int, Item], num_classes: int, num_shards: int, resize: tuple[int, bool]
+) -> Iterator[Any]:
     """Reads and checks an item's image and labels (in a worker); yields ((split, bucket), entry) or a bad row."""
+    position, item = positioned
     result = item if isinstance(item, BadRow) else writer._prepare(item, *resize)
     if isinstance(result, BadRow):
-        yield _bad(result)
+        yield _bad(result, position)
         return
     record, encoded = result
     problem = writer._check_labels(record, num_classes)
     if problem is not None:
-        yield _bad(BadRow(record.origin or record.id, problem))
+        yield _bad(BadRow(record.origin or record.id, problem), position)
         return
-    labels = tuple(None if v is None else [int(c) for c in v] for v in _label_lists(record))
-    entry = (record.id, record.origin or record.id, writer._serialize(record, encoded), labels)
+    labels = [record.noisy, record.verified_pos, record.verified_neg, record.true]
+    labels = tuple(None if v is None else [int(c) for c in v] for v in labels)
+    entry = (record.id, position, record.origin or record.id, writer._serialize(record, encoded), labels)
     yield (record.split, shard_of(record.split, record.id, num_shards)), entry
 
 
-def _label_lists(record: Record) -> tuple:
-    return record.noisy, record.verified_pos, record.verified_neg, record.true
-
-
 def _write_shard(keyed: tuple[tuple[str, int], Any], directory: str) -> Iterator[Any]:
-    """Writes one bucket's records sorted by id, the first of each id in source order; later ones are bad rows."""
+    """Writes a bucket's records sorted by id, of each id the first in the source; the later ones are bad rows."""
     (split, bucket), entries = keyed
     kept = []
-    for entry in sorted(entries, key=lambda e: (e[0], origin_key(e[1]), e[2])):
-        if kept and kept[-1][0] == entry[0]:
+    for entry in sorted(entries, key=lambda e: e[:2]):
+        image_id, position, origin = entry[:3]
+        if kept and kept[-1][0] == image_id:
             _DUPLICATE_IDS.inc()
-            yield _bad(BadRow(entry[1], f"duplicate image id {entry[0]!r} in split {split!r}"))
+            yield _bad(BadRow(origin, f"duplicate image id {image_id!r} in split {split!r}"), position)
         else:
             kept.append(entry)
     name = os.path.join(directory, f"{split}.part-{bucket:05d}")
     # A retried bundle writes its own attempt, then replaces the file: the same records, sorted, every time.
     attempt = os.path.join(directory, _WORK_DIR, f"{split}.part-{bucket:05d}.{uuid.uuid4().hex}")
     with tf.io.TFRecordWriter(attempt) as out:
-        for _, _, serialized, _ in kept:
-            out.write(serialized)
+        for entry in kept:
+            out.write(entry[3])
     tf.io.gfile.rename(attempt, name, overwrite=True)
     _RECORDS_WRITTEN.inc(len(kept))
     for entry in kept:
-        yield beam.pvalue.TaggedOutput(_LABELS, (split, entry[3]))
+        yield beam.pvalue.TaggedOutput(_LABELS, (split, entry[4]))
     yield {"split": split, "bucket": bucket, "records": len(kept)}
 
 
@@ -309,8 +308,9 @@ def _write_summary(entries: list[dict[str, Any]], path: str) -> None:
     files.write_json(path, entries, indent=None)
 
 
-def _bad_key(row: tuple[str, str]) -> tuple:
-    return origin_key(row[0]), row[1]
+def _listing_order(bad: tuple[tuple[str, str], int]) -> tuple:
+    (origin, reason), position = bad
+    return position, origin, reason
 
 
 def _build(
@@ -361,14 +361,15 @@ def _build(
         | "LabelStats" >> beam.CombinePerKey(LabelStatsFn(len(conversion.classes)))
         | "StatsEntries" >> beam.MapTuple(lambda split, summary: {"stats": split, "summary": summary})
     )
-    bad = (prepared[_BAD], written[_BAD]) | "AllBad" >> beam.Flatten() | "DistinctBad" >> beam.Distinct()
+    # A row met twice (a COCO image in two splits) is one bad row, listed where it was first met.
+    bad = (prepared[_BAD], written[_BAD]) | "AllBad" >> beam.Flatten() | "FirstMet" >> beam.CombinePerKey(min)
     bad_count = (
         bad | "CountBad" >> beam.combiners.Count.Globally() | "CountEntry" >> beam.Map(lambda n: {"bad_count": n})
     )
     bad_rows = (
         bad
-        | "FirstBad" >> beam.combiners.Top.Of(writer.MAX_LISTED_BAD_ROWS, key=_bad_key, reverse=True)
-        | "BadEntry" >> beam.Map(lambda rows: {"bad_rows": rows})
+        | "FirstBad" >> beam.combiners.Top.Of(writer.MAX_LISTED_BAD_ROWS, key=_listing_order, reverse=True)
+        | "BadEntry" >> beam.Map(lambda rows: {"bad_rows": [row for row, _ in sorted(rows, key=_listing_order)]})
     )
     entries = [written.shards, stats, bad_count, bad_rows]
     if fatal:
@@ -479,7 +480,7 @@ def _finish(
             merged.update(entry)
     if merged["fatal"]:
         raise ConversionError(merged["fatal"][0])
-    bad_rows = sorted(merged["bad_rows"], key=_bad_key)
+    bad_rows = merged["bad_rows"]
     count = merged["bad_count"]
     if count and not skip_bad:
         more = f" (and {count - 1} more bad rows; --skip_bad skips them)" if count > 1 else ""
