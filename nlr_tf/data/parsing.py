@@ -58,7 +58,9 @@ def make_example(
             feature[schema.FEATURES] = tf.train.Feature(float_list=tf.train.FloatList(value=features))
         else:
             raise ValueError(f"feature_dtype={feature_dtype!r}: expected one of {', '.join(schema.FEATURE_DTYPES)}")
-    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString()
+    # In key order: protobuf writes a map in an order that changes from process to process, and the same record
+    # must give the same bytes in every process (a Beam worker, another run) for datasets to compare byte for byte.
+    return tf.train.Example(features=tf.train.Features(feature=feature)).SerializeToString(deterministic=True)
 
 
 def iterate_label_lists(files: Sequence[str], batch_size: int = 1024) -> Iterator[dict[str, Any]]:
