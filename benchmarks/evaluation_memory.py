@@ -10,11 +10,14 @@ verified labels (half of them positive), arrive in batches of
 `--batch_size` as `prediction.predict` receives them. The reference is the
 dense path: every batch's scores and its noisy, verified, mask and true
 label rows kept as float32 [B, d] arrays, concatenated into [N, d] arrays,
-then `metrics.evaluate`. Peak memory is measured with `tracemalloc` (numpy
-reports its allocations to it), from the first batch to the report.
+then `metrics.evaluate`. The entries path keeps of each batch only its
+`metrics.VerifiedEntries` (the verified entries, and each image's top class),
+concatenates them, then `metrics.evaluate`. Both give the same report (checked). Peak
+memory is measured with `tracemalloc` (numpy reports its allocations to it),
+from the first batch to the report.
 
-Last line: `ratio: X.XX`, the dense path's peak memory over the bytes its
-[N, d] score array alone takes (how many score arrays' worth it holds).
+Last line: `ratio: X.XX`, the dense path's peak memory over the entries
+path's.
 """
 
 import time
@@ -62,6 +65,17 @@ def dense_path(num_images, num_classes, verified, batch_size) -> metrics.Report:
     return metrics.evaluate(p["scores"], p["verified_labels"], p["verified_mask"])
 
 
+def entries_path(num_images, num_classes, verified, batch_size) -> metrics.Report:
+    """Only the verified entries of each batch (and its images' top classes): O(verified entries + N)."""
+    parts = []
+    for scores, batch in batches(num_images, num_classes, verified, batch_size):
+        parts.append(metrics.VerifiedEntries.from_dense(scores, batch["verified_labels"], batch["verified_mask"]))
+        del scores, batch
+    entries = metrics.VerifiedEntries.concatenate(parts)
+    del parts
+    return metrics.evaluate(entries)
+
+
 def _measure(fn, *args):
     tracemalloc.start()
     start = time.perf_counter()
@@ -76,12 +90,20 @@ def main(argv):
     del argv
     n, d = _NUM_IMAGES.value, _NUM_CLASSES.value
     args = (n, d, _VERIFIED.value, _BATCH_SIZE.value)
-    score_bytes = 4 * n * d
     print(f"{n} images x {d} classes, {_VERIFIED.value} verified labels per image, batches of {_BATCH_SIZE.value}")
-    report, peak, seconds = _measure(dense_path, *args)
-    print(f"dense:   peak {peak / 2**20:10.1f} MiB ({peak / n / 1024:.1f} KiB per image), {seconds:.1f} s")
-    print(f"         mAP {report.map!r} APall {report.ap_all!r} top-1 {report.top1!r}")
-    print(f"ratio: {peak / score_bytes:.2f}")
+    peaks, reports = {}, {}
+    for name, path in (("dense", dense_path), ("entries", entries_path)):
+        reports[name], peaks[name], seconds = _measure(path, *args)
+        per_image = peaks[name] / n / 1024
+        print(f"{name + ':':9s}peak {peaks[name] / 2**20:10.1f} MiB ({per_image:.1f} KiB per image), {seconds:.1f} s")
+    report = reports["dense"]
+    print(f"mAP {report.map!r} APall {report.ap_all!r} top-1 {report.top1!r}")
+    same = all(
+        np.array_equal(getattr(reports["entries"], k), getattr(report, k), equal_nan=True)
+        for k in ("per_class_ap", "map", "ap_all", "top1", "classes_without_positives")
+    )
+    print(f"reports equal: {same}")
+    print(f"ratio: {peaks['dense'] / peaks['entries']:.2f}")
 
 
 if __name__ == "__main__":

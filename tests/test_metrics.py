@@ -144,3 +144,102 @@ def test_random_shapes_dtypes_and_chunkings_equal_sklearn(seed, monkeypatch):
 def test_empty_inputs():
     assert metrics.average_precision(np.zeros((5, 0)), np.zeros((5, 0))).shape == (0,)
     assert np.isnan(metrics.average_precision(np.zeros((0, 3)), np.zeros((0, 3)))).all()
+
+
+# === The entries form: exactly the dense metrics ===
+def _case(seed):
+    """A random evaluation: ties, unverified entries, classes without positives, all-masked rows, single-label."""
+    rng = np.random.default_rng(1000 + seed)
+    n, d = int(rng.integers(1, 300)), int(rng.integers(1, 40))
+    kind = seed % 4
+    scores = rng.random((n, d))
+    if kind == 0:
+        scores = np.round(scores, 1).astype(np.float32)  # few levels: many ties
+    elif kind == 1:
+        scores = scores.astype(np.float32)
+    elif kind == 2:  # float64 scores that tie only once cast to float32
+        scores = np.float32(np.round(scores, 2)) + rng.integers(0, 2, (n, d)) * 1e-12
+    else:  # single-label: one positive per image
+        scores = np.round(scores, 2).astype(np.float32)
+    if kind == 3:
+        labels = np.zeros((n, d), np.float32)
+        labels[np.arange(n), rng.integers(0, d, n)] = 1.0
+    else:
+        labels = rng.random((n, d)) < rng.uniform(0.01, 0.6)
+        labels = labels.astype(rng.choice([np.float32, np.uint8, bool]))
+    mask = None
+    if seed % 5:
+        mask = (rng.random((n, d)) < rng.uniform(0.05, 1.0)).astype(np.float32)
+        mask[rng.random(n) < 0.2] = 0  # images with nothing verified
+        if d > 2:
+            labels[:, int(rng.integers(d))] = 0  # a class without positives
+            mask[:, int(rng.integers(d))] = 0  # a class never verified
+    return scores, labels, mask
+
+
+def _batched(scores, labels, mask, rng):
+    """The entries built batch by batch, as `prediction.predict` builds them."""
+    cuts = np.unique(np.concatenate(([0, len(scores)], rng.integers(0, len(scores) + 1, 3))))
+    return metrics.VerifiedEntries.concatenate(
+        [
+            metrics.VerifiedEntries.from_dense(scores[a:b], labels[a:b], None if mask is None else mask[a:b])
+            for a, b in zip(cuts[:-1], cuts[1:])
+        ]
+    )
+
+
+def _assert_same_report(got, want):
+    np.testing.assert_array_equal(got.per_class_ap, want.per_class_ap)  # NaN where NaN
+    for name in ("map", "ap_all", "top1", "classes_without_positives"):
+        a, b = getattr(got, name), getattr(want, name)
+        assert (a == b) or (np.isnan(a) and np.isnan(b)), (name, a, b)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_entries_give_exactly_the_dense_metrics(seed, monkeypatch):
+    import dense_metrics_util as dense
+
+    rng = np.random.default_rng(seed)
+    # Small chunks: several blocks of rows, chunks of classes and APall parts.
+    monkeypatch.setattr(metrics, "_CHUNK_ENTRIES", int(rng.choice([7, 300, 1 << 20])))
+    monkeypatch.setattr(metrics, "_PARALLEL_ENTRIES", int(rng.choice([0, 1 << 20])))  # classes on threads or not
+    monkeypatch.setattr(metrics, "_SPARSE", int(rng.choice([0, 8, 1 << 30])))  # masks read row-major or class-major
+    scores, labels, mask = _case(seed)
+    want = dense.evaluate(scores, labels, mask)
+    whole = metrics.VerifiedEntries.from_dense(scores, labels, mask)
+    verified = np.ones(scores.shape, bool) if mask is None else mask > 0
+    assert whole.scores.size == np.count_nonzero(verified) and whole.num_rows == len(scores)
+    for entries in (whole, _batched(scores, labels, mask, rng)):
+        _assert_same_report(metrics.evaluate(entries), want)
+        for name in ("mAP", "APall", "top1"):
+            np.testing.assert_array_equal(metrics.metric(name, entries), dense.metric(name, scores, labels, mask))
+    # The dense API is the entries path.
+    _assert_same_report(metrics.evaluate(scores, labels, mask), want)
+    np.testing.assert_array_equal(metrics.average_precision(scores, labels, mask), want.per_class_ap)
+    np.testing.assert_array_equal(metrics.ap_all(scores, labels, mask), want.ap_all)
+    np.testing.assert_array_equal(metrics.top1_accuracy(scores, labels, mask), want.top1)
+    # Images drawn with replacement (the bootstrap): the entries of the drawn rows, repeated.
+    idx = rng.integers(0, len(scores), len(scores))
+    drawn = whole.take(idx)
+    sub_mask = None if mask is None else mask[idx]
+    _assert_same_report(metrics.evaluate(drawn), dense.evaluate(scores[idx], labels[idx], sub_mask))
+    assert drawn == metrics.VerifiedEntries.from_dense(scores[idx], labels[idx], sub_mask)
+
+
+def test_entries_of_nothing_verified_and_of_no_classes():
+    import dense_metrics_util as dense
+
+    scores = np.random.default_rng(0).random((6, 4)).astype(np.float32)
+    labels = np.ones((6, 4), np.float32)
+    for mask in (np.zeros((6, 4)), None):
+        _assert_same_report(
+            metrics.evaluate(metrics.VerifiedEntries.from_dense(scores, labels, mask)),
+            dense.evaluate(scores, labels, mask),
+        )
+    empty = metrics.VerifiedEntries.from_dense(np.zeros((5, 0)), np.zeros((5, 0)))
+    assert empty.scores.size == 0 and metrics.average_precision(empty).shape == (0,)
+    assert np.isnan(metrics.top1_accuracy(empty)) and np.isnan(metrics.ap_all(empty))
+    none = metrics.VerifiedEntries.from_dense(np.zeros((0, 3)), np.zeros((0, 3)))
+    assert np.isnan(metrics.average_precision(none)).all()
+    with pytest.raises(ValueError, match="labels or mask"):
+        metrics.evaluate(none, np.zeros((0, 3)))
