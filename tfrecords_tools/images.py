@@ -153,7 +153,7 @@ def read_record_image(record: Record, max_side: int = 0, reduced_decode: bool = 
                 data = f.read()
     except (FileNotFoundError, tf.errors.NotFoundError):
         raise ImageError(f"image file not found: {path}") from None
-    except files.FILE_ERRORS as e:
+    except files.file_errors() as e:
         raise ImageError(f"cannot read image file {path}: {e}") from None
     try:
         return check_image_bytes(data, max_side, reduced_decode)

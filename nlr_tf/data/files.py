@@ -10,6 +10,9 @@ the target, then renamed over it (a file rename is atomic on a local disk,
 and on an object store such as GCS the object appears whole once copied).
 Folders are a different matter (see `output_dir.atomic_output_dir`): only a
 local disk renames a folder in one step.
+
+TensorFlow is imported on first use, not with this module, so that the
+dataset contract (`schema`) and the binaries' flag definitions load without it.
 """
 
 import io
@@ -20,10 +23,17 @@ import uuid
 from typing import Any, Optional
 
 import numpy as np
-import tensorflow as tf
 
-# What a failed read or write raises: OSError on the local disk, a tf.errors.OpError through tf.io.gfile.
-FILE_ERRORS = (OSError, tf.errors.OpError)
+
+def _tf():
+    import tensorflow as tf
+
+    return tf
+
+
+def file_errors() -> tuple[type[Exception], ...]:
+    """What a failed read or write raises: OSError on the local disk, a tf.errors.OpError through tf.io.gfile."""
+    return (OSError, _tf().errors.OpError)
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 
@@ -41,63 +51,63 @@ def absolute(path: str) -> str:
 
 
 def exists(path: str) -> bool:
-    return tf.io.gfile.exists(path)
+    return _tf().io.gfile.exists(path)
 
 
 def isdir(path: str) -> bool:
-    return tf.io.gfile.isdir(path)
+    return _tf().io.gfile.isdir(path)
 
 
 def isfile(path: str) -> bool:
-    return tf.io.gfile.exists(path) and not tf.io.gfile.isdir(path)
+    return _tf().io.gfile.exists(path) and not _tf().io.gfile.isdir(path)
 
 
 def makedirs(path: str) -> None:
     if path:
-        tf.io.gfile.makedirs(path)
+        _tf().io.gfile.makedirs(path)
 
 
 def size(path: str) -> int:
-    return tf.io.gfile.stat(path).length
+    return _tf().io.gfile.stat(path).length
 
 
 def listdir(path: str) -> list[str]:
     """The names in folder `path` (no trailing slashes, as `os.listdir`)."""
-    return sorted(name.rstrip("/") for name in tf.io.gfile.listdir(path))
+    return sorted(name.rstrip("/") for name in _tf().io.gfile.listdir(path))
 
 
 def glob(pattern: str) -> list[str]:
-    return sorted(tf.io.gfile.glob(pattern))
+    return sorted(_tf().io.gfile.glob(pattern))
 
 
 def remove(path: str) -> None:
     """Removes the file `path` if it is there."""
-    if tf.io.gfile.exists(path):
-        tf.io.gfile.remove(path)
+    if _tf().io.gfile.exists(path):
+        _tf().io.gfile.remove(path)
 
 
 def remove_tree(path: str) -> None:
     """Removes the folder `path` and everything in it, if it is there."""
-    if tf.io.gfile.exists(path):
-        tf.io.gfile.rmtree(path)
+    if _tf().io.gfile.exists(path):
+        _tf().io.gfile.rmtree(path)
 
 
 def folder_size(path: str) -> int:
     """Bytes in the files under `path`."""
-    return sum(size(os.path.join(d, f)) for d, _, names in tf.io.gfile.walk(path) for f in names)
+    return sum(size(os.path.join(d, f)) for d, _, names in _tf().io.gfile.walk(path) for f in names)
 
 
 def copy(source: str, target: str) -> None:
-    tf.io.gfile.copy(source, target, overwrite=True)
+    _tf().io.gfile.copy(source, target, overwrite=True)
 
 
 def read_bytes(path: str) -> bytes:
-    with tf.io.gfile.GFile(path, "rb") as f:
+    with _tf().io.gfile.GFile(path, "rb") as f:
         return f.read()
 
 
 def read_text(path: str) -> str:
-    with tf.io.gfile.GFile(path, "r") as f:
+    with _tf().io.gfile.GFile(path, "r") as f:
         return f.read()
 
 
@@ -106,7 +116,7 @@ def read_json(path: str) -> Any:
 
 
 def read_json_if_exists(path: str) -> Optional[Any]:
-    return read_json(path) if tf.io.gfile.exists(path) else None
+    return read_json(path) if _tf().io.gfile.exists(path) else None
 
 
 def write_bytes(path: str, content: bytes) -> None:
@@ -114,12 +124,12 @@ def write_bytes(path: str, content: bytes) -> None:
     makedirs(os.path.dirname(path))
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
     try:
-        with tf.io.gfile.GFile(tmp, "wb") as f:
+        with _tf().io.gfile.GFile(tmp, "wb") as f:
             f.write(content)
-        tf.io.gfile.rename(tmp, path, overwrite=True)
+        _tf().io.gfile.rename(tmp, path, overwrite=True)
     except BaseException:
-        if tf.io.gfile.exists(tmp):
-            tf.io.gfile.remove(tmp)
+        if _tf().io.gfile.exists(tmp):
+            _tf().io.gfile.remove(tmp)
         raise
 
 

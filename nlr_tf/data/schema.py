@@ -2,7 +2,8 @@
 
 A dataset is a folder holding `dataset.json`, `label_map.json` and shards
 named `SPLIT-00000-of-000NN.tfrecord`, on any TensorFlow filesystem. This
-module reads and writes the two JSON files and validates them.
+module reads and writes the two JSON files and validates them; it imports no
+TensorFlow until it touches a file.
 """
 
 import dataclasses
@@ -155,7 +156,7 @@ def load_dataset_info(path: str, check_files: bool = True) -> DatasetInfo:
         meta = files.read_json(meta_path)
         label_map_path = os.path.join(path, meta.get("label_map", LABEL_MAP_JSON))
         label_map = files.read_json(label_map_path)
-    except (json.JSONDecodeError, *files.FILE_ERRORS) as e:
+    except (json.JSONDecodeError, *files.file_errors()) as e:
         raise DatasetError(f"cannot read dataset metadata in {path!r}: {e}") from e
     for key in ("num_classes", "multi_label", "splits"):
         if key not in meta:

@@ -86,7 +86,7 @@ def load(ledger_dir: str) -> dict[str, Any]:
         return {"chunks": {}}
     try:
         return _read(path)
-    except (ValueError, *files.FILE_ERRORS) as e:
+    except (ValueError, *files.file_errors()) as e:
         raise LedgerError(f"{path} cannot be read: {e}") from None
 
 
