@@ -1,13 +1,64 @@
-"""Copying parts of a trained model (its backbone, its classifier) from a checkpoint.
+"""Reading checkpoints back: a run's training state when it resumes, and parts of a trained model.
 
-Restoring a part proves it matched: every variable of the part must be
-found in the checkpoint. Where checkpoints live: `model_dir`.
+A resumed run restores the newest checkpoint that reads in full, skipping
+damaged ones (cut short by a copy or a preempted write) with one line each.
+Restoring a part (its backbone, its classifier) proves it matched: every
+variable of the part must be found in the checkpoint. Where checkpoints
+live: `model_dir`.
 """
+
+import os
+from typing import Optional
 
 import keras
 import tensorflow as tf
+from absl import logging
 
+from nlr_tf.data import files
 from nlr_tf.training.model_dir import CheckpointError, resolve_checkpoint
+
+
+def damaged_file(prefix: str) -> Optional[str]:
+    """The file of the checkpoint `prefix` that does not read in full (its index or a data shard); None if every
+    tensor reads (the bundle's checksums verified)."""
+    try:
+        reader = tf.train.load_checkpoint(prefix)
+    except (tf.errors.OpError, IndexError, ValueError):
+        return prefix + ".index"
+    try:
+        for name in reader.get_variable_to_shape_map():
+            reader.get_tensor(name)
+    except (tf.errors.OpError, IndexError, ValueError):
+        shards = files.glob(prefix + ".data-*")
+        return shards[0] if len(shards) == 1 else prefix + ".data-*"
+    return None
+
+
+def restore_latest_readable(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager) -> Optional[str]:
+    """Restores the newest checkpoint of `manager` that reads in full; returns its prefix (None: it has none).
+
+    Each damaged checkpoint newer than it is skipped with one warning line
+    naming its file (it stays on disk, and is written again when the run
+    reaches its step).
+
+    Raises:
+        CheckpointError: the manager lists checkpoints, none of them readable
+            (the run does not start over from random weights), or the
+            restored one does not fit the model.
+    """
+    for prefix in reversed(manager.checkpoints):
+        bad = damaged_file(prefix)
+        if bad is None:
+            checkpoint.restore(prefix).assert_existing_objects_matched()
+            return prefix
+        logging.warning("%s is truncated or unreadable: skipping checkpoint %s", bad, os.path.basename(prefix))
+    if manager.checkpoints:
+        names = ", ".join(os.path.basename(p) for p in manager.checkpoints)
+        raise CheckpointError(
+            f"no checkpoint in {manager.directory} reads in full ({names} damaged): "
+            "the run does not start over from random weights; to train from the start, use a new --model_dir"
+        )
+    return None
 
 
 class _Parts(tf.Module):

@@ -84,6 +84,8 @@ def check_config(config: TrainConfig) -> tuple[DatasetInfo, Method]:
         raise ConfigError("--train_steps, --batch_size, --checkpoint_steps and --log_steps must be >= 1")
     if config.eval_steps < 0:
         raise ConfigError(f"--eval_steps must be >= 0, got {config.eval_steps}")
+    if config.max_checkpoints < 2:  # a damaged last checkpoint leaves the one before it
+        raise ConfigError(f"--max_checkpoints must be >= 2, got {config.max_checkpoints}")
     rates = ["learning_rate"] + [n for n in FAMILIES[method.family].option_names() if n.endswith("learning_rate")]
     for name in rates:
         if not getattr(config, name) > 0:

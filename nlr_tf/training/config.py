@@ -125,7 +125,9 @@ class TrainConfig:
     restore_best: bool = option(
         False, "The final model.keras holds the weights of the best evaluation, not the last step."
     )
-    max_checkpoints: int = option(3, "Checkpoints kept in MODEL_DIR/checkpoints.", lower=1)
+    max_checkpoints: int = option(
+        3, "Checkpoints kept in MODEL_DIR/checkpoints (at least 2: a damaged last one leaves the one before).", lower=2
+    )
     strategy: str = option("default", "tf.distribute strategy.", choices=STRATEGIES)
     tpu: str = option("", "TPU name or address for --strategy=tpu.")
     devices: tuple[str, ...] = option((), "Devices for --strategy=mirrored (default: all GPUs).")

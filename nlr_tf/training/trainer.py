@@ -4,7 +4,8 @@ One function, `train(config)`, runs every method. It checks the
 configuration against the dataset before building anything, builds the
 model under the strategy's scope (starting from a `noisy` model's checkpoint
 when the method says so), restores the last checkpoint of `model_dir` if
-there is one (so an interrupted run started again with the same command
+there is one (the last that reads in full: a damaged one is skipped with a
+warning; so an interrupted run started again with the same command
 resumes, its input streams taken up after the batches already trained on,
 and ends at the same step count; under `--deterministic`, with the weights
 and evaluations of the run never interrupted), and then runs steps in
@@ -23,11 +24,12 @@ from absl import logging
 
 from nlr_tf.data import files, pipeline
 from nlr_tf.data.input_config import InputConfig
-from nlr_tf.training import early_stopping
+from nlr_tf.training import checkpoints, early_stopping
 from nlr_tf.training import model_dir as run_files
 from nlr_tf.training import optimizers as optim
 from nlr_tf.training.checks import ConfigError, check_config, mix_ratio, train_backbone
 from nlr_tf.training.config import TrainConfig
+from nlr_tf.training.model_dir import CheckpointError
 from nlr_tf.training.setup import (
     build_model_and_checkpoint,
     make_strategy,
@@ -94,6 +96,34 @@ def _check_finite(logs: dict[str, float], current: int, num_steps: int, manager)
         )
 
 
+def _check_best_weights(evaluations: early_stopping.Evaluations, step: int, restored: str) -> None:
+    """Makes sure `best/` holds the weights of the best evaluation the restored checkpoint's history knows.
+
+    They are there unless a newer checkpoint was skipped as damaged: its
+    history knew a better evaluation, and the older best weights were
+    deleted once it was saved. The restored checkpoint holds them if that
+    best evaluation is of its own step; otherwise they are lost.
+
+    Raises:
+        CheckpointError: the best weights are lost (the run could not keep its --restore_best promise).
+    """
+    best = evaluations.best()
+    if not evaluations.best_dir or best is None:
+        return
+    prefix = evaluations.best_prefix(best["step"])
+    if tf.io.gfile.exists(prefix + ".index"):
+        return
+    if best["step"] != step:
+        raise CheckpointError(
+            f"{evaluations.best_dir} lacks the weights of the evaluation of step {best['step']}, the best that "
+            f"{os.path.basename(restored)} knows (deleted once the damaged checkpoint after it was saved): "
+            "start the run in a new --model_dir"
+        )
+    logging.info("writing the best evaluation's weights (step %d) again from %s", step, restored)
+    evaluations.best_checkpoint.write(prefix)
+    evaluations.commit()  # best/checkpoint names them
+
+
 def _write_logs(writer, model, config: TrainConfig, current: int, logs: dict[str, float]) -> None:
     """The losses, examples per second and learning rates at step `current`: TensorBoard scalars and a log line."""
     with writer.as_default(step=current):
@@ -130,16 +160,16 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if not chief:  # every MWMS worker saves; only the chief's copy is kept
         checkpoint_dir = os.path.join(config.model_dir, ".workers", str(strategy.cluster_resolver.task_id))
     manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=config.max_checkpoints)
-    if manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        logging.info("resumed from %s at step %d", manager.latest_checkpoint, int(step.numpy()))
+    restored = checkpoints.restore_latest_readable(checkpoint, manager)
+    if restored:
+        logging.info("resumed from %s at step %d", restored, int(step.numpy()))
     elif config.init_checkpoint:
         restore_init_checkpoint(model, method, config.init_checkpoint)
 
     # === Input ===
     data = open_feature_cache(config, info, method, model, strategy) if config.feature_cache else info
     # What the family estimates from the data before its first step (a resumed run restores or reads it back).
-    estimated = task.prepare(model, data, config, resumed=bool(manager.latest_checkpoint))
+    estimated = task.prepare(model, data, config, resumed=restored is not None)
     input_config = InputConfig(
         backbone=config.backbone,
         image_size=config.image_size or None,
@@ -163,6 +193,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     evaluations = early_stopping.Evaluations(
         model, data, info, config, chief, best_dir, int(step.numpy()), main_phase_start(task.phases, config)
     )
+    if restored:
+        _check_best_weights(evaluations, int(step.numpy()), restored)
     loops, live = {}, {}
     logs: dict[str, Any] = {}
     # How long a step and an evaluation take once traced: a phase's first loop and the first evaluation trace, the
