@@ -184,15 +184,20 @@ def test_bad_configurations_fail_at_start_with_one_clear_line(dataset, noisy_run
     ]
     common = [
         f"--dataset={dataset}",
-        f"--model_dir={tmp_path / 'bad'}",
         "--method=noisy",
         "--train_steps=5",
         "--image_size=16",
         "--batch_size=20",
     ]
-    # Each case is a process of its own (most of its time is importing TensorFlow): several at once.
+    # Each case is a process of its own (most of its time is importing TensorFlow): several at once, each in a
+    # model dir of its own (one job at a time trains in a model dir).
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
-        procs = list(pool.map(lambda case: run_cli("train", *common, *case[0]), cases))
+        procs = list(
+            pool.map(
+                lambda i: run_cli("train", *common, f"--model_dir={tmp_path / f'bad{i}'}", *cases[i][0]),
+                range(len(cases)),
+            )
+        )
     for (extra, message), proc in zip(cases, procs):
         assert proc.returncode != 0, extra
         errors = [
@@ -203,7 +208,7 @@ def test_bad_configurations_fail_at_start_with_one_clear_line(dataset, noisy_run
         assert errors and message in errors[-1], (extra, proc.stderr[-2000:])
         assert "Traceback" not in proc.stderr, extra
     # Nothing is written for a configuration that cannot run: not even the model dir.
-    assert not os.path.exists(tmp_path / "bad")
+    assert not any(os.path.exists(tmp_path / f"bad{i}") for i in range(len(cases)))
 
 
 def test_a_diverging_run_stops_with_one_line_and_keeps_the_checkpoint_before_it(dataset, tmp_path):

@@ -21,7 +21,8 @@ budget, the rows it is significantly above, the budget beyond which more
 clean labels stop paying, and the commands that train the recommended
 method on all the data, export it and write its cleaned labels) and
 regime_map.png. Started again, it reuses finished runs and resumes an
-interrupted one.
+interrupted one. One job at a time works in an OUTPUT_DIR (it holds
+OUTPUT_DIR/job.lock): a second is refused with one line naming the first.
 
 With --dry_run it lists the runs it would train and estimates their time
 from a rehearsal: every row trained for a few timed steps (one seed, the
@@ -98,6 +99,14 @@ def _check_scale(value):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from nlr_tf.data import files
+    from nlr_tf.training.run_lock import run_locked
+
+    # One job at a time in an output folder: a second is refused with one line naming the first.
+    return run_locked(files.absolute(_OUTPUT_DIR.value), "nlr-compare", _main)
+
+
+def _main():
     from nlr_tf.data import files
     from nlr_tf.data.clean_budgets import CleanBudgetError
     from nlr_tf.data.schema import DatasetError, load_dataset_info

@@ -14,7 +14,9 @@ and writes results.json, results.md (the tables with a gap-closed column,
 the regime map and the papers' claims checked) and plots into --output_dir.
 Each run is an ordinary nlr-train model dir under OUTPUT_DIR/runs; started
 again, it reuses finished runs and resumes an interrupted one, so the full
-run may span several invocations.
+run may span several invocations. One job at a time works in an OUTPUT_DIR
+(it holds OUTPUT_DIR/job.lock): a second is refused with one line naming
+the first.
 """
 
 import os
@@ -93,6 +95,14 @@ def _check_scale(value):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from nlr_tf.data import files
+    from nlr_tf.training.run_lock import run_locked
+
+    # One job at a time in an output folder: a second is refused with one line naming the first.
+    return run_locked(files.absolute(_OUTPUT_DIR.value), "nlr-reproduce", _main)
+
+
+def _main():
     import dataclasses
 
     from nlr_tf.data import files

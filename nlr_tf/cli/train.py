@@ -6,8 +6,10 @@ Examples:
       --init_checkpoint=runs/noisy --model_dir=runs/nr_sigmoid --activation=sigmoid
 
 Started again with the same command, a run resumes from the last checkpoint
-in --model_dir and ends at the same step count. TensorBoard logs go under
---model_dir/train. With --train_backbone=false and --feature_cache=DIR, the
+in --model_dir that reads in full (a damaged one is skipped with a warning)
+and ends at the same step count. One job at a time trains in a --model_dir:
+it holds MODEL_DIR/job.lock, and a second job there is refused with one line
+naming the first. TensorBoard logs go under --model_dir/train. With --train_backbone=false and --feature_cache=DIR, the
 heads train on cached backbone features (written once, by this binary or by
 nlr-extract-features).
 """
@@ -55,12 +57,22 @@ def config_from_flags() -> TrainConfig:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from nlr_tf.training.run_lock import chief_task, run_locked
+
+    config = config_from_flags()
+    if config.strategy == "multi_worker_mirrored" and not chief_task():
+        return _train(config)  # the chief holds the job's lock; its workers share the run folder
+    return run_locked(config.model_dir, "nlr-train", _train, config)
+
+
+def _train(config: TrainConfig) -> int:
     from nlr_tf.training.checks import ConfigError
+    from nlr_tf.training.model_dir import CheckpointError
     from nlr_tf.training.trainer import TrainingDiverged, train
 
     try:
-        result = train(config_from_flags())
-    except (ConfigError, TrainingDiverged) as e:
+        result = train(config)
+    except (ConfigError, CheckpointError, TrainingDiverged) as e:
         print(f"nlr-train: error: {e}", file=sys.stderr)
         return 1
     losses = " ".join(f"{k}={v:.4g}" for k, v in result.items() if isinstance(v, float) and k != "weights_checksum")
