@@ -9,9 +9,9 @@ Started again with the same command, a run resumes from the last checkpoint
 in --model_dir that reads in full (a damaged one is skipped with a warning)
 and ends at the same step count. One job at a time trains in a --model_dir:
 it holds MODEL_DIR/job.lock, and a second job there is refused with one line
-naming the first. TensorBoard logs go under --model_dir/train. With --train_backbone=false and --feature_cache=DIR, the
-heads train on cached backbone features (written once, by this binary or by
-nlr-extract-features).
+naming the first. TensorBoard logs go under --model_dir/train. With
+--train_backbone=false and --feature_cache=DIR, the heads train on cached
+backbone features (written once, by this binary or by nlr-extract-features).
 """
 
 import dataclasses
