@@ -10,9 +10,11 @@ verified labels (half of them positive), arrive in batches of
 `--batch_size` as `prediction.predict` receives them. The reference is the
 dense path: every batch's scores and its noisy, verified, mask and true
 label rows kept as float32 [B, d] arrays, concatenated into [N, d] arrays,
-then `metrics.evaluate`. The entries path keeps of each batch only its
-`metrics.VerifiedEntries` (the verified entries, and each image's top class),
-concatenates them, then `metrics.evaluate`. Both give the same report (checked). Peak
+then `metrics.evaluate`. The entries path is `prediction.EntriesCollector`, what
+`nlr-eval` keeps of each batch: its `metrics.VerifiedEntries` (the verified
+entries, and each image's top class), ids, and each image's top-5 classes for
+the examples grid; then `metrics.evaluate` of the entries concatenated. Both
+give the same report (checked). Peak
 memory is measured with `tracemalloc` (numpy reports its allocations to it),
 from the first batch to the report.
 
@@ -27,6 +29,7 @@ import numpy as np
 from absl import app, flags
 
 from nlr_tf import metrics
+from nlr_tf.models.prediction import EntriesCollector
 
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 5_000, "Images.", lower_bound=1)
 _NUM_CLASSES = flags.DEFINE_integer("num_classes", 19_957, "Classes (Open Images V7: 19,957).", lower_bound=1)
@@ -37,7 +40,7 @@ _LABEL_KEYS = ("noisy_labels", "verified_labels", "verified_mask", "true_labels"
 
 
 def batches(num_images: int, num_classes: int, verified: int, batch_size: int, seed: int = 0):
-    """What `predict` receives per batch: float32 [B, d] scores and the pipeline's float32 [B, d] label rows."""
+    """What `predict` receives per batch: float32 [B, d] scores, the pipeline's float32 [B, d] label rows, ids."""
     rng = np.random.default_rng(seed)
     for start in range(0, num_images, batch_size):
         b = min(batch_size, num_images - start)
@@ -50,6 +53,8 @@ def batches(num_images: int, num_classes: int, verified: int, batch_size: int, s
         batch["verified_mask"][rows, classes] = 1.0
         batch["verified_labels"][rows[positive], classes[positive]] = 1.0
         batch["noisy_labels"][rows[positive], classes[positive]] = 1.0
+        batch["has_true"] = np.zeros(b, np.float32)
+        batch["id"] = np.array([b"%016d" % i for i in range(start, start + b)])
         yield scores, batch
 
 
@@ -66,14 +71,14 @@ def dense_path(num_images, num_classes, verified, batch_size) -> metrics.Report:
 
 
 def entries_path(num_images, num_classes, verified, batch_size) -> metrics.Report:
-    """Only the verified entries of each batch (and its images' top classes): O(verified entries + N)."""
-    parts = []
+    """What `prediction.predict_entries` keeps of each batch: O(verified entries + N)."""
+    collector = EntriesCollector()
     for scores, batch in batches(num_images, num_classes, verified, batch_size):
-        parts.append(metrics.VerifiedEntries.from_dense(scores, batch["verified_labels"], batch["verified_mask"]))
+        collector.add({"scores": scores, **batch})
         del scores, batch
-    entries = metrics.VerifiedEntries.concatenate(parts)
-    del parts
-    return metrics.evaluate(entries)
+    p = collector.result()
+    del collector
+    return metrics.evaluate(p.entries)
 
 
 def _measure(fn, *args):

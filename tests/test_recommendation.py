@@ -91,23 +91,37 @@ def test_the_test_metrics_precision_is_a_bootstrap_over_test_images():
     from nlr_tf import metrics
     from nlr_tf.reproduce.statistics import bootstrap_interval
 
+    def entries(p):
+        return metrics.VerifiedEntries.from_dense(p["scores"], p["labels"], p["mask"])
+
     rng = np.random.default_rng(0)
     small = [_scored(rng, 60, 1.0)]
     small.append(dict(small[0], scores=small[0]["scores"] + rng.normal(0, 0.5, (60, 2)).astype(np.float32)))
-    low, high = bootstrap_interval(small, "mAP")
+    low, high = bootstrap_interval([entries(p) for p in small], "mAP")
     mean = np.mean([metrics.evaluate(p["scores"], p["labels"], p["mask"]).map for p in small])
     assert low < mean < high and high - low > 0.05
+    # Each draw's metrics are the dense metrics of the drawn rows.
+    draw = np.random.default_rng(0)
+    draws = [draw.integers(0, 60, 60) for _ in range(2)]
+    want = [
+        np.mean([metrics.metric("APall", q["scores"][i], q["labels"][i], q["mask"][i]) for q in small]) for i in draws
+    ]
+    assert bootstrap_interval([entries(p) for p in small], "APall", draws=2) == tuple(
+        np.nanpercentile(want, [2.5, 97.5])
+    )
     # Sixteen times the test images: about a quarter of the width.
     large = [_scored(rng, 960, 1.0)]
-    large_low, large_high = bootstrap_interval(large, "mAP")
+    large_low, large_high = bootstrap_interval([entries(p) for p in large], "mAP")
     assert (large_high - large_low) < 0.5 * (high - low)
     # A perfect ranking on every draw: no width. Runs scored on other images: no interval.
-    perfect = [dict(small[0], scores=small[0]["labels"].astype(np.float32))]
+    perfect = [entries(dict(small[0], scores=small[0]["labels"].astype(np.float32)))]
     assert bootstrap_interval(perfect, "mAP") == (1.0, 1.0)
-    other = dict(small[1], labels=1 - small[1]["labels"])
-    assert bootstrap_interval([small[0], other], "mAP") is None
+    other = entries(dict(small[1], labels=1 - small[1]["labels"]))
+    assert bootstrap_interval([entries(small[0]), other], "mAP") is None
     # The same draws for the same seed.
-    assert bootstrap_interval(small, "APall") == bootstrap_interval(small, "APall")
+    assert bootstrap_interval([entries(p) for p in small], "APall") == bootstrap_interval(
+        [entries(p) for p in small], "APall"
+    )
 
 
 def test_one_metric_alone_equals_the_full_evaluation():

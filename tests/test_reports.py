@@ -5,6 +5,8 @@ import pytest
 from conftest import write_toy_dataset
 
 from nlr_tf.evaluation import examples, gains, pr_curves
+from nlr_tf.metrics import VerifiedEntries
+from nlr_tf.models.prediction import Evaluated
 
 NAN = float("nan")
 
@@ -89,7 +91,8 @@ def test_pr_curve_data_counts_verified_entries_at_each_threshold():
     scores[:3, 0] = [0.0, 1.0, 0.5]
     labels = (rng.random((n, d)) < 0.3).astype(np.float32)
     mask = (rng.random((n, d)) < 0.7).astype(np.float32)
-    curves = pr_curves.pr_curves(scores, labels, mask, ["a", "b", "a", "b", "b", "b"], num_thresholds=t)
+    entries = VerifiedEntries.from_dense(scores, labels, mask)
+    curves = pr_curves.pr_curves(entries, ["a", "b", "a", "b", "b", "b"], num_thresholds=t)
     assert set(curves) == {"all", "a", "b"} and all(c.shape == (6, t) for c in curves.values())
     for name, cols in (("all", slice(None)), ("a", [0, 2]), ("b", [1, 3, 4, 5])):
         s, y, m = scores[:, cols], labels[:, cols] > 0, mask[:, cols] > 0
@@ -101,8 +104,9 @@ def test_pr_curve_data_counts_verified_entries_at_each_threshold():
             np.testing.assert_allclose(curves[name][:, i], expected, rtol=1e-6, err_msg=f"{name} threshold {i}")
     # Unverified entries are left out: their scores change nothing.
     moved = np.where(mask > 0, scores, rng.random((n, d)).astype(np.float32))
-    np.testing.assert_array_equal(pr_curves.pr_curves(moved, labels, mask, ["a"] * d, t)["all"], curves["all"])
-    assert list(pr_curves.pr_curves(scores, labels, mask, ["x"] * d)) == ["all"]
+    moved = VerifiedEntries.from_dense(moved, labels, mask)
+    np.testing.assert_array_equal(pr_curves.pr_curves(moved, ["a"] * d, t)["all"], curves["all"])
+    assert list(pr_curves.pr_curves(entries, ["x"] * d)) == ["all"]
 
 
 def test_top_k_judged_uses_truth_where_known_else_verified_labels():
@@ -113,7 +117,9 @@ def test_top_k_judged_uses_truth_where_known_else_verified_labels():
         "has_true": np.array([True, False]),
         "verified_labels": np.array([[0, 1, 0, 0, 0, 0], [0, 0, 0, 0, 1, 1]], np.float32),
         "verified_mask": np.array([[1] * d, [0, 0, 1, 0, 1, 1]], np.float32),
+        "id": np.array([b"a", b"b"]),
     }
+    p = Evaluated.from_dense(p)
     assert examples.top_k_judged(p, 0) == [
         (0, pytest.approx(0.9), True),
         (1, pytest.approx(0.8), False),  # the truth wins over a wrong verification
@@ -136,6 +142,7 @@ def test_render_examples_draws_a_grid_of_marked_predictions():
         "verified_mask": np.zeros((n, d), np.float32),
         "id": np.array([f"img-{i}".encode() for i in range(n)]),
     }
+    p = Evaluated.from_dense(p)
     images = [rng.integers(0, 256, (12, 10, 3), dtype=np.uint8) for _ in range(n)]
     names = [f"class {i}" for i in range(d)]
     alone = examples.render_examples(images, p, range(n), names, cols=3)

@@ -66,7 +66,11 @@ DEFAULT_DEPTHS = (100, 500, 1000)
 
 
 def predict_labels(model, info: schema.DatasetInfo, split: str, **kwargs) -> dict[str, np.ndarray]:
-    """`prediction.predict`, with the image ids as str."""
+    """`prediction.predict`, with the image ids as str.
+
+    Dense [N, d] arrays, not evaluation's verified entries: cleaning rewrites
+    every image's noisy labels from its c-hat, so it reads both in full.
+    """
     out = prediction.predict(model, info, split, **kwargs)
     out["id"] = np.array([i.decode("utf-8") for i in out["id"]], dtype=object)
     return out

@@ -5,7 +5,9 @@ for a head trained on a feature cache, on that cache's features: the
 backbone inside the saved model is skipped; `run_evaluation` reads a cache
 only for a run whose backbone made it, else the cache's source images).
 Metrics compare the scores with the verified labels, ignoring unverified
-entries, as Veit evaluates Open Images.
+entries, as Veit evaluates Open Images. Predictions are kept as verified
+entries (`prediction.predict_entries`): memory grows with the verified
+entries and the images, not with images × classes.
 
 `run_evaluation` is `nlr-eval`: the metrics, and with them the reports of
 `gains`, `pr_curves`, `examples` and `summaries` (gain over a baseline by class frequency and
@@ -24,7 +26,8 @@ from nlr_tf.data import files
 from nlr_tf.data.feature_cache import cache_mismatch
 from nlr_tf.data.schema import DatasetError, DatasetInfo, load_dataset_info
 from nlr_tf.evaluation import examples, gains, plotting, pr_curves, summaries, thresholds
-from nlr_tf.models.prediction import predict
+from nlr_tf.metrics import VerifiedEntries
+from nlr_tf.models.prediction import Evaluated, predict_entries
 from nlr_tf.training import model_dir as run_files
 from nlr_tf.training.model_dir import CheckpointError
 
@@ -60,43 +63,45 @@ def evaluate(
     scores_file: str = "",
 ):
     """The metrics dict of `model` on `split` (what `nlr-eval` writes to metrics.json); with `scores_file`, the
-    scores and the verified labels they were measured against are kept there too (`write_scores`)."""
+    verified entries they were measured on are kept there too (`write_scores`)."""
     check_classes(model, info)
-    p = predict(model, info, split, backbone=backbone, image_size=image_size, batch_size=batch_size)
+    p = predict_entries(model, info, split, top_k=0, backbone=backbone, image_size=image_size, batch_size=batch_size)
     if scores_file:
-        write_scores(scores_file, p["scores"], p["verified_labels"], p["verified_mask"])
+        write_scores(scores_file, p.entries)
     return metrics_of_predictions(p, info, split)[0]
 
 
-def write_scores(path: str, scores: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> None:
-    """A split's scores and verified labels (npz), from which its metrics can be computed again (resampled, say)."""
-    arrays = {"scores": np.float32, "labels": np.uint8, "mask": np.uint8}
-    values = {"scores": scores, "labels": labels, "mask": mask}
-    files.save_npz(path, compressed=True, **{k: np.asarray(values[k], dtype) for k, dtype in arrays.items()})
+def write_scores(path: str, entries: VerifiedEntries) -> None:
+    """A split's verified entries (npz: `VerifiedEntries.as_arrays`), from which its metrics can be computed again
+    (resampled, say)."""
+    files.save_npz(path, compressed=True, **entries.as_arrays())
 
 
-def read_scores(path: str) -> Optional[dict[str, np.ndarray]]:
-    """What `write_scores` kept, or None if there is no such file."""
+def read_scores(path: str) -> Optional[VerifiedEntries]:
+    """What `write_scores` kept, or None if there is no such file; a file of dense `scores`, `labels` and `mask`
+    [N, d] (written before entries were kept) is read as its verified entries."""
     if not files.exists(path):
         return None
     arrays = files.load_npz(path)
-    return {k: arrays[k] for k in ("scores", "labels", "mask")}
+    if "class_starts" in arrays:
+        return VerifiedEntries.from_arrays(arrays)
+    return VerifiedEntries.from_dense(arrays["scores"], arrays["labels"], arrays["mask"])
 
 
-def metrics_of_predictions(p: dict[str, np.ndarray], info: DatasetInfo, split: str):
+def metrics_of_predictions(p: Evaluated, info: DatasetInfo, split: str):
     """The metrics dict of predictions `p` of `split`, and the `metrics.Report` against verified labels."""
-    report = metrics.evaluate(p["scores"], p["verified_labels"], p["verified_mask"])
+    report = metrics.evaluate(p.entries)
     result = {
         "split": split,
         "dataset": info.path,
-        "num_images": int(len(p["scores"])),
+        "num_images": p.num_rows,
         "multi_label": info.multi_label,
         **report.as_dict(info.class_names),
         "per_category_mAP": per_category_map(report.per_class_ap, info),
     }
-    if p["has_true"].all():
+    if p.truth is not None:
         # The built-in benchmark knows the truth of every entry.
-        truth = metrics.evaluate(p["scores"], p["true_labels"])
+        truth = metrics.evaluate(p.truth)
         result["against_truth"] = {"mAP": truth.map, "APall": truth.ap_all, "top1": truth.top1}
     return result, report
 
@@ -161,8 +166,9 @@ def _matches_cache(cache: DatasetInfo, model_dir: str, run_config: dict[str, Any
     )
 
 
-def _predict_run(model, run_config, model_dir, info, split, batch_size, notes, jit_compile=False):
-    """Predictions of a run on `split`: on the feature cache if its backbone made it, else on the images."""
+def _predict_run(model, run_config, model_dir, info, split, batch_size, notes, jit_compile=False, top_k=0):
+    """Predictions of a run on `split` (`Evaluated`, with each image's `top_k` classes): on the feature cache if its
+    backbone made it, else on the images."""
     data = info
     if info.feature_dim and not _matches_cache(info, model_dir, run_config):
         data, why = images_dataset(info)
@@ -172,10 +178,11 @@ def _predict_run(model, run_config, model_dir, info, split, batch_size, notes, j
                 f"cache's source dataset cannot be read: {why}"
             )
         notes.append(f"{model_dir}: evaluated on the images of {data.path} (its backbone did not make the cache)")
-    return predict(
+    return predict_entries(
         model,
         data,
         split,
+        top_k=top_k,
         backbone=run_config["backbone"],
         image_size=run_config.get("image_size", 0),
         batch_size=batch_size,
@@ -194,24 +201,21 @@ def run_thresholds(
     info = load_dataset_info(dataset)
     info.split_files(split)
     check_classes(model, info)
-    p = _predict_run(model, run_config, model_dir, info, split, batch_size, [])
-    if not p["verified_mask"].any():
+    entries = _predict_run(model, run_config, model_dir, info, split, batch_size, []).entries
+    if not entries.scores.size:
         raise EvalError(f"split {split!r} of {info.path!r} has no verified labels to choose thresholds on")
-    if not (p["verified_labels"] * p["verified_mask"]).any():
+    if not entries.labels.any():
         raise EvalError(f"split {split!r} of {info.path!r} has no verified positive of any class")
-    return thresholds.choose_thresholds(
-        p["scores"], p["verified_labels"], p["verified_mask"], target_precision=target_precision
-    )
+    return thresholds.choose_thresholds(entries, target_precision=target_precision)
 
 
-def _aligned(p: dict[str, np.ndarray], ids: np.ndarray, what: str) -> dict[str, np.ndarray]:
+def _aligned(p: Evaluated, ids: np.ndarray, what: str) -> Evaluated:
     """Predictions reordered to the image ids `ids`."""
-    index = {image_id: i for i, image_id in enumerate(p["id"])}
+    index = {image_id: i for i, image_id in enumerate(p.ids)}
     missing = [i for i in ids if i not in index]
     if missing or len(index) != len(ids):
         raise EvalError(f"{what} was evaluated on other images ({len(missing)} ids missing)")
-    order = np.array([index[i] for i in ids])
-    return {k: v[order] for k, v in p.items()}
+    return p.take(np.array([index[i] for i in ids], np.intp))
 
 
 def _training_step(model_dir: str) -> int:
@@ -268,8 +272,9 @@ def run_evaluation(config: EvalConfig) -> EvalOutputs:
         )
 
     # === Predictions and metrics ===
+    top_k = examples.TOP_K if config.num_examples > 0 else 0
     p = _predict_run(
-        model, run_config, config.model_dir, info, config.split, config.batch_size, notes, config.jit_compile
+        model, run_config, config.model_dir, info, config.split, config.batch_size, notes, config.jit_compile, top_k
     )
     result, report = metrics_of_predictions(p, info, config.split)
     base_p = None
@@ -283,8 +288,9 @@ def run_evaluation(config: EvalConfig) -> EvalOutputs:
             config.batch_size,
             notes,
             config.jit_compile,
+            top_k,
         )
-        base_p = _aligned(base_p, p["id"], f"baseline {config.baseline_model_dir!r}")
+        base_p = _aligned(base_p, p.ids, f"baseline {config.baseline_model_dir!r}")
         base_result, base_report = metrics_of_predictions(base_p, info, config.split)
         result["baseline"] = {
             "model_dir": config.baseline_model_dir,
@@ -307,11 +313,8 @@ def run_evaluation(config: EvalConfig) -> EvalOutputs:
             gains.plot_gain(result[key], path, title, xlabel, percent_range=key == "gain_by_quality")
             written.append(path)
     categories = [c.category for c in info.classes]
-    mask = p["verified_mask"]
-    curves = pr_curves.pr_curves(p["scores"], p["verified_labels"], mask, categories)
-    base_curves = None
-    if base_p is not None:
-        base_curves = pr_curves.pr_curves(base_p["scores"], base_p["verified_labels"], mask, categories)
+    curves = pr_curves.pr_curves(p.entries, categories)
+    base_curves = None if base_p is None else pr_curves.pr_curves(base_p.entries, categories)
     written.append(os.path.join(out_dir, "pr_curves.png"))
     pr_curves.plot_pr_curves(curves, written[-1], base_curves)
     grid = _examples_grid(p, base_p, info, config, notes)
@@ -336,7 +339,7 @@ def _examples_grid(p, base_p, info: DatasetInfo, config: EvalConfig, notes: list
         why = why or f"dataset {images_info.path!r} has no split {config.split!r}"
         notes.append(f"examples.png skipped: the feature cache's images are not readable ({why})")
         return None
-    index = {image_id.decode("utf-8"): i for i, image_id in enumerate(p["id"])}
+    index = {image_id.decode("utf-8"): i for i, image_id in enumerate(p.ids)}
     first = examples.first_images(images_info, config.split, config.num_examples)
     shown = [(index[image_id], image) for image_id, image in first if image_id in index]
     if len(shown) < len(first):

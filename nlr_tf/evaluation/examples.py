@@ -1,4 +1,8 @@
-"""Example predictions (Hu Fig. 3, Veit Fig. 7): test images with their top-5, marked right, wrong or unverified."""
+"""Example predictions (Hu Fig. 3, Veit Fig. 7): test images with their top-5, marked right, wrong or unverified.
+
+Read from `prediction.Evaluated`: the top classes of each image, judged
+batch by batch as the model ran, and the classes present of the shown images.
+"""
 
 import math
 from collections.abc import Sequence
@@ -11,38 +15,29 @@ from matplotlib.figure import Figure
 from nlr_tf.data import schema
 from nlr_tf.data.schema import DatasetInfo
 from nlr_tf.evaluation import plotting
+from nlr_tf.models.prediction import TOP_K, Evaluated
 
-TOP_K = 5
 
-
-def top_k_judged(p: dict[str, np.ndarray], index: int, k: int = TOP_K) -> list[tuple[int, float, Optional[bool]]]:
+def top_k_judged(p: Evaluated, index: int, k: int = TOP_K) -> list[tuple[int, float, Optional[bool]]]:
     """Top-k predictions of image `index` as (class, score, right?).
 
     Right or wrong against the truth where the image has it, else against
-    its verified labels; None for an unverified class.
+    its verified labels; None for an unverified class. At most the top
+    classes `p` kept per image.
     """
-    scores = p["scores"][index]
-    top = np.argsort(-scores, kind="stable")[:k]
-    out = []
-    for c in top:
-        if p["has_true"][index]:
-            right: Optional[bool] = bool(p["true_labels"][index, c] > 0)
-        elif p["verified_mask"][index, c] > 0:
-            right = bool(p["verified_labels"][index, c] > 0)
-        else:
-            right = None
-        out.append((int(c), float(scores[c]), right))
-    return out
+    judged = zip(p.top_class[index, :k], p.top_score[index, :k], p.top_right[index, :k])
+    return [(int(c), float(score), None if right < 0 else bool(right)) for c, score, right in judged]
 
 
 def _clip(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "\u2026"
 
 
-def _present(p: dict[str, np.ndarray], index: int) -> tuple[str, np.ndarray]:
-    if p["has_true"][index]:
-        return "truth", np.flatnonzero(p["true_labels"][index] > 0)
-    return "verified", np.flatnonzero((p["verified_labels"][index] > 0) & (p["verified_mask"][index] > 0))
+def _present(p: Evaluated, index: int) -> tuple[str, np.ndarray]:
+    if p.has_true[index]:
+        return "truth", p.true_classes[p.true_rows == index]
+    entries = p.entries
+    return "verified", np.compress((entries.rows == index) & entries.labels, entries.classes)
 
 
 def first_images(info: DatasetInfo, split: str, count: int) -> list[tuple[str, np.ndarray]]:
@@ -61,10 +56,10 @@ def first_images(info: DatasetInfo, split: str, count: int) -> list[tuple[str, n
 
 def render_examples(
     images: Sequence[np.ndarray],
-    p: dict[str, np.ndarray],
+    p: Evaluated,
     indices: Sequence[int],
     class_names: Sequence[str],
-    baseline: Optional[dict[str, np.ndarray]] = None,
+    baseline: Optional[Evaluated] = None,
     k: int = TOP_K,
     cols: int = 4,
 ) -> np.ndarray:
@@ -72,7 +67,8 @@ def render_examples(
 
     Args:
         images: uint8 [H, W, 3] arrays, one per entry of `indices`.
-        p: predictions of the model (`prediction.predict`).
+        p: `Evaluated`. Predictions of the model (`prediction.predict_entries`
+            with `top_k` at least k).
         indices: int. Rows of `p` the images belong to.
         class_names: list of str. Names shown.
         baseline: the baseline's predictions aligned with `p`, or None; its
@@ -107,7 +103,7 @@ def render_examples(
         ax.imshow(image, interpolation="nearest")
         kind, present = _present(p, i)
         names = ", ".join(class_names[j] for j in present) or "none"
-        ax.set_title(_clip(f"{p['id'][i].decode('utf-8', 'replace')} | {kind}: {names}", 44), fontsize=7)
+        ax.set_title(_clip(f"{p.ids[i].decode('utf-8', 'replace')} | {kind}: {names}", 44), fontsize=7)
         ax.axis("off")
         text = fig.add_subplot(grid[2 * r + 1, c])
         text.axis("off")

@@ -99,8 +99,8 @@ def logistic_regression_reference(
         eval_splits: splits to evaluate on. Defaults to ("val", "test").
         C: float. Inverse L2 strength (sklearn's). Defaults to 1.0.
         max_iter: int. lbfgs iterations (enough to converge).
-        keep_scores: bool. Also return each split's `scores` and the verified
-            `labels` and `mask` they were measured against.
+        keep_scores: bool. Also return each split's `entries`: the
+            `metrics.VerifiedEntries` its metrics were measured on.
 
     Returns:
         dict of split to {"mAP", "APall", "top1"} (and what `keep_scores` adds).
@@ -111,8 +111,9 @@ def logistic_regression_reference(
     scores = fit_and_score(train, evals, multi_label=info.multi_label, labels=labels, C=C, max_iter=max_iter)
     out = {}
     for split, s in scores.items():
-        report = metrics.evaluate(s, evals[split]["verified_labels"], evals[split]["verified_mask"])
+        entries = metrics.VerifiedEntries.from_dense(s, evals[split]["verified_labels"], evals[split]["verified_mask"])
+        report = metrics.evaluate(entries)
         out[split] = {"mAP": report.map, "APall": report.ap_all, "top1": report.top1}
         if keep_scores:
-            out[split].update(scores=s, labels=evals[split]["verified_labels"], mask=evals[split]["verified_mask"])
+            out[split]["entries"] = entries
     return out

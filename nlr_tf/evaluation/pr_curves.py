@@ -14,36 +14,32 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from nlr_tf.evaluation import plotting
+from nlr_tf.metrics import VerifiedEntries
 
 PR_THRESHOLDS = 201  # thresholds i / 200, as TensorBoard's PR-curve plugin draws them
 _CHUNK_ENTRIES = 1 << 22
 
 
-def bucket_counts(
-    scores: np.ndarray, labels: np.ndarray, mask: Optional[np.ndarray] = None, num_thresholds: int = PR_THRESHOLDS
-) -> tuple[np.ndarray, np.ndarray]:
-    """Counted positives and negatives per class and score bucket.
+def bucket_counts(entries: VerifiedEntries, num_thresholds: int = PR_THRESHOLDS) -> tuple[np.ndarray, np.ndarray]:
+    """Verified positives and negatives per class and score bucket.
 
     Bucket i holds the scores in [i / (T-1), (i+1) / (T-1)), the last one
     score 1, as TensorBoard's PR-curve plugin thresholds them.
 
     Returns:
-        (tp, fp): int64 [d, T] each: counted positive / negative entries of
+        (tp, fp): int64 [d, T] each: verified positive / negative entries of
         each class whose score falls in each bucket.
     """
-    scores = np.asarray(scores, np.float32)
-    n, d = scores.shape
-    t = num_thresholds
+    d, t = entries.num_classes, num_thresholds
     tp, fp = np.zeros(d * t, np.int64), np.zeros(d * t, np.int64)
-    offsets = np.arange(d, dtype=np.int64) * t
-    step = max(1, _CHUNK_ENTRIES // max(d, 1))
-    for r in range(0, n, step):  # chunks of rows: bounded memory on large evaluations
-        rows = slice(r, r + step)
-        bucket = np.clip(np.floor(scores[rows] * (t - 1)), 0, t - 1).astype(np.int64) + offsets
-        positive = np.asarray(labels[rows]) > 0
-        counted = np.ones_like(positive) if mask is None else np.asarray(mask[rows]) > 0
-        tp += np.bincount(bucket[counted & positive], minlength=d * t)
-        fp += np.bincount(bucket[counted & ~positive], minlength=d * t)
+    classes = entries.classes
+    for r in range(0, classes.size, _CHUNK_ENTRIES):  # chunks of entries: bounded temporaries
+        part = slice(r, r + _CHUNK_ENTRIES)
+        bucket = np.clip(np.floor(entries.scores[part] * (t - 1)), 0, t - 1).astype(np.int64)
+        bucket += classes[part].astype(np.int64) * t
+        positive = entries.labels[part]
+        tp += np.bincount(bucket[positive], minlength=d * t)
+        fp += np.bincount(bucket[~positive], minlength=d * t)
     return tp.reshape(d, t), fp.reshape(d, t)
 
 
@@ -64,16 +60,13 @@ def pr_curve_data(tp_buckets: np.ndarray, fp_buckets: np.ndarray) -> np.ndarray:
 
 
 def pr_curves(
-    scores: np.ndarray,
-    labels: np.ndarray,
-    mask: Optional[np.ndarray],
-    categories: Sequence[str],
-    num_thresholds: int = PR_THRESHOLDS,
+    entries: VerifiedEntries, categories: Sequence[str], num_thresholds: int = PR_THRESHOLDS
 ) -> dict[str, np.ndarray]:
     """Class-agnostic PR curves: `"all"` classes pooled, then each category's classes pooled.
 
     Args:
-        scores, labels, mask: [N, d] as for `metrics.evaluate`.
+        entries: `VerifiedEntries`. The verified entries and their scores
+            (`VerifiedEntries.from_dense` of [N, d] arrays).
         categories: list of str [d]. Each class's label-map category.
         num_thresholds: int. Evenly spaced thresholds in [0, 1].
 
@@ -81,7 +74,7 @@ def pr_curves(
         dict of name to float32 [6, T] (see `pr_curve_data`); categories
         only when there are at least two.
     """
-    tp, fp = bucket_counts(scores, labels, mask, num_thresholds)
+    tp, fp = bucket_counts(entries, num_thresholds)
     curves = {"all": pr_curve_data(tp.sum(axis=0), fp.sum(axis=0))}
     names = sorted(set(categories))
     if len(names) > 1:

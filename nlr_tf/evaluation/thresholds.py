@@ -7,7 +7,9 @@ lowest one whose precision is at least P (the most recall at that
 precision). Unverified entries count neither way, as in every metric
 (`nlr_tf.metrics`). The value written is halfway between the chosen score
 and the next lower distinct score, so the same images scored again (in a
-served graph, with float round-off) fall on the same side of it.
+served graph, with float round-off) fall on the same side of it. Classes
+are read from the verified entries (`metrics.VerifiedEntries`, scores as
+float32), never from [N, d] arrays.
 
 A class that cannot be chosen for (no verified positive, or P not reached
 at any threshold) gets an infinite threshold: it is never predicted, and
@@ -17,9 +19,11 @@ the choice says why.
 import dataclasses
 import math
 from collections.abc import Sequence
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import numpy as np
+
+from nlr_tf.metrics import VerifiedEntries
 
 NEVER = math.inf  # the threshold of a class that is never predicted
 BEST_F1 = "best F1"
@@ -71,14 +75,6 @@ class Thresholds:
         }
 
 
-def _counted(scores: np.ndarray, labels: np.ndarray, mask: Optional[np.ndarray], j: int):
-    s, y = scores[:, j], labels[:, j] > 0
-    if mask is not None:
-        keep = mask[:, j] > 0
-        s, y = s[keep], y[keep]
-    return s, y
-
-
 def _cut_points(s: np.ndarray, y: np.ndarray):
     """Distinct scores in descending order, with #positives and #entries at or above each."""
     order = np.argsort(-s, kind="stable")
@@ -90,8 +86,8 @@ def _cut_points(s: np.ndarray, y: np.ndarray):
 
 
 def choose_thresholds(
-    scores: np.ndarray,
-    labels: np.ndarray,
+    scores: Union[np.ndarray, VerifiedEntries],
+    labels: Optional[np.ndarray] = None,
     mask: Optional[np.ndarray] = None,
     *,
     target_precision: Optional[float] = None,
@@ -99,24 +95,32 @@ def choose_thresholds(
     """Chooses one threshold per class on verified entries (see the module docstring).
 
     Args:
-        scores: float [N, d]. The model's scores.
+        scores: float [N, d]. The model's scores (compared as float32); or
+            `VerifiedEntries` (then no labels or mask).
         labels: {0, 1} [N, d]. Verified labels.
         mask: {0, 1} [N, d] or None. 1 where an entry is verified.
         target_precision: float in (0, 1] or None. None: the best F1 per class.
     """
-    scores, labels = np.asarray(scores, np.float64), np.asarray(labels)
-    if scores.shape != labels.shape or (mask is not None and np.shape(mask) != scores.shape):
-        raise ValueError(f"scores {scores.shape}, labels {labels.shape} and mask {np.shape(mask)} differ in shape")
     if target_precision is not None and not 0 < target_precision <= 1:
         raise ValueError(f"target_precision must be in (0, 1], got {target_precision}")
-    mask = None if mask is None else np.asarray(mask)
-    d = scores.shape[1]
+    if isinstance(scores, VerifiedEntries):
+        if labels is not None or mask is not None:
+            raise ValueError("VerifiedEntries carry their labels: pass no labels or mask with them")
+        entries = scores
+    else:
+        if np.shape(scores) != np.shape(labels) or (mask is not None and np.shape(mask) != np.shape(scores)):
+            raise ValueError(
+                f"scores {np.shape(scores)}, labels {np.shape(labels)} and mask {np.shape(mask)} differ in shape"
+            )
+        entries = VerifiedEntries.from_dense(scores, labels, mask)
+    d, starts = entries.num_classes, entries.class_starts
     values = np.full(d, NEVER)
     precision, recall, f1 = (np.full(d, np.nan) for _ in range(3))
     positives = np.zeros(d, np.int64)
     why_never = {}
     for j in range(d):
-        s, y = _counted(scores, labels, mask, j)
+        s = entries.scores[starts[j] : starts[j + 1]].astype(np.float64)
+        y = entries.labels[starts[j] : starts[j + 1]]
         positives[j] = n_pos = int(y.sum())
         if n_pos == 0:
             why_never[j] = "no verified positive on the split"

@@ -92,7 +92,7 @@ def fit_reference(run: Run, output_dir: str, budget: Budget) -> dict[str, Any]:
     }
     C = max(fits, key=lambda c: (fits[c]["val"][metric], -c))
     test = fits[C]["test"]
-    write_scores(run_files.scores_path(run_dir(output_dir, run), "test"), test["scores"], test["labels"], test["mask"])
+    write_scores(run_files.scores_path(run_dir(output_dir, run), "test"), test["entries"])
     return {
         **{k: test[k] for k in ("mAP", "APall", "top1")},
         "val": fits[C]["val"][metric],

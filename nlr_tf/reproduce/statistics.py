@@ -104,7 +104,7 @@ def bootstrap_interval(
     the metrics do.
 
     Args:
-        predictions: list of {"scores", "labels", "mask"} (`evaluator.read_scores`), one per seed.
+        predictions: list of `metrics.VerifiedEntries` (`evaluator.read_scores`), one per seed.
         metric: "mAP", "APall" or "top1".
         seed: int. The draws' seed (the same draws for every cell of a table).
 
@@ -113,17 +113,18 @@ def bootstrap_interval(
     """
     first = predictions[0]
 
-    def same_images(p) -> bool:
-        return np.array_equal(p["labels"], first["labels"]) and np.array_equal(p["mask"], first["mask"])
+    def same_images(p) -> bool:  # the same images, verified entries (image, class) and labels
+        same = p.num_rows == first.num_rows
+        arrays = ("class_starts", "rows", "labels")
+        return same and all(np.array_equal(getattr(p, k), getattr(first, k)) for k in arrays)
 
     if not all(same_images(p) for p in predictions):
         return None
-    n = len(first["scores"])
+    n = first.num_rows
     rng = np.random.default_rng(seed)
     values = []
     for _ in range(draws):
         idx = rng.integers(0, n, n)
-        labels, mask = first["labels"][idx], first["mask"][idx]
-        values.append(np.mean([metrics.metric(metric, p["scores"][idx], labels, mask) for p in predictions]))
+        values.append(np.mean([metrics.metric(metric, p.take(idx)) for p in predictions]))
     low, high = np.nanpercentile(values, [50 * (1 - level), 50 * (1 + level)])
     return float(low), float(high)

@@ -35,8 +35,9 @@ def split_evaluator(model, data: DatasetInfo, config: TrainConfig):
         dataset = list(dataset)
 
     def evaluate() -> dict[str, float]:
-        p = prediction.predict(model, data, config.eval_split, dataset=dataset, **kwargs)
-        report = metrics.evaluate(p["scores"], p["verified_labels"], p["verified_mask"])
+        # The verified entries only: memory grows with them and the images, not with images x classes.
+        p = prediction.predict_entries(model, data, config.eval_split, top_k=0, truth=False, dataset=dataset, **kwargs)
+        report = metrics.evaluate(p.entries)
         return {"mAP": report.map, "APall": report.ap_all, "top1": report.top1}
 
     return evaluate
