@@ -375,29 +375,66 @@ def average_precision(scores: Scored, labels: Optional[np.ndarray] = None, mask:
     return out
 
 
+def _counted_rows(scores, labels, mask, start: int, stop: int) -> tuple[np.ndarray, np.ndarray]:
+    """The counted scores (float32) of rows `start:stop` of [N, d] arrays, and whether each is a positive."""
+    step = max(1, (1 << 20) // max(scores.shape[1], 1))  # blocks of rows of about 1 M entries: they stay in cache
+    kept, positive = [np.zeros(0, np.float32)], [np.zeros(0, bool)]
+    for r in range(start, stop, step):
+        e = min(stop, r + step)
+        s, y = np.asarray(scores[r:e], np.float32).reshape(-1), (labels[r:e] > 0).reshape(-1)
+        if mask is not None:  # a flat compress: twice as fast as a 2-D boolean index
+            counted = (mask[r:e] > 0).reshape(-1)
+            s, y = np.compress(counted, s), np.compress(counted, y)
+        kept.append(s)
+        positive.append(y)
+    return np.concatenate(kept), np.concatenate(positive)
+
+
 def ap_all(scores: Scored, labels: Optional[np.ndarray] = None, mask: Optional[np.ndarray] = None) -> float:
     """Class-agnostic AP: every counted (image, class) entry in one ranking.
 
     The counted scores (4 bytes each) are split in as many parts as threads,
-    each part sorted and searched on its own thread.
+    each part sorted and searched on its own thread. Of dense arrays, each
+    thread reads its part's counted entries row-major: the ranking does not
+    depend on their order, so they are not grouped by class into entries.
     """
-    entries = _entries(scores, labels, mask)
-    positive = np.compress(entries.labels, entries.scores)
-    if not positive.size:
-        return float("nan")
-    positive.sort()
-    levels, at_least_pos, tied = _thresholds(positive)
-    size = entries.scores.size
-    bounds = np.linspace(0, size, min(_THREADS, max(1, size // _CHUNK_ENTRIES)) + 1).astype(int)
+    if isinstance(scores, VerifiedEntries) or labels is None:
+        entries = _entries(scores, labels, mask)
+        size = entries.scores.size
+        bounds = np.linspace(0, size, min(_THREADS, max(1, size // _CHUNK_ENTRIES)) + 1).astype(int)
 
-    def at_least(i: int) -> np.ndarray:
-        kept = np.sort(entries.scores[bounds[i] : bounds[i + 1]])
-        return kept.size - _count_below(kept, levels)
+        def part(i: int) -> tuple[np.ndarray, np.ndarray]:
+            kept = slice(bounds[i], bounds[i + 1])
+            return entries.scores[kept], entries.labels[kept]
+
+    else:
+        scores, labels = np.asarray(scores), np.asarray(labels)
+        mask = None if mask is None else np.asarray(mask)
+        _check(scores, labels, mask)
+        n, d = scores.shape
+        bounds = np.linspace(0, n, min(_THREADS, max(1, n * d // _CHUNK_ENTRIES)) + 1).astype(int)
+
+        def part(i: int) -> tuple[np.ndarray, np.ndarray]:
+            return _counted_rows(scores, labels, mask, bounds[i], bounds[i + 1])
+
+    def rank(run) -> float:
+        parts = list(run(part, range(len(bounds) - 1)))
+        positive = np.concatenate([np.compress(y, s) for s, y in parts])
+        if not positive.size:
+            return float("nan")
+        positive.sort()
+        levels, at_least_pos, tied = _thresholds(positive)
+
+        def at_least(counted: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+            kept = np.sort(counted[0])
+            return kept.size - _count_below(kept, levels)
+
+        return _ap(at_least_pos, tied, sum(run(at_least, parts)))
 
     if len(bounds) == 2:
-        return _ap(at_least_pos, tied, at_least(0))
+        return rank(map)
     with concurrent.futures.ThreadPoolExecutor(len(bounds) - 1) as pool:
-        return _ap(at_least_pos, tied, sum(pool.map(at_least, range(len(bounds) - 1))))
+        return rank(pool.map)
 
 
 def top1_accuracy(scores: Scored, labels: Optional[np.ndarray] = None, mask: Optional[np.ndarray] = None) -> float:
