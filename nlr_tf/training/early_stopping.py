@@ -29,8 +29,10 @@ def split_evaluator(model, data: DatasetInfo, config: TrainConfig):
     # A split whose decoded inputs fit in a small memory budget is read once and kept: reading the records again
     # at every evaluation (a new iterator over the shards) cost more than the evaluation itself.
     side = config.image_size or DEFAULT_IMAGE_SIZE[config.backbone]
-    # float32 values either way: a float16 cache's features are decoded to float32 when parsed.
-    bytes_per_record = 4 * (data.feature_dim or side * side * 3)
+    # float32 values either way: a float16 cache's features are decoded to float32 when parsed. A parsed record
+    # also holds four float32 label vectors of d (noisy, verified labels and mask, truth): with thousands of
+    # classes they outweigh the features.
+    bytes_per_record = 4 * (data.feature_dim or side * side * 3) + 4 * 4 * data.num_classes
     if data.splits[config.eval_split].num_records * bytes_per_record <= _EVAL_IN_MEMORY_BYTES:
         dataset = list(dataset)
 
