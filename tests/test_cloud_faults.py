@@ -86,10 +86,10 @@ import os, sys, time
 from nlr_tf.training import trainer
 real_train, gate = trainer.train, sys.argv.pop(1)
 
-def gated_train(config):
+def gated_train(config, **kwargs):
     while not os.path.exists(gate):
         time.sleep(0.1)
-    return real_train(config)
+    return real_train(config, **kwargs)
 
 trainer.train = gated_train
 from nlr_tf.cli import train

@@ -12,8 +12,15 @@ it holds MODEL_DIR/job.lock, and a second job there is refused with one line
 naming the first. TensorBoard logs go under --model_dir/train. With
 --train_backbone=false and --feature_cache=DIR, the heads train on cached
 backbone features (written once, by this binary or by nlr-extract-features).
+
+A SIGTERM (a preemption notice) stops a single-process run (the default,
+one-device or mirrored strategy) at the end of the steps it is running: it
+checkpoints that step, prints one line and exits with status 75
+(`preemption.PREEMPTED_STATUS`); the same command resumes. Multi-worker and
+TPU runs end on SIGTERM as before.
 """
 
+import contextlib
 import dataclasses
 import sys
 import typing
@@ -65,16 +72,26 @@ def main(argv):
     return run_locked(config.model_dir, "nlr-train", _train, config)
 
 
+# Strategies whose workers must agree on the step to stop at (PreemptionCheckpointHandler's work): not handled.
+_MULTI_PROCESS = ("multi_worker_mirrored", "tpu")
+
+
 def _train(config: TrainConfig) -> int:
+    from nlr_tf.training import preemption
     from nlr_tf.training.checks import ConfigError
     from nlr_tf.training.model_dir import CheckpointError
     from nlr_tf.training.trainer import TrainingDiverged, train
 
+    single = config.strategy not in _MULTI_PROCESS
     try:
-        result = train(config)
+        with preemption.notice() if single else contextlib.nullcontext() as notice:
+            result = train(config, preemption_notice=notice)
     except (ConfigError, CheckpointError, TrainingDiverged) as e:
         print(f"nlr-train: error: {e}", file=sys.stderr)
         return 1
+    except preemption.Preempted as e:
+        print(preemption.message("nlr-train", e), flush=True)
+        return preemption.PREEMPTED_STATUS
     losses = " ".join(f"{k}={v:.4g}" for k, v in result.items() if isinstance(v, float) and k != "weights_checksum")
     print(f"trained {result['method']} for {result['step']} steps: {losses}")
     print(f"weights checksum: {result['weights_checksum']:.10g}")

@@ -10,13 +10,15 @@ resumes, its input streams taken up after the batches already trained on,
 and ends at the same step count; under `--deterministic`, with the weights
 and evaluations of the run never interrupted), and then runs steps in
 `tf.function` loops of up to `log_steps`, writing TensorBoard scalars and
-checkpoints as it goes. The final model is saved as `model.keras`.
+checkpoints as it goes. The final model is saved as `model.keras`. Given a
+`preemption.Notice`, a SIGTERM stops the run at the end of the `tf.function`
+loop it is in: the step reached is checkpointed, and `Preempted` raised.
 """
 
 import math
 import os
 import time
-from typing import Any
+from typing import Any, Optional
 
 import keras
 import tensorflow as tf
@@ -24,7 +26,7 @@ from absl import logging
 
 from nlr_tf.data import files, pipeline
 from nlr_tf.data.input_config import InputConfig
-from nlr_tf.training import checkpoints, early_stopping
+from nlr_tf.training import checkpoints, early_stopping, preemption
 from nlr_tf.training import model_dir as run_files
 from nlr_tf.training import optimizers as optim
 from nlr_tf.training.checks import ConfigError, check_config, mix_ratio, train_backbone
@@ -139,11 +141,13 @@ def weights_checksum(model) -> float:
     return float(sum(tf.reduce_sum(tf.abs(tf.cast(v, tf.float64))) for v in model.weights))
 
 
-def train(config: TrainConfig) -> dict[str, Any]:
+def train(config: TrainConfig, preemption_notice: Optional[preemption.Notice] = None) -> dict[str, Any]:
     """Trains `config.method`; returns the final losses and step count.
 
     Args:
         config: `TrainConfig`.
+        preemption_notice: `preemption.Notice` or None. Once it is requested, the run checkpoints the step it is at
+            and raises `preemption.Preempted`. Defaults to None.
     """
     info, method = check_config(config)
     task = get_task(method.family)  # what the family does around its model: checked above, prepared below
@@ -161,6 +165,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         checkpoint_dir = os.path.join(config.model_dir, ".workers", str(strategy.cluster_resolver.task_id))
     manager = tf.train.CheckpointManager(checkpoint, checkpoint_dir, max_to_keep=config.max_checkpoints)
     restored = checkpoints.restore_latest_readable(checkpoint, manager)
+    saved_step = int(step.numpy()) if restored else None  # the step of the last checkpoint on disk
     if restored:
         logging.info("resumed from %s at step %d", restored, int(step.numpy()))
     elif config.init_checkpoint:
@@ -203,6 +208,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
     eval_seconds: list[float] = []
     while int(step.numpy()) < config.train_steps and not evaluations.exhausted():
         current = int(step.numpy())
+        if preemption_notice is not None and preemption_notice.requested:
+            if saved_step != current:  # the scheduled save path, in its order
+                evaluations.save_best()
+                manager.save(checkpoint_number=current)
+                evaluations.commit()
+            writer.flush()
+            raise preemption.Preempted(current)
         phase, boundary = next((p, end) for p, end in schedule if current < end)
         next_checkpoint = (current // config.checkpoint_steps + 1) * config.checkpoint_steps
         num_steps = min(config.log_steps, boundary - current, next_checkpoint - current)
@@ -238,6 +250,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
             evaluations.save_best()
             manager.save(checkpoint_number=current)
             evaluations.commit()
+            saved_step = current
     writer.flush()
     evaluated = evaluations.finish(int(step.numpy()))
 
