@@ -122,33 +122,38 @@ def main(argv):
     from nlr_tf.data.output_dir import OutputDirError
     from nlr_tf.data.schema import DatasetError, load_dataset_info
     from nlr_tf.models.precision import apply_precision
+    from nlr_tf.training import preemption
     from nlr_tf.training.model_dir import CheckpointError
     from nlr_tf.training.strategies import get_strategy, is_chief
 
     try:
-        strategy = get_strategy(_STRATEGY.value, _TPU.value, _DEVICES.value)
-        info = load_dataset_info(_DATASET.value)
-        with strategy.scope():  # the backbone's variables on every replica's device
-            backbone, name, size, source = _load_backbone(info)
-            apply_precision(backbone, _MIXED_PRECISION.value)
-        cache = extract_features(
-            backbone,
-            info,
-            _OUTPUT_DIR.value,
-            backbone_name=name,
-            backbone_source=source,
-            image_size=size,
-            splits=_SPLITS.value,
-            batch_size=_BATCH_SIZE.value,
-            num_shards=_NUM_SHARDS.value,
-            overwrite=_OVERWRITE.value,
-            progress=not _QUIET.value,
-            dtype=_CACHE_DTYPE.value,
-            strategy=strategy,
-        )
+        with preemption.raise_on_sigterm():  # a SIGTERM raises: the temporary output folder is removed
+            strategy = get_strategy(_STRATEGY.value, _TPU.value, _DEVICES.value)
+            info = load_dataset_info(_DATASET.value)
+            with strategy.scope():  # the backbone's variables on every replica's device
+                backbone, name, size, source = _load_backbone(info)
+                apply_precision(backbone, _MIXED_PRECISION.value)
+            cache = extract_features(
+                backbone,
+                info,
+                _OUTPUT_DIR.value,
+                backbone_name=name,
+                backbone_source=source,
+                image_size=size,
+                splits=_SPLITS.value,
+                batch_size=_BATCH_SIZE.value,
+                num_shards=_NUM_SHARDS.value,
+                overwrite=_OVERWRITE.value,
+                progress=not _QUIET.value,
+                dtype=_CACHE_DTYPE.value,
+                strategy=strategy,
+            )
     except (DatasetError, CheckpointError, OutputDirError, ValueError) as e:
         print(f"nlr-extract-features: error: {e}", file=sys.stderr)
         return 1
+    except preemption.Preempted as e:
+        print(preemption.message("nlr-extract-features", e), flush=True)
+        return preemption.PREEMPTED_STATUS
     counts = ", ".join(f"{s}={v.num_records}" for s, v in sorted(cache.splits.items()))
     who = "" if is_chief(strategy) else f"worker {strategy.cluster_resolver.task_id}: the chief "
     print(f"{who}wrote {cache.path}: {cache.feature_dim}-d features ({cache.feature_dtype}) of {source}; {counts}")
