@@ -22,7 +22,9 @@ def damaged_file(prefix: str) -> Optional[str]:
     """The file of the checkpoint `prefix` that does not read in full (its index or a data shard); None if every
     tensor reads (the bundle's checksums verified)."""
     try:
-        reader = tf.train.load_checkpoint(prefix)
+        # The reader of the prefix itself: `tf.train.load_checkpoint` first asks whether the path is a folder, which
+        # a filesystem without real folders (ram://) answers yes for any prefix of a file.
+        reader = tf.compat.v1.train.NewCheckpointReader(prefix)
     except (tf.errors.OpError, IndexError, ValueError):
         return prefix + ".index"
     try:
