@@ -20,6 +20,7 @@ Example:
 """
 
 import contextlib
+import os
 import signal
 import threading
 from typing import Iterator, Optional
@@ -50,12 +51,27 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def _this_process_only(handler, pid: int):
+    """`handler` in the process that installed it. A process forked from it (a multiprocessing pool's worker, as
+    cleanlab and the converters start) inherits the handler, yet its pool ends it with SIGTERM: there the signal
+    does what it did before, ending the process, or the pool would wait for it forever."""
+
+    def handle(signum, frame) -> None:
+        if os.getpid() != pid:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        handler(signum, frame)
+
+    return handle
+
+
 @contextlib.contextmanager
 def _handler(handler) -> Iterator[None]:
     if not _in_main_thread():  # signal.signal works only there; the caller's handling stays as it is
         yield
         return
-    previous = signal.signal(signal.SIGTERM, handler)
+    previous = signal.signal(signal.SIGTERM, _this_process_only(handler, os.getpid()))
     try:
         yield
     finally:
