@@ -1,7 +1,8 @@
 """Converters from source datasets to the nlr_tf TFRecord schema.
 
-Nothing here imports TensorFlow at module import time: converters run image
-work in worker threads and only the writer and the `tfds` source need TF.
+Converters read their source files and images through `tf.io.gfile` (any
+filesystem), run image work in worker threads (or Beam workers:
+`beam_writer`), and hand records to the writer.
 """
 
 # Not a package version (the distribution has one, `nlr_tf.__version__`): the revision of what the converters
