@@ -56,7 +56,7 @@ def test_a_checkpoint_cut_in_half_is_skipped_and_the_run_resumes_from_the_one_be
     cut_in_half(data)
     shutil.copytree(tmp_path / "resumed", tmp_path / "all_damaged")
 
-    with caplog.at_level(logging.INFO):
+    with caplog.at_level(logging.INFO, logger="absl"):  # absl's own level: another test may have lowered it
         resumed = train(config("resumed"))
     assert _messages(caplog, logging.WARNING) == [f"{data} is truncated or unreadable: skipping checkpoint ckpt-10"]
     assert f"resumed from {checkpoints / 'ckpt-5'} at step 5" in _messages(caplog, logging.INFO)
@@ -157,7 +157,7 @@ def test_a_lock_with_an_old_heartbeat_is_taken_over_and_a_live_one_is_not(tmp_pa
     folder = str(tmp_path)
     other = dict(binary="nlr-reproduce", host="elsewhere", pid=1, started="then", period=30, token="x")
     run_lock.files.write_json(run_lock.lock_path(folder), dict(other, heartbeat=time.time() - 1000))
-    with caplog.at_level(logging.WARNING), run_lock.RunLock(folder) as lock:
+    with caplog.at_level(logging.WARNING, logger="absl"), run_lock.RunLock(folder) as lock:
         assert run_lock.read_lock(folder)["pid"] == os.getpid()
     (message,) = _messages(caplog, logging.WARNING)
     assert message.startswith(
