@@ -41,11 +41,27 @@ def _messages(caplog, level) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.levelno == level and r.name == "absl"]
 
 
+def _best_weights_kept(model_dir) -> set[int]:
+    """The steps whose weights `best/` holds."""
+    return {int(f.split(".")[0][5:]) for f in os.listdir(model_dir / "best") if f.startswith("ckpt-")}
+
+
+def _bests_known(model_dir, checkpoint_steps) -> set[int]:
+    """The step of the best evaluation (mAP; the earliest on ties) each checkpoint's history knows."""
+    history = json.loads((model_dir / "eval_history.json").read_text())
+    known = set()
+    for step in checkpoint_steps:
+        entries = [e for e in history if e["step"] <= step]
+        if entries:
+            known.add(max(entries, key=lambda e: (e["mAP"], -e["step"]))["step"])
+    return known
+
+
 # === A damaged checkpoint ===
 def test_a_checkpoint_cut_in_half_is_skipped_and_the_run_resumes_from_the_one_before(dataset, tmp_path, caplog):
     """Killed right after the checkpoint of step 10, whose data file is then cut in half: the resumed run says so in
-    one line, restores step 5 (the best weights of the history it knows written again from it) and ends as the
-    uninterrupted run. With every checkpoint damaged, it stops with one line."""
+    one line, restores step 5 (best/ still holds the weights of the best evaluation its history knows) and ends as
+    the uninterrupted run. With every checkpoint damaged, it stops with one line."""
     fields = dict(method="noisy", learning_rate=3e-3, eval_split="val", eval_steps=5, restore_best=True)
     config = lambda d: _config(dataset, tmp_path / d, train_steps=20, **fields)  # noqa: E731
     killed = _start_killed_run(config("resumed"), "checkpoint", 10)
@@ -53,6 +69,8 @@ def test_a_checkpoint_cut_in_half_is_skipped_and_the_run_resumes_from_the_one_be
     _wait_killed(killed, config("resumed"))
     checkpoints = tmp_path / "resumed" / "checkpoints"
     data = checkpoints / "ckpt-10.data-00000-of-00001"
+    # best/ keeps the best weights each kept checkpoint (5 and 10) knows, so the run can fall back to either.
+    assert _best_weights_kept(tmp_path / "resumed") == _bests_known(tmp_path / "resumed", (5, 10))
     cut_in_half(data)
     shutil.copytree(tmp_path / "resumed", tmp_path / "all_damaged")
 
@@ -62,8 +80,11 @@ def test_a_checkpoint_cut_in_half_is_skipped_and_the_run_resumes_from_the_one_be
     assert f"resumed from {checkpoints / 'ckpt-5'} at step 5" in _messages(caplog, logging.INFO)
     assert_same_run(resumed, uninterrupted, str(tmp_path / "resumed"), str(tmp_path / "once"))
     assert resumed["restored_best"] and resumed["best_step"] == uninterrupted["best_step"]
-    kept = {f.split(".")[0] for f in os.listdir(tmp_path / "resumed" / "best") if f.startswith("ckpt-")}
-    assert kept == {f"ckpt-{uninterrupted['best_step']}"}
+    kept_checkpoints = [
+        int(p.rsplit("-", 1)[1]) for p in tf.train.get_checkpoint_state(str(checkpoints)).all_model_checkpoint_paths
+    ]
+    assert _best_weights_kept(tmp_path / "resumed") == _bests_known(tmp_path / "resumed", kept_checkpoints)
+    assert uninterrupted["best_step"] in _best_weights_kept(tmp_path / "resumed")
 
     cut_in_half(tmp_path / "all_damaged" / "checkpoints" / "ckpt-5.index")
     with pytest.raises(CheckpointError) as raised:

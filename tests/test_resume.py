@@ -62,8 +62,8 @@ def after_best(self):  # the trainer writes the best weights right before each c
     if point == "best" and pending is not None and pending[0] > at:
         os.kill(os.getpid(), signal.SIGKILL)
 
-def after_checkpoint(self):  # and deletes older best weights right after it
-    commit(self)
+def after_checkpoint(self, kept_steps=()):  # and deletes older best weights right after it
+    commit(self, kept_steps)
     latest = tf.train.latest_checkpoint(os.path.join(config.model_dir, "checkpoints"))
     if point == "checkpoint" and latest.endswith(f"ckpt-{at}"):
         os.kill(os.getpid(), signal.SIGKILL)

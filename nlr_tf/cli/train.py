@@ -13,11 +13,12 @@ naming the first. TensorBoard logs go under --model_dir/train. With
 --train_backbone=false and --feature_cache=DIR, the heads train on cached
 backbone features (written once, by this binary or by nlr-extract-features).
 
-A SIGTERM (a preemption notice) stops a single-process run (the default,
-one-device or mirrored strategy) at the end of the steps it is running: it
-checkpoints that step, prints one line and exits with status 75
-(`preemption.PREEMPTED_STATUS`); the same command resumes. Multi-worker and
-TPU runs end on SIGTERM as before.
+A SIGTERM (a preemption notice) stops a run at the end of the steps it is
+running (every worker of a multi-worker job at the boundary they agree on):
+it checkpoints that step, prints one line and exits with status 75
+(`preemption.PREEMPTED_STATUS`); the same command resumes. A worker of a
+multi-worker job that is gone (killed, its machine lost) stops the others
+with one line; starting every worker again resumes from the last checkpoint.
 """
 
 import contextlib
@@ -72,21 +73,19 @@ def main(argv):
     return run_locked(config.model_dir, "nlr-train", _train, config)
 
 
-# Strategies whose workers must agree on the step to stop at (PreemptionCheckpointHandler's work): not handled.
-_MULTI_PROCESS = ("multi_worker_mirrored", "tpu")
-
-
 def _train(config: TrainConfig) -> int:
     from nlr_tf.training import preemption
     from nlr_tf.training.checks import ConfigError
     from nlr_tf.training.model_dir import CheckpointError
-    from nlr_tf.training.trainer import TrainingDiverged, train
+    from nlr_tf.training.trainer import TrainingDiverged, WorkerLost, train
 
-    single = config.strategy not in _MULTI_PROCESS
+    # One process (one device, `mirrored`, a TPU's host) hears its own notice; the trainer hands the workers of a
+    # multi-worker job to TensorFlow's PreemptionCheckpointHandler, which makes them agree on the step.
+    single = config.strategy != "multi_worker_mirrored"
     try:
         with preemption.notice() if single else contextlib.nullcontext() as notice:
             result = train(config, preemption_notice=notice)
-    except (ConfigError, CheckpointError, TrainingDiverged) as e:
+    except (ConfigError, CheckpointError, TrainingDiverged, WorkerLost) as e:
         print(f"nlr-train: error: {e}", file=sys.stderr)
         return 1
     except preemption.Preempted as e:
@@ -98,8 +97,11 @@ def _train(config: TrainConfig) -> int:
     return 0
 
 
-def run():
-    app.run(main)
+def run(argv=None):
+    """Runs nlr-train on `argv` (None: `sys.argv`); a full disk ends it in one line (`faults.run`)."""
+    from nlr_tf.cli import faults
+
+    faults.run("nlr-train", main, argv)
 
 
 if __name__ == "__main__":

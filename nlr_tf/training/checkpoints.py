@@ -36,6 +36,11 @@ def damaged_file(prefix: str) -> Optional[str]:
     return None
 
 
+def steps(manager: tf.train.CheckpointManager) -> list[int]:
+    """The steps of the checkpoints `manager` keeps (each saved with its step as its number: `ckpt-STEP`)."""
+    return [int(prefix.rsplit("-", 1)[1]) for prefix in manager.checkpoints]
+
+
 def restore_latest_readable(checkpoint: tf.train.Checkpoint, manager: tf.train.CheckpointManager) -> Optional[str]:
     """Restores the newest checkpoint of `manager` that reads in full; returns its prefix (None: it has none).
 

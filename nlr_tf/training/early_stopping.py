@@ -1,7 +1,7 @@
 """Training-time evaluation: evaluating a split, the best evaluation and its weights, and when patience runs out."""
 
 import os
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import tensorflow as tf
 from absl import logging
@@ -62,13 +62,16 @@ class Evaluations:
 
     The history is read back when a run resumes (up to its restored step).
     Evaluations count only in the model's main phase (after Veit's
-    pretraining, for example). With
-    `--restore_best`, the best weights since the last checkpoint stay in
-    memory (a new best costs no disk write) and are written under
-    `best/ckpt-STEP` just before that checkpoint; once the checkpoint is
-    saved, the weights of older bests are deleted. So whenever a run is
-    killed, `best/` holds the weights of the best evaluation the restored
-    history knows (and perhaps of a newer one, which the resumed run deletes).
+    pretraining, for example). With `--restore_best`, the best weights since
+    the last checkpoint stay in memory (a new best costs no disk write) and
+    are written under `best/ckpt-STEP` just before that checkpoint; once the
+    checkpoint is saved, only the weights of the best evaluation each kept
+    checkpoint's history knows stay. So whenever a run is killed, and
+    whichever kept checkpoint it resumes from (an older one if the newest is
+    damaged), `best/` holds the weights of the best evaluation the restored
+    history knows (and perhaps of newer ones, which the resumed run
+    deletes). Only the chief writes and deletes them; every worker reads them
+    at the end.
 
     Args:
         model: the model being trained.
@@ -80,6 +83,7 @@ class Evaluations:
         step: int. The step the run starts (or resumes) at.
         main_start: int. The step the main phase starts at (after label
             cleaning's pretraining, say): evaluations begin after it.
+        kept_steps: the steps of the checkpoints on disk.
     """
 
     def __init__(
@@ -92,6 +96,7 @@ class Evaluations:
         best_dir: str,
         step: int,
         main_start: int = 0,
+        kept_steps: tuple[int, ...] = (),
     ):
         self.model, self.config, self.chief = model, config, chief
         # Evaluations begin with the main phase (after label cleaning's pretraining, say).
@@ -105,7 +110,7 @@ class Evaluations:
         if self.best_dir:
             self.best_checkpoint = tf.train.Checkpoint(model=model)
             # A resumed run: the weights of evaluations after the restored step are not the history's.
-            self._keep_only_best()
+            self._keep_known_bests(kept_steps)
         self.pending_best = None
 
     def due(self, step: int) -> bool:
@@ -145,23 +150,31 @@ class Evaluations:
         """Writes the best weights kept in memory, under `best/ckpt-STEP` (called before each checkpoint)."""
         if self.pending_best is None:
             return
+        if not self.chief:  # the chief writes them; this worker reads them back at the end
+            self.pending_best = None
+            return
         weights = self.model.get_weights()
         self.model.set_weights(self.pending_best[1])
         self.best_checkpoint.write(self.best_prefix(self.pending_best[0]))
         self.model.set_weights(weights)
         self.pending_best = None
 
-    def commit(self) -> None:
-        """Called once a checkpoint is saved: only the weights of the best evaluation it knows stay."""
-        if self.best_dir:
-            self._keep_only_best()
+    def commit(self, kept_steps: Iterable[int] = ()) -> None:
+        """Called once a checkpoint is saved, with the steps of the checkpoints on disk: only the weights of the
+        best evaluation each of them knows stay (the chief's work); `best/checkpoint` names the newest's."""
+        self._keep_known_bests(kept_steps)
 
-    def _keep_only_best(self) -> None:
-        """Deletes every `best/ckpt-N` but the best evaluation's; `best/checkpoint` names it (if any)."""
+    def _keep_known_bests(self, kept_steps: Iterable[int]) -> None:
+        if not self.best_dir or not self.chief:
+            return
         best = self.best()
         keep = self.best_prefix(best["step"]) if best else None
+        known = [
+            best_evaluation([e for e in self.history if e["step"] <= s], self.metric, self.after) for s in kept_steps
+        ]
+        kept = {self.best_prefix(e["step"]) + "." for e in known if e} | ({keep + "."} if keep else set())
         for path in tf.io.gfile.glob(os.path.join(self.best_dir, "ckpt-*")):
-            if keep is None or not path.startswith(keep + "."):
+            if not any(path.startswith(prefix) for prefix in kept):
                 tf.io.gfile.remove(path)
         state = os.path.join(self.best_dir, "checkpoint")
         if keep and tf.io.gfile.exists(keep + ".index"):
