@@ -110,8 +110,11 @@ def main(argv):
     return 0
 
 
-def run():
-    app.run(main)
+def run(argv=None):
+    """Runs nlr-export on `argv` (None: `sys.argv`); a full disk ends it in one line (`faults.run`)."""
+    from nlr_tf.cli import faults
+
+    faults.run("nlr-export", main, argv)
 
 
 if __name__ == "__main__":

@@ -302,6 +302,9 @@ def run_evaluation(config: EvalConfig) -> EvalOutputs:
     output = config.output or run_files.metrics_path(config.model_dir, config.split)
     out_dir = os.path.dirname(files.absolute(output))
     files.makedirs(out_dir)
+    # An earlier evaluation's metrics.json goes first: written last, it says the files beside it are complete, so a
+    # run that stops on the way (a full disk) leaves none beside this run's first files.
+    files.remove(output)
     for name in PNG_FILES:  # an earlier evaluation's; each is written again if it applies
         files.remove(os.path.join(out_dir, name))
     written = []
