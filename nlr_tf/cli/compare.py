@@ -29,6 +29,14 @@ from a rehearsal: every row trained for a few timed steps (one seed, the
 largest budget) in OUTPUT_DIR/dry_run, its feature cache extracted once.
 The estimate is a range: every run stopping as early as its patience allows,
 every run training to its step cap.
+
+A SIGTERM (a preemption notice) stops it: the run training checkpoints the
+step it reached, anything else (a feature cache, a reference row, the
+results) stops at once, leaving no results.md or results.json; it prints
+one line naming the run and exits with status 75
+(`preemption.PREEMPTED_STATUS`). The same command then reuses the finished
+runs, resumes the interrupted one and writes the results an uninterrupted
+comparison writes.
 """
 
 import dataclasses
@@ -100,13 +108,24 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from nlr_tf.data import files
+    from nlr_tf.reproduce.report import RESULTS_JSON, RESULTS_MD
+    from nlr_tf.training import preemption
     from nlr_tf.training.run_lock import run_locked
 
-    # One job at a time in an output folder: a second is refused with one line naming the first.
-    return run_locked(files.absolute(_OUTPUT_DIR.value), "nlr-compare", _main)
+    output_dir = files.absolute(_OUTPUT_DIR.value)
+    with preemption.run_notice() as notice:
+        try:
+            # One job at a time in an output folder: a second is refused with one line naming the first.
+            return run_locked(output_dir, "nlr-compare", _main, notice)
+        except preemption.Preempted as e:
+            if not _DRY_RUN.value:  # this command's results were not all written: none may look complete
+                for name in (RESULTS_MD, RESULTS_JSON):
+                    files.remove(os.path.join(output_dir, name))
+            print(preemption.run_message("nlr-compare", e, notice.run), flush=True)
+            return preemption.PREEMPTED_STATUS
 
 
-def _main():
+def _main(notice):
     from nlr_tf.data import files
     from nlr_tf.data.clean_budgets import CleanBudgetError
     from nlr_tf.data.schema import DatasetError, load_dataset_info
@@ -186,11 +205,11 @@ def _main():
             print(f"step cap: {line}")
         if _DRY_RUN.value:
             print(f"dry run: rehearsing every row for {dry_run.REHEARSAL_STEPS} steps in {output_dir}/dry_run")
-            result = dry_run.estimate(output_dir, budget, variant)
+            result = dry_run.estimate(output_dir, budget, variant, preemption_notice=notice)
             dry_run.write_estimate(output_dir, result)
             print("\n" + "\n".join(dry_run.describe(result)))
             return 0
-        rows, run_seconds, run_cpu_seconds = run_plan(output_dir, budget, [variant])
+        rows, run_seconds, run_cpu_seconds = run_plan(output_dir, budget, [variant], preemption_notice=notice)
     except (CleanBudgetError, ReproduceError, ConfigError, DatasetError, TrainingDiverged) as e:
         return error(e)
     text = write_compare_results(
@@ -212,8 +231,11 @@ def _main():
     return 0
 
 
-def run():
-    app.run(main)
+def run(argv=None):
+    """Runs nlr-compare on `argv` (None: `sys.argv`); a full disk ends it in one line (`faults.run`)."""
+    from nlr_tf.cli import faults
+
+    faults.run("nlr-compare", main, argv)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,12 @@ skipped, counted and listed in dataset.json. The output folder appears only
 once the whole dataset is written. With --runner the conversion runs as an
 Apache Beam pipeline (`tfrecords_tools.beam_writer`) writing the same
 examples.
+
+A SIGTERM (a preemption notice) stops the conversion: the image reading
+threads (or the Beam pipeline and its worker processes) are stopped, the
+temporary output folder removed, no dataset.json written; it prints one
+line and exits with status 75 (`preemption.PREEMPTED_STATUS`). The same
+command converts again from the start.
 """
 
 import shlex
@@ -393,36 +399,47 @@ ADAPTERS = {
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from nlr_tf.training import preemption
     from tfrecords_tools.writer import BadInputError, redact_options, write_dataset
 
     arguments = {f.name: f.value for f in flags.FLAGS.get_key_flags_for_module(sys.modules[__name__])}
     arguments["beam_options"] = shlex.join(redact_options(shlex.split(_BEAM_OPTIONS.value)))
     try:
-        conversion = ADAPTERS[_SOURCE.value]()
-        info = write_dataset(
-            conversion,
-            _OUTPUT_DIR.value,
-            num_shards=_NUM_SHARDS.value,
-            skip_bad=_SKIP_BAD.value,
-            num_workers=_NUM_WORKERS.value,
-            overwrite=_OVERWRITE.value,
-            max_image_side=_MAX_IMAGE_SIDE.value,
-            reduced_decode=_REDUCED_DECODE.value,
-            arguments=arguments,
-            progress=not _QUIET.value,
-            runner=_RUNNER.value,
-            beam_options=shlex.split(_BEAM_OPTIONS.value),
-        )
+        # A SIGTERM raises where the main thread is: the threads' pending images are cancelled, the running ones
+        # finished, and the temporary output folder removed as the exception passes through.
+        with preemption.raise_on_sigterm():
+            conversion = ADAPTERS[_SOURCE.value]()
+            info = write_dataset(
+                conversion,
+                _OUTPUT_DIR.value,
+                num_shards=_NUM_SHARDS.value,
+                skip_bad=_SKIP_BAD.value,
+                num_workers=_NUM_WORKERS.value,
+                overwrite=_OVERWRITE.value,
+                max_image_side=_MAX_IMAGE_SIDE.value,
+                reduced_decode=_REDUCED_DECODE.value,
+                arguments=arguments,
+                progress=not _QUIET.value,
+                runner=_RUNNER.value,
+                beam_options=shlex.split(_BEAM_OPTIONS.value),
+            )
     except (BadInputError, ConversionError, OutputDirError) as e:
         print(f"nlr-make-tfrecords: error: {e}", file=sys.stderr)
         return 1
+    except preemption.Preempted:
+        # No step to name; and Beam re-raises a worker's exception with its step added to the message.
+        print(preemption.message("nlr-make-tfrecords", preemption.Preempted()), flush=True)
+        return preemption.PREEMPTED_STATUS
     counts = ", ".join(f"{name}={s.num_records}" for name, s in sorted(info.splits.items()))
     print(f"wrote {info.path}: {info.num_classes} classes, {counts}; {info.skipped['count']} bad rows skipped")
     return 0
 
 
-def run():
-    app.run(main)
+def run(argv=None):
+    """Runs nlr-make-tfrecords on `argv` (None: `sys.argv`); a full disk ends it in one line (`faults.run`)."""
+    from nlr_tf.cli import faults
+
+    faults.run("nlr-make-tfrecords", main, argv)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,13 @@ again, it reuses finished runs and resumes an interrupted one, so the full
 run may span several invocations. One job at a time works in an OUTPUT_DIR
 (it holds OUTPUT_DIR/job.lock): a second is refused with one line naming
 the first.
+
+A SIGTERM (a preemption notice) stops it: the run training checkpoints the
+step it reached, anything else (a dataset, a feature cache, a reference row,
+the results) stops at once, leaving no results.md or results.json and no
+ledger entry of an unfinished chunk; it prints one line naming the run and
+exits with status 75 (`preemption.PREEMPTED_STATUS`). The same command
+then goes on where it stopped.
 """
 
 import os
@@ -96,13 +103,23 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
     from nlr_tf.data import files
+    from nlr_tf.reproduce.report import RESULTS_JSON, RESULTS_MD
+    from nlr_tf.training import preemption
     from nlr_tf.training.run_lock import run_locked
 
-    # One job at a time in an output folder: a second is refused with one line naming the first.
-    return run_locked(files.absolute(_OUTPUT_DIR.value), "nlr-reproduce", _main)
+    output_dir = files.absolute(_OUTPUT_DIR.value)
+    with preemption.run_notice() as notice:
+        try:
+            # One job at a time in an output folder: a second is refused with one line naming the first.
+            return run_locked(output_dir, "nlr-reproduce", _main, notice)
+        except preemption.Preempted as e:
+            for name in (RESULTS_MD, RESULTS_JSON):  # the results of every run, or none that look complete
+                files.remove(os.path.join(output_dir, name))
+            print(preemption.run_message("nlr-reproduce", e, notice.run), flush=True)
+            return preemption.PREEMPTED_STATUS
 
 
-def _main():
+def _main(notice):
     import dataclasses
 
     from nlr_tf.data import files
@@ -152,7 +169,9 @@ def _main():
         build_datasets(output_dir, budget, variants, print)
         for name in (RESULTS_JSON, RESULTS_MD):  # rewritten once every run has finished
             files.remove(os.path.join(output_dir, name))
-        records, run_seconds, run_cpu_seconds = run_plan(output_dir, budget, variants, ledger_dir=_LEDGER.value)
+        records, run_seconds, run_cpu_seconds = run_plan(
+            output_dir, budget, variants, ledger_dir=_LEDGER.value, preemption_notice=notice
+        )
     except (ReproduceError, ConfigError, DatasetError, TrainingDiverged, LedgerError) as e:
         print(f"nlr-reproduce: error: {e}", file=sys.stderr)
         return 1
@@ -175,8 +194,11 @@ def _main():
     return 0
 
 
-def run():
-    app.run(main)
+def run(argv=None):
+    """Runs nlr-reproduce on `argv` (None: `sys.argv`); a full disk ends it in one line (`faults.run`)."""
+    from nlr_tf.cli import faults
+
+    faults.run("nlr-reproduce", main, argv)
 
 
 if __name__ == "__main__":

@@ -31,6 +31,7 @@ from nlr_tf.reproduce.fingerprint import plan_fingerprint
 from nlr_tf.reproduce.plan import make_plan
 from nlr_tf.reproduce.run_configs import train_config
 from nlr_tf.training import model_dir as run_files
+from nlr_tf.training import preemption
 
 REHEARSAL_STEPS = 40  # two loops of 20 steps (the first traces) and two evaluations (the first traces)
 ESTIMATE_FILE = "dry_run.json"  # OUTPUT_DIR/dry_run.json: what the results compare the real time with
@@ -101,8 +102,14 @@ def _share_data(source: str, target: str) -> None:
                 files.copy(os.path.join(folder, name), copy)
 
 
-def estimate(output_dir: str, budget: Budget, variant: str) -> dict[str, Any]:
+def estimate(
+    output_dir: str, budget: Budget, variant: str, preemption_notice: Optional[preemption.RunNotice] = None
+) -> dict[str, Any]:
     """Rehearses the plan of `budget` (see the module docstring) and estimates each of its runs' time.
+
+    Args:
+        preemption_notice: `preemption.RunNotice` or None. Passed to `run_plan`: a SIGTERM checkpoints the
+            rehearsal run training, or stops at once outside training. Defaults to None.
 
     Returns:
         {"runs", "feature_caches", "rows": [per-row counts and bounds], "lower", "upper" (seconds),
@@ -115,7 +122,7 @@ def estimate(output_dir: str, budget: Budget, variant: str) -> dict[str, Any]:
     _share_data(os.path.join(output_dir, "data"), os.path.join(rehearsal_dir, "data"))
     small = rehearsal_budget(budget)
     start = time.perf_counter()
-    records, _, _ = run_plan(rehearsal_dir, small, [variant])
+    records, _, _ = run_plan(rehearsal_dir, small, [variant], preemption_notice=preemption_notice)
     rehearsal_seconds = time.perf_counter() - start
     timings = _rehearsed(rehearsal_dir, records, small)
 

@@ -9,6 +9,13 @@ stopped (a half-trained run resumes from its last checkpoint).
 
 The datasets and feature caches are built by `datasets.py`; each run's
 settings come from `run_configs.py`.
+
+Given a `preemption.RunNotice`, a SIGTERM stops the plan: during a run's
+training, at the trainer's next step boundary, that step checkpointed;
+anywhere else at once (a feature cache or dataset being written is removed,
+a run's metrics are written only once it is done). The notice names the
+run under way (`RunNotice.run`); the same plan started again reuses the
+finished runs and resumes the interrupted one.
 """
 
 import dataclasses
@@ -43,17 +50,29 @@ from nlr_tf.reproduce.run_configs import (
     train_config,
 )
 from nlr_tf.training import model_dir as run_files
-from nlr_tf.training import pretext
+from nlr_tf.training import preemption, pretext
 from nlr_tf.training.config import TrainConfig
 from nlr_tf.training.model_dir import load_trained_model
 from nlr_tf.training.trainer import train
 
 
-def train_and_evaluate(config: TrainConfig) -> dict[str, Any]:
-    """Trains one run (resuming if interrupted) and returns its test metrics and its best validation result."""
+def train_and_evaluate(config: TrainConfig, preemption_notice: Optional[preemption.RunNotice] = None) -> dict[str, Any]:
+    """Trains one run (resuming if interrupted) and returns its test metrics and its best validation result.
+
+    Args:
+        config: `TrainConfig`.
+        preemption_notice: `preemption.RunNotice` or None. A SIGTERM during training checkpoints the step reached
+            and raises `preemption.Preempted`; one in its last steps lets it finish, then raises before the
+            evaluation. Defaults to None.
+    """
     from nlr_tf.evaluation.evaluator import evaluate
 
-    result = train(config)
+    if preemption_notice is None:
+        result = train(config)
+    else:
+        with preemption_notice.training():
+            result = train(config, preemption_notice=preemption_notice)
+        preemption_notice.check(result["step"])  # trained and saved; the next invocation evaluates it
     model, run_config = load_trained_model(config.model_dir)
     info: DatasetInfo = load_dataset_info(config.feature_cache or config.dataset)
     metrics = evaluate(
@@ -111,6 +130,7 @@ def run_plan(
     *,
     out: TextIO = sys.stdout,
     ledger_dir: str = "",
+    preemption_notice: Optional[preemption.RunNotice] = None,
 ) -> tuple[list[dict[str, Any]], list[Optional[float]], list[Optional[float]]]:
     """Trains and evaluates every run (on the datasets `build_datasets` wrote).
 
@@ -118,6 +138,9 @@ def run_plan(
         ledger_dir: str. A ledger folder (`nlr_tf.reproduce.ledger`): its
             finished chunks are reused, and each chunk finished here is
             added to it.
+        preemption_notice: `preemption.RunNotice` or None. Set to name the
+            run under way; a SIGTERM stops the plan with
+            `preemption.Preempted` (see the module docstring).
 
     Returns:
         One record per table cell (variant, seed, fraction, row): the run its
@@ -171,6 +194,9 @@ def run_plan(
         if ledger_dir and (i == 1 or ledger.chunk(runs[i - 2]) != ledger.chunk(run)):
             restore_chunk(i - 1)
         run = resolved(run)
+        if preemption_notice is not None:
+            preemption_notice.check()  # a SIGTERM a library call swallowed: stop before the next run
+            preemption_notice.run = run.name
         where = "" if run.fraction is None else f" {100 * run.fraction:g}% clean"
         rate = "" if run.learning_rate is None else f", lr {run.learning_rate:g}"
         prefix = f"[{i:>3}/{len(runs)}] {run.benchmark} {run.variant} seed {run.seed}{where}: {run.row.label}{rate}"
@@ -213,7 +239,7 @@ def run_plan(
                 metrics = pretext.pretrain_rotation(config)
                 keras.backend.clear_session()
             else:
-                metrics = train_and_evaluate(config)
+                metrics = train_and_evaluate(config, preemption_notice)
             # The run's own time (of the invocation that finished it): results.md sums them.
             metrics["seconds"] = time.perf_counter() - start
             metrics["cpu_seconds"] = time.process_time() - cpu_start  # every thread of the process, on Linux
@@ -274,6 +300,9 @@ def run_plan(
                 "eval_history": metrics.get("eval_history", []),
             }
         )
+    if preemption_notice is not None:
+        preemption_notice.run = None
+        preemption_notice.check()
     records = []
     for cell in cells:
         if cell in pretexts:
