@@ -22,6 +22,7 @@ import pytest
 from cli_util import ROOT
 from conftest import write_toy_dataset
 from test_distribution import _free_ports
+from test_preemption import _PAUSED_TRAIN  # nlr-train's main, paused after a step until a file appears
 from test_resume import assert_same_run
 
 from nlr_tf.training import model_dir as run_files
@@ -32,26 +33,6 @@ pytestmark = pytest.mark.slow
 # The README's bound: the workers left stop within this many seconds of losing one (a guard against hanging on a
 # collective op, not a speed target).
 LOST_WORKER_BOUND_SECONDS = 60
-
-# nlr-train's own main, paused right after logging step argv[3]: it touches argv[1], then waits for argv[2].
-_PAUSED_TRAIN = """
-import os, sys, time
-from nlr_tf.training import trainer
-ready, gate, at = sys.argv.pop(1), sys.argv.pop(1), int(sys.argv.pop(1))
-write_logs = trainer._write_logs
-
-def paused(writer, model, config, current, logs):
-    write_logs(writer, model, config, current, logs)
-    if current == at:
-        open(ready, "w").close()
-        deadline = time.monotonic() + 300
-        while not os.path.exists(gate) and time.monotonic() < deadline:
-            time.sleep(0.05)
-
-trainer._write_logs = paused
-from nlr_tf.cli import train
-train.run()
-"""
 
 _AT = 7
 

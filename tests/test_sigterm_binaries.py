@@ -65,14 +65,14 @@ elif hook == "features":  # a feature cache is being written: the SIGTERM raises
 elif hook == "slow_images":  # every image takes 0.2 s to read (in the writer's threads); the first touches ready
     from tfrecords_tools import writer
     ready = sys.argv.pop(1)
-    prepare = writer._prepare
+    prepare = writer.prepare_record
 
     def hooked(*args):
         open(ready, "a").close()
         time.sleep(0.2)
         return prepare(*args)
 
-    writer._prepare = hooked
+    writer.prepare_record = hooked
 elif hook == "beam_bundle":  # after the first bundle (the worker processes up), the launcher pauses
     from apache_beam.runners.portability.fn_api_runner import fn_runner
     ready = sys.argv.pop(1)

@@ -3,7 +3,7 @@
 Needs the `beam` extra (apache-beam); `writer.write_dataset(runner=...)`
 imports this module only when a runner is asked for. It writes the examples
 the local writer writes, through the same code: `images.read_record_image`
-(via `writer._prepare`), `writer._check_labels` and `writer._serialize`.
+(via `writer.prepare_record`), `writer.check_labels` and `writer.serialize_record`.
 
 Where the work happens:
 
@@ -240,18 +240,18 @@ def _prepare(
 ) -> Iterator[Any]:
     """Reads and checks an item's image and labels (in a worker); yields ((split, bucket), entry) or a bad row."""
     position, item = positioned
-    result = item if isinstance(item, BadRow) else writer._prepare(item, *resize)
+    result = item if isinstance(item, BadRow) else writer.prepare_record(item, *resize)
     if isinstance(result, BadRow):
         yield _bad(result, position)
         return
     record, encoded = result
-    problem = writer._check_labels(record, num_classes)
+    problem = writer.check_labels(record, num_classes)
     if problem is not None:
         yield _bad(BadRow(record.origin or record.id, problem), position)
         return
     labels = [record.noisy, record.verified_pos, record.verified_neg, record.true]
     labels = tuple(None if v is None else [int(c) for c in v] for v in labels)
-    entry = (record.id, position, record.origin or record.id, writer._serialize(record, encoded), labels)
+    entry = (record.id, position, record.origin or record.id, writer.serialize_record(record, encoded), labels)
     yield (record.split, shard_of(record.split, record.id, num_shards)), entry
 
 

@@ -43,7 +43,9 @@ class BadInputError(ValueError):
     """A bad input row met without `--skip_bad`."""
 
 
-def _prepare(record: Record, max_side: int, reduced_decode: bool) -> Union[tuple[Record, bytes], BadRow]:
+def prepare_record(record: Record, max_side: int, reduced_decode: bool) -> Union[tuple[Record, bytes], BadRow]:
+    """The record with its image read, decoded, resized and encoded (`read_record_image`), or the bad row saying why
+    it could not be (the local writer's threads and the Beam pipeline's workers call it alike)."""
     try:
         return record, read_record_image(record, max_side, reduced_decode)
     except ImageError as e:
@@ -69,12 +71,13 @@ def redact_options(options: Sequence[str]) -> list[str]:
     return out
 
 
-def _serialize(record: Record, encoded: bytes) -> bytes:
+def serialize_record(record: Record, encoded: bytes) -> bytes:
     """The record's serialized example (the same bytes in every process: `make_example`)."""
     return make_example(record.id, encoded, record.noisy, record.verified_pos, record.verified_neg, record.true)
 
 
-def _check_labels(record: Record, num_classes: int) -> Optional[str]:
+def check_labels(record: Record, num_classes: int) -> Optional[str]:
+    """What is wrong with the record's id, split or labels for a dataset of `num_classes` classes (None: nothing)."""
     if not record.id:
         return "empty image id"
     if not _SPLIT_RE.match(record.split or ""):
@@ -248,7 +251,7 @@ def _write_into(
         if isinstance(result, BadRow):
             return reject(result)
         record, encoded = result
-        problem = _check_labels(record, num_classes)
+        problem = check_labels(record, num_classes)
         writer = splits.get(record.split)
         if problem is None:
             if writer is None:
@@ -259,7 +262,7 @@ def _write_into(
             return reject(BadRow(record.origin or record.id, problem))
         writer.ids.add(record.id)
         writer.stats.add(record.noisy, record.verified_pos, record.verified_neg, record.true)
-        writer.write(_serialize(record, encoded))
+        writer.write(serialize_record(record, encoded))
 
     window = 16 * num_workers
     bar = progress_bar(conversion.total, "writing", progress)
@@ -272,7 +275,7 @@ def _write_into(
                     done.set_result(item)
                     pending.append(done)
                 else:
-                    pending.append(pool.submit(_prepare, item, *resize))
+                    pending.append(pool.submit(prepare_record, item, *resize))
                 while len(pending) >= window:
                     handle(pending.popleft().result())
                     bar.update()

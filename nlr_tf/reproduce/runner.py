@@ -19,6 +19,7 @@ finished runs and resumes the interrupted one.
 """
 
 import dataclasses
+import functools
 import os
 import sys
 import time
@@ -123,6 +124,23 @@ def fit_reference(run: Run, output_dir: str, budget: Budget) -> dict[str, Any]:
     }
 
 
+def _warnings_only(function):
+    """`function` with absl's verbosity at WARNING while it runs (every run's step lines would drown the plan's
+    progress lines), and put back after it: the caller's logging stays as it was."""
+
+    @functools.wraps(function)
+    def quiet(*args, **kwargs):
+        previous = logging.get_verbosity()
+        logging.set_verbosity(logging.WARNING)
+        try:
+            return function(*args, **kwargs)
+        finally:
+            logging.set_verbosity(previous)
+
+    return quiet
+
+
+@_warnings_only
 def run_plan(
     output_dir: str,
     budget: Budget,
@@ -158,7 +176,6 @@ def run_plan(
     pretexts: dict[str, float] = {}  # pretext cell -> its rotation accuracy
     seconds: list[Optional[float]] = []
     cpu_seconds: list[Optional[float]] = []
-    logging.set_verbosity(logging.WARNING)
     start_all = time.perf_counter()
 
     def selected(cell: str) -> dict[str, Any]:
