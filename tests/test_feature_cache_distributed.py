@@ -89,6 +89,43 @@ def _train_on(cache: schema.DatasetInfo, info: schema.DatasetInfo, weights: str,
     assert os.path.getmtime(os.path.join(cache.path, schema.DATASET_JSON)) == stamp  # read, not built again
 
 
+def test_nlr_train_under_mirrored_builds_its_missing_cache_as_one_device_does(made, tmp_path, monkeypatch):
+    root, info, weights, one = made
+    from nlr_tf.training import setup
+
+    replicas = []
+
+    def extract(*args, **kwargs):  # the real extraction, noting the replicas it ran on
+        replicas.append(kwargs["strategy"].num_replicas_in_sync)
+        return extract_features(*args, **kwargs)
+
+    monkeypatch.setattr(setup, "extract_features", extract)
+    config = TrainConfig(
+        method="noise_regularization",
+        dataset=info.path,
+        model_dir=str(tmp_path / "run"),
+        backbone="small_cnn",
+        backbone_weights=weights,
+        image_size=16,
+        train_backbone=False,
+        feature_cache=str(tmp_path / "cache"),
+        batch_size=20,
+        train_steps=2,
+        log_steps=2,
+        strategy="mirrored",
+        devices=("/cpu:0", "/cpu:1"),
+    )
+    assert train(config)["step"] == 2
+    assert replicas == [2]  # the backbone ran on both devices
+    built = schema.load_dataset_info(str(tmp_path / "cache"))
+    for split in ("noisy", "clean"):  # the splits the method reads
+        a, b = read_split(one, split), read_split(built, split)
+        at = {image_id: i for i, image_id in enumerate(b["id"])}
+        assert sorted(at) == sorted(a["id"])
+        order = [at[image_id] for image_id in a["id"]]
+        np.testing.assert_allclose(b["features"][order], a["features"], rtol=1e-5, atol=1e-6)
+
+
 def test_a_cache_made_on_two_devices_is_the_one_device_cache(made):
     root, info, weights, one = made
     strategy = get_strategy("mirrored", devices=["/cpu:0", "/cpu:1"])

@@ -154,6 +154,8 @@ def open_feature_cache(config: TrainConfig, info: DatasetInfo, method: Method, m
                 backbone_source=source,
                 image_size=config.image_size,
                 dtype=config.cache_dtype or "float32",
+                strategy=strategy,  # the backbone on every replica of this process (one worker: checked above)
+                batch_size=64 * strategy.num_replicas_in_sync,  # 64 a replica, as on one device
             )
         except FeatureCacheError as e:  # a feature beyond float16's range
             raise ConfigError(f"--cache_dtype={config.cache_dtype}: {e}") from None
