@@ -23,6 +23,7 @@ from cli_util import ROOT
 from conftest import write_toy_dataset
 from test_distribution import _free_ports
 from test_preemption import _PAUSED_TRAIN  # nlr-train's main, paused after a step until a file appears
+from test_preemption import _args as _one_process_args
 from test_resume import assert_same_run
 
 from nlr_tf.training import model_dir as run_files
@@ -45,24 +46,9 @@ def dataset(tmp_path_factory):
 
 
 def _args(dataset, model_dir) -> list[str]:
-    """A noisy run of 16 steps on two workers, logged every 2, checkpointed every 5, evaluated every 4."""
-    return [
-        "--method=noisy",
-        f"--dataset={dataset}",
-        f"--model_dir={model_dir}",
-        "--strategy=multi_worker_mirrored",
-        "--image_size=16",
-        "--batch_size=20",
-        "--learning_rate=3e-3",
-        "--train_steps=16",
-        "--log_steps=2",
-        "--checkpoint_steps=5",
-        "--eval_split=val",
-        "--eval_steps=4",
-        "--restore_best",
-        "--deterministic",
-        "--seed=1",
-    ]
+    """The single-process preemption test's run (16 steps, logged every 2, checkpointed every 5, evaluated every 4),
+    on two workers."""
+    return [*_one_process_args(dataset, model_dir), "--strategy=multi_worker_mirrored"]
 
 
 def _start(dataset, model_dir, tmp_path=None) -> list[subprocess.Popen]:
