@@ -14,9 +14,13 @@ space is freed, starts over (a conversion, an extraction, an evaluation, an
 export) or resumes from the last complete checkpoint (`nlr-train`).
 
 Every other exception goes on up as before.
+
+`run_plan_job` is the other fault every binary of many runs (`nlr-reproduce`,
+`nlr-compare`) meets the same way: a preemption notice.
 """
 
 import functools
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, Optional
@@ -59,3 +63,32 @@ def run(binary: str, main: Callable[[list[str]], Any], argv: Optional[Sequence[s
         argv: the command line, program name first; None: `sys.argv` (the tests pass theirs).
     """
     app.run(stop_on_full_disk(binary, main), argv=list(argv) if argv is not None else None)
+
+
+def run_plan_job(binary: str, output_dir: str, body: Callable[[Any], int], keep_results: bool = False) -> int:
+    """`body(notice)`'s status, run holding `output_dir`'s job lock under a `preemption.RunNotice`.
+
+    A SIGTERM ends it with status 75 and one line naming the run under way;
+    results.md and results.json are removed first (unless `keep_results`:
+    a dry run writes none), since this command has not written all of them.
+
+    Args:
+        binary: str. The binary's name, which starts its lines.
+        output_dir: str. The folder of the plan's runs and results (absolute).
+        body: the binary's work, given the notice to pass on to `run_plan`.
+        keep_results: bool. Leave results.md and results.json as they are.
+    """
+    from nlr_tf.reproduce.report import RESULTS_JSON, RESULTS_MD
+    from nlr_tf.training import preemption
+    from nlr_tf.training.run_lock import run_locked
+
+    with preemption.run_notice() as notice:
+        try:
+            # One job at a time in an output folder: a second is refused with one line naming the first.
+            return run_locked(output_dir, binary, body, notice)
+        except preemption.Preempted as e:
+            if not keep_results:
+                for name in (RESULTS_MD, RESULTS_JSON):
+                    files.remove(os.path.join(output_dir, name))
+            print(preemption.run_message(binary, e, notice.run), flush=True)
+            return preemption.PREEMPTED_STATUS

@@ -102,21 +102,10 @@ def _check_scale(value):
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+    from nlr_tf.cli import faults
     from nlr_tf.data import files
-    from nlr_tf.reproduce.report import RESULTS_JSON, RESULTS_MD
-    from nlr_tf.training import preemption
-    from nlr_tf.training.run_lock import run_locked
 
-    output_dir = files.absolute(_OUTPUT_DIR.value)
-    with preemption.run_notice() as notice:
-        try:
-            # One job at a time in an output folder: a second is refused with one line naming the first.
-            return run_locked(output_dir, "nlr-reproduce", _main, notice)
-        except preemption.Preempted as e:
-            for name in (RESULTS_MD, RESULTS_JSON):  # the results of every run, or none that look complete
-                files.remove(os.path.join(output_dir, name))
-            print(preemption.run_message("nlr-reproduce", e, notice.run), flush=True)
-            return preemption.PREEMPTED_STATUS
+    return faults.run_plan_job("nlr-reproduce", files.absolute(_OUTPUT_DIR.value), _main)
 
 
 def _main(notice):

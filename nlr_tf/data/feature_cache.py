@@ -531,13 +531,8 @@ def write_estimate(info: schema.DatasetInfo, name: str, key: str, value: Any) ->
     Returns False, and keeps nothing, where the cache's folder cannot be
     written (a read-only or shared copy): the estimate is only a saving.
     """
-    path = _estimate_path(info, name, key)
-    tmp = f"{path}.tmp-{os.getpid()}"
     try:
-        tf.io.gfile.makedirs(os.path.dirname(path))
-        with tf.io.gfile.GFile(tmp, "w") as f:
-            json.dump(value, f)
-        tf.io.gfile.rename(tmp, path, overwrite=True)
-    except (OSError, tf.errors.OpError):
+        files.write_json(_estimate_path(info, name, key), value, indent=None)
+    except files.file_errors():
         return False
     return True

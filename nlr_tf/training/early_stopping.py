@@ -134,7 +134,7 @@ class Evaluations:
         )
         if self.chief:
             run_files.write_eval_history(self.config.model_dir, self.history)
-        if self.best_dir and self.best()["step"] == step:
+        if self.best_dir and self.chief and self.best()["step"] == step:  # the chief writes them (`save_best`)
             self.pending_best = (step, self.model.get_weights())
 
     def best(self) -> Optional[dict]:
@@ -149,9 +149,6 @@ class Evaluations:
     def save_best(self) -> None:
         """Writes the best weights kept in memory, under `best/ckpt-STEP` (called before each checkpoint)."""
         if self.pending_best is None:
-            return
-        if not self.chief:  # the chief writes them; this worker reads them back at the end
-            self.pending_best = None
             return
         weights = self.model.get_weights()
         self.model.set_weights(self.pending_best[1])

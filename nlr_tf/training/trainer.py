@@ -245,18 +245,19 @@ def train(config: TrainConfig, preemption_notice: Optional[preemption.Notice] = 
     evaluations = early_stopping.Evaluations(model, data, info, config, chief, best_dir, start_step, main_start, kept)
     if restored and chief:
         _check_best_weights(evaluations, start_step, restored, kept)
-    saved = {"step": int(step.numpy()) if restored else None}  # the step of the last checkpoint on disk
+    saved_step = int(step.numpy()) if restored else None  # the step of the last checkpoint on disk
 
     def save_checkpoint() -> None:
         """A checkpoint of the step reached (unless it has one), its best weights written first: a checkpoint is
         only ever written after the best weights its history knows."""
+        nonlocal saved_step
         current = int(step.numpy())
-        if saved["step"] == current:
+        if saved_step == current:
             return
         evaluations.save_best()
         manager.save(checkpoint_number=current)
         evaluations.commit(checkpoints.steps(manager))
-        saved["step"] = current
+        saved_step = current
 
     def stop_preempted() -> NoReturn:
         writer.flush()
@@ -300,7 +301,7 @@ def train(config: TrainConfig, preemption_notice: Optional[preemption.Notice] = 
                     strategy, data, input_config, config, model, ratio, skip_steps=current - phase_start
                 )
             start = time.perf_counter()
-            with _peers_watched(strategy, multi_worker, saved["step"]):
+            with _peers_watched(strategy, multi_worker, saved_step):
                 logs = {k: float(v) for k, v in loops[phase](live[phase], tf.constant(num_steps)).items()}
             elapsed = time.perf_counter() - start
             for key in ("all",) if traces else ("all", "steady"):
@@ -318,7 +319,7 @@ def train(config: TrainConfig, preemption_notice: Optional[preemption.Notice] = 
                 save_checkpoint()
     writer.flush()
     if multi_worker:  # the chief has written the best weights every worker reads back
-        with _peers_watched(strategy, multi_worker, saved["step"]):
+        with _peers_watched(strategy, multi_worker, saved_step):
             _barrier(strategy)
     evaluated = evaluations.finish(int(step.numpy()))
 
