@@ -34,6 +34,23 @@ def test_cleanlab_finds_the_flipped_examples_from_out_of_sample_probabilities(mu
     assert precision > 0.8 and recall > 0.5, (precision, recall)
 
 
+def test_cleanlab_runs_in_this_process_without_forking_a_pool(monkeypatch):
+    # A pool forked while TensorFlow's threads run can deadlock: the finders must not start one.
+    import multiprocessing
+
+    from nlr_tf.models.label_issues import entry_flags
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("cleanlab started a multiprocessing pool")
+
+    monkeypatch.setattr(multiprocessing, "Pool", no_pool)
+    for multi_label in (True, False):
+        features, noisy, wrong = _synthetic(multi_label)
+        probs = out_of_sample_probabilities(features, noisy, multi_label, seed=0)
+        assert find_issues(probs, noisy, multi_label).any()
+        assert entry_flags(probs, noisy, multi_label).any()
+
+
 def test_a_class_on_every_noisy_example_is_not_judged_and_the_others_are():
     features, noisy, wrong = _synthetic(True)
     probs = out_of_sample_probabilities(features, noisy, True, seed=0)

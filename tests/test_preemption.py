@@ -136,6 +136,26 @@ def test_the_handler_only_sets_a_flag_and_is_put_back():
     assert signal.getsignal(signal.SIGTERM) == before
 
 
+@pytest.mark.parametrize("installed", [preemption.notice, preemption.raise_on_sigterm, preemption.run_notice])
+def test_a_process_forked_under_a_handler_ends_on_sigterm_whatever_it_is_doing(installed):
+    # A multiprocessing pool's worker, ended by its pool with SIGTERM: with a Python handler it would live on while
+    # stuck in C, and the pool would wait for it forever.
+    with installed():
+        pid = os.fork()
+        if pid == 0:  # the child: SIGTERM's default action, not a handler that needs Python to run
+            os._exit(0 if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+        pid = os.fork()
+        if pid == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+            os._exit(3)
+        _, status = os.waitpid(pid, 0)
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGTERM
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, signal.SIG_IGN)  # this process keeps it
+
+
 def test_outside_the_main_thread_nothing_is_installed():
     before, seen = signal.getsignal(signal.SIGTERM), []
 

@@ -56,19 +56,25 @@ def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
-def _this_process_only(handler, pid: int):
-    """`handler` in the process that installed it. A process forked from it (a multiprocessing pool's worker, as
-    cleanlab and the converters start) inherits the handler, yet its pool ends it with SIGTERM: there the signal
-    does what it did before, ending the process, or the pool would wait for it forever."""
+def _this_process_only(handler):
+    """`handler`, marked as installed here. A process forked while it is installed (a library's multiprocessing pool
+    worker) gets SIGTERM's default back as it starts (`_default_sigterm_in_forked_child`): its pool ends it with
+    SIGTERM, and a Python handler would run only once the child's main thread ran Python again, which a child
+    stuck in C never does, so the pool would wait for it forever."""
 
     def handle(signum, frame) -> None:
-        if os.getpid() != pid:
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
-            return
         handler(signum, frame)
 
+    handle.nlr_tf_handler = True
     return handle
+
+
+def _default_sigterm_in_forked_child() -> None:
+    if getattr(signal.getsignal(signal.SIGTERM), "nlr_tf_handler", False):
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_default_sigterm_in_forked_child)
 
 
 @contextlib.contextmanager
@@ -76,7 +82,7 @@ def _handler(handler) -> Iterator[None]:
     if not _in_main_thread():  # signal.signal works only there; the caller's handling stays as it is
         yield
         return
-    previous = signal.signal(signal.SIGTERM, _this_process_only(handler, os.getpid()))
+    previous = signal.signal(signal.SIGTERM, _this_process_only(handler))
     try:
         yield
     finally:
@@ -140,8 +146,8 @@ def coordinated(cluster_resolver, save: Callable[[], None], stop: Callable[[], N
     The handler restores nothing: it is given an empty checkpoint in a
     temporary folder, the trainer having restored the run (skipping damaged
     checkpoints) itself. Its SIGTERM handler acts in this process only
-    (forked pool workers end on SIGTERM as before) and the one before it is
-    put back on exit.
+    (a forked pool worker ends on SIGTERM as before) and the one before it
+    is put back on exit.
 
     Args:
         cluster_resolver: the strategy's `cluster_resolver`.
@@ -159,7 +165,7 @@ def coordinated(cluster_resolver, save: Callable[[], None], stop: Callable[[], N
         config = tf.distribute.experimental.TerminationConfig(exit_fn=stop, save_fn=save)
         handler = tf.distribute.experimental.PreemptionCheckpointHandler(cluster_resolver, manager, None, config)
         if _in_main_thread():  # the handler TensorFlow installed, for this process only
-            signal.signal(signal.SIGTERM, _this_process_only(signal.getsignal(signal.SIGTERM), os.getpid()))
+            signal.signal(signal.SIGTERM, _this_process_only(signal.getsignal(signal.SIGTERM)))
         yield handler
     finally:
         if handler is not None:
