@@ -72,6 +72,14 @@ def write_toy_dataset(path, split_sizes, num_classes=5, num_shards=3, multi_labe
     return info, records
 
 
+@pytest.fixture(scope="module")
+def run_dataset(tmp_path_factory):
+    """The resume and fault tests' dataset (one per module): noisy 120, clean 30, val 20 records in 4 shards."""
+    path = tmp_path_factory.mktemp("data") / "toy"
+    write_toy_dataset(path, {"noisy": 120, "clean": 30, "val": 20}, num_shards=4)
+    return str(path)
+
+
 @pytest.fixture
 def toy_dataset(tmp_path):
     """A small multi-label dataset: noisy 90, clean 20, val 12, test 12 records."""

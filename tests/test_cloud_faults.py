@@ -20,20 +20,12 @@ import time
 import pytest
 import tensorflow as tf
 from cli_util import ROOT, run_cli
-from conftest import write_toy_dataset
 from fault_util import cut_in_half
 from test_resume import _config, _start_killed_run, _wait_killed, assert_same_run
 
 from nlr_tf.training import run_lock
 from nlr_tf.training.model_dir import CheckpointError
 from nlr_tf.training.trainer import train
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "toy"
-    write_toy_dataset(path, {"noisy": 120, "clean": 30, "val": 20}, num_shards=4)
-    return str(path)
 
 
 def _messages(caplog, level) -> list[str]:
@@ -58,12 +50,12 @@ def _bests_known(model_dir, checkpoint_steps) -> set[int]:
 
 
 # === A damaged checkpoint ===
-def test_a_checkpoint_cut_in_half_is_skipped_and_the_run_resumes_from_the_one_before(dataset, tmp_path, caplog):
+def test_a_checkpoint_cut_in_half_is_skipped_and_the_run_resumes_from_the_one_before(run_dataset, tmp_path, caplog):
     """Killed right after the checkpoint of step 10, whose data file is then cut in half: the resumed run says so in
     one line, restores step 5 (best/ still holds the weights of the best evaluation its history knows) and ends as
     the uninterrupted run. With every checkpoint damaged, it stops with one line."""
     fields = dict(method="noisy", learning_rate=3e-3, eval_split="val", eval_steps=5, restore_best=True)
-    config = lambda d: _config(dataset, tmp_path / d, train_steps=20, **fields)  # noqa: E731
+    config = lambda d: _config(run_dataset, tmp_path / d, train_steps=20, **fields)  # noqa: E731
     killed = _start_killed_run(config("resumed"), "checkpoint", 10)
     uninterrupted = train(config("once"))
     _wait_killed(killed, config("resumed"))
@@ -96,8 +88,10 @@ def test_a_checkpoint_cut_in_half_is_skipped_and_the_run_resumes_from_the_one_be
     assert not os.path.exists(tmp_path / "all_damaged" / "model.keras")
 
 
-def test_max_checkpoints_keeps_at_least_two(dataset, tmp_path):
-    proc = run_cli("train", "--method=noisy", f"--dataset={dataset}", f"--model_dir={tmp_path}", "--max_checkpoints=1")
+def test_max_checkpoints_keeps_at_least_two(run_dataset, tmp_path):
+    proc = run_cli(
+        "train", "--method=noisy", f"--dataset={run_dataset}", f"--model_dir={tmp_path}", "--max_checkpoints=1"
+    )
     assert proc.returncode == 1 and "--max_checkpoints" in proc.stderr and "Traceback" not in proc.stderr
 
 
@@ -125,7 +119,7 @@ def _dead_pid() -> int:
     return proc.pid
 
 
-def test_a_second_nlr_train_on_a_run_folder_in_use_is_refused(dataset, tmp_path):
+def test_a_second_nlr_train_on_a_run_folder_in_use_is_refused(run_dataset, tmp_path):
     """The first job takes over the lock of a job that is gone, the second exits at once naming the first, and the
     first ends as if alone, releasing its lock."""
     model_dir = tmp_path / "run"
@@ -134,7 +128,7 @@ def test_a_second_nlr_train_on_a_run_folder_in_use_is_refused(dataset, tmp_path)
     (model_dir / run_lock.LOCK_FILE).write_text(json.dumps(dict(stale, heartbeat=time.time(), period=30, token="x")))
     args = [
         "--method=noisy",
-        f"--dataset={dataset}",
+        f"--dataset={run_dataset}",
         f"--model_dir={model_dir}",
         "--image_size=16",
         "--batch_size=20",

@@ -14,7 +14,6 @@ import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
 from cli_util import manifest_args
-from conftest import write_toy_dataset
 from disk_full_util import TEMPSTATE, disk_full, run_cli_on_full_disk
 from test_convert_manifest import png_manifest  # noqa: F401  (a fixture)
 from test_resume import assert_same_run
@@ -137,18 +136,11 @@ def test_the_wrapper_ends_a_full_disk_in_one_line_and_lets_anything_else_through
 
 
 # === The binaries ===
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "toy"
-    write_toy_dataset(path, {"noisy": 120, "clean": 30, "val": 20}, num_shards=4)
-    return str(path)
-
-
-def _train_args(dataset, model_dir) -> list[str]:
+def _train_args(run_dataset, model_dir) -> list[str]:
     """A noisy run of 15 steps, checkpointed every 5."""
     return [
         "--method=noisy",
-        f"--dataset={dataset}",
+        f"--dataset={run_dataset}",
         f"--model_dir={model_dir}",
         "--image_size=16",
         "--batch_size=20",
@@ -172,13 +164,13 @@ def _nlr_train(args, capsys) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="module")
-def trained(dataset, tmp_path_factory):
+def trained(run_dataset, tmp_path_factory):
     """The run never interrupted (the model the other binaries use)."""
     model_dir = tmp_path_factory.mktemp("once") / "run"
     with flagsaver.flagsaver():
         flags.FLAGS.unparse_flags()
         with pytest.raises(SystemExit) as exited:
-            train_cli.run(["nlr-train", *_train_args(dataset, model_dir)])
+            train_cli.run(["nlr-train", *_train_args(run_dataset, model_dir)])
     assert not exited.value.code
     return str(model_dir)
 
@@ -188,13 +180,13 @@ def _checkpoint_size(prefix: str) -> int:
 
 
 def test_nlr_train_stops_at_a_checkpoint_the_disk_cannot_hold_and_resumes_from_the_one_before(
-    dataset, trained, tmp_path, capsys
+    run_dataset, trained, tmp_path, capsys
 ):
     """The disk holds ckpt-5 (and the `checkpoint` state naming it) but not ckpt-10: one line, status 1, ckpt-5 the
     checkpoint a restart restores; the same command then ends as the run never interrupted."""
     model_dir = tmp_path / "run"
     checkpoints = model_dir / "checkpoints"
-    args = _train_args(dataset, model_dir)
+    args = _train_args(run_dataset, model_dir)
     room = _checkpoint_size(os.path.join(trained, "checkpoints", "ckpt-5")) + 1024
     with disk_full(checkpoints, room) as disk:
         status, stderr = _nlr_train(args, capsys)
@@ -251,14 +243,14 @@ def test_nlr_make_tfrecords_leaves_the_complete_dataset_it_was_to_replace(png_ma
     assert load_dataset_info(str(out)).splits["noisy"].num_records == 12
 
 
-def test_nlr_extract_features_leaves_no_cache(dataset, trained, tmp_path):
+def test_nlr_extract_features_leaves_no_cache(run_dataset, trained, tmp_path):
     out = tmp_path / "cache" / "features"
     proc, failed = run_cli_on_full_disk(
         "extract_features",
         out.parent,
         4000,
         f"--model_dir={trained}",
-        f"--dataset={dataset}",
+        f"--dataset={run_dataset}",
         f"--output_dir={out}",
         "--quiet",
     )
@@ -268,7 +260,7 @@ def test_nlr_extract_features_leaves_no_cache(dataset, trained, tmp_path):
     assert os.listdir(out.parent) == []
 
 
-def test_nlr_eval_leaves_no_metrics_json(dataset, trained, tmp_path):
+def test_nlr_eval_leaves_no_metrics_json(run_dataset, trained, tmp_path):
     """The disk fills up as metrics.json, written last, is written: neither it nor an earlier evaluation's is left
     beside the new PNGs (a reader takes metrics.json for a complete evaluation), nor any temporary file."""
     out = tmp_path / "eval"
@@ -279,7 +271,7 @@ def test_nlr_eval_leaves_no_metrics_json(dataset, trained, tmp_path):
         out,
         64,
         f"--model_dir={trained}",
-        f"--dataset={dataset}",
+        f"--dataset={run_dataset}",
         "--split=val",
         f"--output={out / 'metrics.json'}",
         full_from="*metrics.json*",

@@ -20,7 +20,6 @@ import time
 
 import pytest
 from cli_util import ROOT
-from conftest import write_toy_dataset
 from test_distribution import _free_ports
 from test_preemption import _PAUSED_TRAIN  # nlr-train's main, paused after a step until a file appears
 from test_preemption import _args as _one_process_args
@@ -38,20 +37,13 @@ LOST_WORKER_BOUND_SECONDS = 60
 _AT = 7
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "toy"
-    write_toy_dataset(path, {"noisy": 120, "clean": 30, "val": 20}, num_shards=4)
-    return str(path)
-
-
-def _args(dataset, model_dir) -> list[str]:
+def _args(run_dataset, model_dir) -> list[str]:
     """The single-process preemption test's run (16 steps, logged every 2, checkpointed every 5, evaluated every 4),
     on two workers."""
-    return [*_one_process_args(dataset, model_dir), "--strategy=multi_worker_mirrored"]
+    return [*_one_process_args(run_dataset, model_dir), "--strategy=multi_worker_mirrored"]
 
 
-def _start(dataset, model_dir, tmp_path=None) -> list[subprocess.Popen]:
+def _start(run_dataset, model_dir, tmp_path=None) -> list[subprocess.Popen]:
     """Both workers of the job; with `tmp_path`, worker 1 pauses after step 7 (tmp_path/ready, until tmp_path/go)."""
     workers = [f"localhost:{p}" for p in _free_ports(2)]
     procs = []
@@ -64,7 +56,7 @@ def _start(dataset, model_dir, tmp_path=None) -> list[subprocess.Popen]:
             cmd = [sys.executable, "-m", "nlr_tf.cli.train"]
         procs.append(
             subprocess.Popen(
-                cmd + _args(dataset, model_dir),
+                cmd + _args(run_dataset, model_dir),
                 env=env,
                 cwd=ROOT,
                 stdout=subprocess.PIPE,
@@ -100,9 +92,9 @@ def _result(model_dir) -> dict:
         return json.load(f)
 
 
-def _completes_as_uninterrupted(dataset, model_dir, reference) -> None:
+def _completes_as_uninterrupted(run_dataset, model_dir, reference) -> None:
     """Both workers started again with the same command end as the job never interrupted."""
-    outputs = _finish(_start(dataset, model_dir))
+    outputs = _finish(_start(run_dataset, model_dir))
     for status, out, err in outputs:
         assert status == 0, err[-3000:]
         assert "trained noisy for 16 steps" in out
@@ -121,19 +113,19 @@ def _completes_as_uninterrupted(dataset, model_dir, reference) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(dataset, tmp_path_factory):
+def reference(run_dataset, tmp_path_factory):
     """The job never interrupted."""
     model_dir = tmp_path_factory.mktemp("reference") / "run"
-    for status, _, err in _finish(_start(dataset, model_dir)):
+    for status, _, err in _finish(_start(run_dataset, model_dir)):
         assert status == 0, err[-3000:]
     return model_dir
 
 
 def test_a_preemption_notice_to_one_worker_checkpoints_every_worker_and_the_same_command_resumes(
-    dataset, reference, tmp_path
+    run_dataset, reference, tmp_path
 ):
     model_dir = tmp_path / "run"
-    procs = _start(dataset, model_dir, tmp_path)
+    procs = _start(run_dataset, model_dir, tmp_path)
     try:
         _wait_for(tmp_path / "ready", procs)
         procs[1].send_signal(signal.SIGTERM)
@@ -156,7 +148,7 @@ def test_a_preemption_notice_to_one_worker_checkpoints_every_worker_and_the_same
     assert not (model_dir / run_files.MODEL_FILE).exists()
     assert not (model_dir / "job.lock").exists()
 
-    _completes_as_uninterrupted(dataset, model_dir, reference)
+    _completes_as_uninterrupted(run_dataset, model_dir, reference)
 
 
 @pytest.mark.parametrize(
@@ -165,10 +157,10 @@ def test_a_preemption_notice_to_one_worker_checkpoints_every_worker_and_the_same
     ids=["worker", "chief"],
 )
 def test_a_lost_worker_stops_the_other_in_one_line_and_starting_both_again_resumes(
-    lost, cause, dataset, reference, tmp_path
+    lost, cause, run_dataset, reference, tmp_path
 ):
     model_dir = tmp_path / "run"
-    procs = _start(dataset, model_dir, tmp_path)
+    procs = _start(run_dataset, model_dir, tmp_path)
     left = procs[1 - lost]
     try:
         _wait_for(tmp_path / "ready", procs)
@@ -190,4 +182,4 @@ def test_a_lost_worker_stops_the_other_in_one_line_and_starting_both_again_resum
     )
     assert not (model_dir / run_files.MODEL_FILE).exists()
 
-    _completes_as_uninterrupted(dataset, model_dir, reference)
+    _completes_as_uninterrupted(run_dataset, model_dir, reference)

@@ -19,7 +19,6 @@ import time
 import pytest
 import tensorflow as tf
 from cli_util import ROOT, run_cli
-from conftest import write_toy_dataset
 from test_resume import assert_same_run
 
 from nlr_tf.training import model_dir as run_files
@@ -46,18 +45,11 @@ train.run()
 """
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "toy"
-    write_toy_dataset(path, {"noisy": 120, "clean": 30, "val": 20}, num_shards=4)
-    return str(path)
-
-
-def _args(dataset, model_dir) -> list[str]:
+def _args(run_dataset, model_dir) -> list[str]:
     """A noisy run of 16 steps, logged every 2, checkpointed every 5 and evaluated every 4 (best weights kept)."""
     return [
         "--method=noisy",
-        f"--dataset={dataset}",
+        f"--dataset={run_dataset}",
         f"--model_dir={model_dir}",
         "--image_size=16",
         "--batch_size=20",
@@ -78,12 +70,12 @@ def _result(model_dir) -> dict:
         return json.load(f)
 
 
-def test_a_sigterm_between_checkpoints_saves_that_step_and_the_same_command_resumes(dataset, tmp_path):
+def test_a_sigterm_between_checkpoints_saves_that_step_and_the_same_command_resumes(run_dataset, tmp_path):
     """Steps run 0-2-4-5-7-8-10...: SIGTERM at step 7, between ckpt-5 and ckpt-10, after the evaluation of step 4."""
     at = 7
     ready, gate = tmp_path / "ready", tmp_path / "go"
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
-    args = _args(dataset, tmp_path / "resumed")
+    args = _args(run_dataset, tmp_path / "resumed")
     paused = subprocess.Popen(
         [sys.executable, "-c", _PAUSED_TRAIN, str(ready), str(gate), str(at), *args],
         env=env,
@@ -93,7 +85,7 @@ def test_a_sigterm_between_checkpoints_saves_that_step_and_the_same_command_resu
         text=True,
     )
     try:
-        once = run_cli("train", *_args(dataset, tmp_path / "once"))  # meanwhile the other run reaches step 7
+        once = run_cli("train", *_args(run_dataset, tmp_path / "once"))  # meanwhile the other run reaches step 7
         assert once.returncode == 0, once.stderr[-3000:]
         deadline = time.monotonic() + 300
         while not ready.exists():
@@ -188,12 +180,14 @@ extract_features.run()
 """
 
 
-def test_a_sigterm_stops_nlr_extract_features_leaving_no_folder(dataset, tmp_path):
+def test_a_sigterm_stops_nlr_extract_features_leaving_no_folder(run_dataset, tmp_path):
     model_dir, features, ready = tmp_path / "noisy", tmp_path / "features", tmp_path / "ready"
-    trained = run_cli("train", "--method=noisy", f"--dataset={dataset}", f"--model_dir={model_dir}", "--train_steps=1")
+    trained = run_cli(
+        "train", "--method=noisy", f"--dataset={run_dataset}", f"--model_dir={model_dir}", "--train_steps=1"
+    )
     assert trained.returncode == 0, trained.stderr[-3000:]
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
-    args = [f"--model_dir={model_dir}", f"--dataset={dataset}", f"--output_dir={features}", "--quiet"]
+    args = [f"--model_dir={model_dir}", f"--dataset={run_dataset}", f"--output_dir={features}", "--quiet"]
     proc = subprocess.Popen(
         [sys.executable, "-c", _PAUSED_EXTRACT, str(ready), *args],
         env=env,

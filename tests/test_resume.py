@@ -159,16 +159,9 @@ def test_a_stream_skipping_batches_goes_on_as_the_stream_that_gave_them(ratio, t
         np.testing.assert_array_equal(got["image"].numpy(), want["image"].numpy())
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    path = tmp_path_factory.mktemp("data") / "toy"
-    write_toy_dataset(path, {"noisy": 120, "clean": 30, "val": 20}, num_shards=4)
-    return str(path)
-
-
-def _config(dataset, model_dir, **kwargs) -> TrainConfig:
+def _config(run_dataset, model_dir, **kwargs) -> TrainConfig:
     base = dict(
-        dataset=dataset,
+        dataset=run_dataset,
         model_dir=str(model_dir),
         image_size=16,
         batch_size=20,
@@ -180,11 +173,11 @@ def _config(dataset, model_dir, **kwargs) -> TrainConfig:
     return TrainConfig(**(base | kwargs))
 
 
-def test_label_cleaning_resumes_inside_pretraining_and_right_after_it(dataset, tmp_path):
+def test_label_cleaning_resumes_inside_pretraining_and_right_after_it(run_dataset, tmp_path):
     """Killed at step 6 (pretraining the cleaning net on the clean set, 10 steps), resumed, killed again at step 12
     (2 steps into joint training), resumed to the end."""
     config = lambda d: _config(  # noqa: E731
-        dataset,
+        run_dataset,
         tmp_path / d,
         method="label_cleaning",
         train_backbone=True,
@@ -202,11 +195,11 @@ def test_label_cleaning_resumes_inside_pretraining_and_right_after_it(dataset, t
     assert_same_run(resumed, uninterrupted, str(tmp_path / "resumed"), str(tmp_path / "once"))
 
 
-def test_heads_on_a_feature_cache_resume(dataset, tmp_path):
+def test_heads_on_a_feature_cache_resume(run_dataset, tmp_path):
     """noise_regularization heads on a frozen noisy backbone's cached features; the killed run built its cache."""
-    train(_config(dataset, tmp_path / "noisy", method="noisy", train_steps=5))
+    train(_config(run_dataset, tmp_path / "noisy", method="noisy", train_steps=5))
     config = lambda d: _config(  # noqa: E731
-        dataset,
+        run_dataset,
         tmp_path / d,
         method="noise_regularization",
         init_checkpoint=str(tmp_path / "noisy"),
@@ -222,18 +215,18 @@ def test_heads_on_a_feature_cache_resume(dataset, tmp_path):
     assert_same_run(resumed, uninterrupted, str(tmp_path / "resumed"), str(tmp_path / "once"))
 
 
-def _evaluated(dataset, tmp_path, **overrides):
+def _evaluated(run_dataset, tmp_path, **overrides):
     """The config (by model dir name) of a noisy run evaluated on val every 5 steps, checkpointed every 10, that
     restores its best weights."""
     fields = dict(
         method="noisy", learning_rate=3e-3, checkpoint_steps=10, eval_split="val", eval_steps=5, restore_best=True
     )
-    return lambda d: _config(dataset, tmp_path / d, **fields, **overrides)
+    return lambda d: _config(run_dataset, tmp_path / d, **fields, **overrides)
 
 
-def test_evaluation_history_and_best_step_survive_a_kill_between_checkpoints(dataset, tmp_path):
+def test_evaluation_history_and_best_step_survive_a_kill_between_checkpoints(run_dataset, tmp_path):
     """Killed right after the evaluation of step 15, which is in eval_history.json but not in a checkpoint."""
-    config = _evaluated(dataset, tmp_path, train_steps=60, early_stopping_patience=3)
+    config = _evaluated(run_dataset, tmp_path, train_steps=60, early_stopping_patience=3)
     killed = _start_killed_run(config("resumed"), "evaluation", 15)
     uninterrupted = train(config("once"))
     steps = [e["step"] for e in uninterrupted["eval_history"]]
@@ -251,11 +244,11 @@ def test_evaluation_history_and_best_step_survive_a_kill_between_checkpoints(dat
     assert os.path.basename(best[0]) == os.path.basename(best[1]) == f"ckpt-{uninterrupted['best_step']}"
 
 
-def test_a_kill_between_the_best_weights_and_their_checkpoint_resumes(dataset, tmp_path):
+def test_a_kill_between_the_best_weights_and_their_checkpoint_resumes(run_dataset, tmp_path):
     """Killed right after the weights of a best evaluation later than step 10 are written, before the checkpoint
     that would hold its history: the resumed run restores step 10, whose best weights are still there, deletes the
     newer ones, and ends as the uninterrupted run, with only the best evaluation's weights under best/."""
-    config = _evaluated(dataset, tmp_path, train_steps=40)
+    config = _evaluated(run_dataset, tmp_path, train_steps=40)
     killed = _start_killed_run(config("resumed"), "best", 10)
     uninterrupted = train(config("once"))
     _wait_killed(killed, config("resumed"))
@@ -276,10 +269,10 @@ def test_a_kill_between_the_best_weights_and_their_checkpoint_resumes(dataset, t
         assert os.path.basename(latest) == f"ckpt-{uninterrupted['best_step']}"
 
 
-def test_mirrored_on_two_logical_cpus_resumes(dataset, tmp_path):
+def test_mirrored_on_two_logical_cpus_resumes(run_dataset, tmp_path):
     """A 9:1 mixed stream over two replicas: its one input pipeline gives two batches of 10 per step."""
     config = lambda d: _config(  # noqa: E731
-        dataset,
+        run_dataset,
         tmp_path / d,
         method="noise_regularization",
         train_backbone=False,
