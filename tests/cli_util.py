@@ -20,6 +20,22 @@ def run_cli(module: str, *args: str, timeout: int = 300) -> subprocess.Completed
     )
 
 
+def noisy_run_args(dataset, model_dir, *extra: str) -> list[str]:
+    """nlr-train's flags for a deterministic `noisy` run on a toy dataset (16-pixel images, batches of 20), then
+    `extra` (steps, logging, checkpoints, evaluation)."""
+    return [
+        "--method=noisy",
+        f"--dataset={dataset}",
+        f"--model_dir={model_dir}",
+        "--image_size=16",
+        "--batch_size=20",
+        "--learning_rate=3e-3",
+        "--deterministic",
+        "--seed=1",
+        *extra,
+    ]
+
+
 def manifest_args(root) -> list[str]:
     """nlr-make-tfrecords' flags for a manifest folder `root` holding rows.csv, classes.txt and the images."""
     return [

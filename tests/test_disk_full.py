@@ -13,7 +13,7 @@ import pytest
 import tensorflow as tf
 from absl import flags
 from absl.testing import flagsaver
-from cli_util import manifest_args
+from cli_util import manifest_args, noisy_run_args
 from disk_full_util import TEMPSTATE, disk_full, run_cli_on_full_disk
 from test_convert_manifest import png_manifest  # noqa: F401  (a fixture)
 from test_resume import assert_same_run
@@ -138,19 +138,7 @@ def test_the_wrapper_ends_a_full_disk_in_one_line_and_lets_anything_else_through
 # === The binaries ===
 def _train_args(run_dataset, model_dir) -> list[str]:
     """A noisy run of 15 steps, checkpointed every 5."""
-    return [
-        "--method=noisy",
-        f"--dataset={run_dataset}",
-        f"--model_dir={model_dir}",
-        "--image_size=16",
-        "--batch_size=20",
-        "--learning_rate=3e-3",
-        "--train_steps=15",
-        "--log_steps=5",
-        "--checkpoint_steps=5",
-        "--deterministic",
-        "--seed=1",
-    ]
+    return noisy_run_args(run_dataset, model_dir, "--train_steps=15", "--log_steps=5", "--checkpoint_steps=5")
 
 
 def _nlr_train(args, capsys) -> tuple[int, str]:

@@ -18,7 +18,7 @@ import time
 
 import pytest
 import tensorflow as tf
-from cli_util import ROOT, run_cli
+from cli_util import ROOT, noisy_run_args, run_cli
 from test_resume import assert_same_run
 
 from nlr_tf.training import model_dir as run_files
@@ -47,22 +47,16 @@ train.run()
 
 def _args(run_dataset, model_dir) -> list[str]:
     """A noisy run of 16 steps, logged every 2, checkpointed every 5 and evaluated every 4 (best weights kept)."""
-    return [
-        "--method=noisy",
-        f"--dataset={run_dataset}",
-        f"--model_dir={model_dir}",
-        "--image_size=16",
-        "--batch_size=20",
-        "--learning_rate=3e-3",
+    return noisy_run_args(
+        run_dataset,
+        model_dir,
         "--train_steps=16",
         "--log_steps=2",
         "--checkpoint_steps=5",
         "--eval_split=val",
         "--eval_steps=4",
         "--restore_best",
-        "--deterministic",
-        "--seed=1",
-    ]
+    )
 
 
 def _result(model_dir) -> dict:
@@ -159,56 +153,3 @@ def test_outside_the_main_thread_nothing_is_installed():
     thread.start()
     thread.join()
     assert seen == [(before, False)]
-
-
-# nlr-extract-features' own main, paused once its temporary folder is made, before a split is written: it touches
-# argv[1], then sleeps (the SIGTERM raises there).
-_PAUSED_EXTRACT = """
-import os, sys, time
-from nlr_tf.data import feature_cache
-ready = sys.argv.pop(1)
-write_split = feature_cache._write_split
-
-def paused(*args, **kwargs):
-    open(ready, "w").close()
-    time.sleep(300)
-    return write_split(*args, **kwargs)
-
-feature_cache._write_split = paused
-from nlr_tf.cli import extract_features
-extract_features.run()
-"""
-
-
-def test_a_sigterm_stops_nlr_extract_features_leaving_no_folder(run_dataset, tmp_path):
-    model_dir, features, ready = tmp_path / "noisy", tmp_path / "features", tmp_path / "ready"
-    trained = run_cli(
-        "train", "--method=noisy", f"--dataset={run_dataset}", f"--model_dir={model_dir}", "--train_steps=1"
-    )
-    assert trained.returncode == 0, trained.stderr[-3000:]
-    env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="3")
-    args = [f"--model_dir={model_dir}", f"--dataset={run_dataset}", f"--output_dir={features}", "--quiet"]
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _PAUSED_EXTRACT, str(ready), *args],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not ready.exists():
-            assert proc.poll() is None and time.monotonic() < deadline, "the extraction never started"
-            time.sleep(0.1)
-        assert any(name.startswith(".features.") for name in os.listdir(tmp_path))  # its temporary folder
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode == preemption.PREEMPTED_STATUS, stderr[-3000:]
-    assert "Traceback" not in stderr
-    assert stdout.strip().splitlines()[-1] == (
-        "nlr-extract-features: preempted: stopped, no output written; run the same command again"
-    )
-    assert not any(name == "features" or name.startswith(".features.") for name in os.listdir(tmp_path))

@@ -1,4 +1,5 @@
-"""A preemption notice (SIGTERM) stops nlr-compare, nlr-reproduce and nlr-make-tfrecords cleanly.
+"""A preemption notice (SIGTERM) stops nlr-compare, nlr-reproduce, nlr-extract-features and nlr-make-tfrecords
+cleanly.
 
 Each binary runs as a real subprocess, its own `run()` started by a short
 script that first installs a hook: a pause at a point the test waits for
@@ -251,6 +252,23 @@ def _records(path) -> dict[str, list[bytes]]:
 def _make_tfrecords(manifest, out, *extra) -> list[str]:
     """The conversion of `manifest` fixture's dataset, data/ (see test_compare), into `out`."""
     return [*manifest_args(manifest), f"--output_dir={out}", "--num_shards=2", "--multi_label=true", *extra]
+
+
+def test_nlr_extract_features_stops_leaving_no_folder(run_dataset, tmp_path):
+    model_dir, features, ready = tmp_path / "noisy", tmp_path / "features", tmp_path / "ready"
+    trained = run_cli(
+        "train", "--method=noisy", f"--dataset={run_dataset}", f"--model_dir={model_dir}", "--train_steps=1"
+    )
+    assert trained.returncode == 0, trained.stderr[-3000:]
+    args = [f"--model_dir={model_dir}", f"--dataset={run_dataset}", f"--output_dir={features}", "--quiet"]
+    proc = _start("extract_features", "features", ready, *args)
+    _wait_for(ready, proc, "started extracting")
+    assert any(name.startswith(".features.") for name in os.listdir(tmp_path))  # its temporary folder
+    stdout, _ = _ended(proc, _sigterm(proc))
+    assert (
+        _last_line(stdout) == "nlr-extract-features: preempted: stopped, no output written; run the same command again"
+    )
+    assert not any(name == "features" or name.startswith(".features.") for name in os.listdir(tmp_path))
 
 
 def test_nlr_make_tfrecords_stops_its_threads_and_leaves_no_folder_then_converts_again(manifest, tmp_path):
